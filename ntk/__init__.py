@@ -1,0 +1,1 @@
+"""ntk: a theory lab for wide neural networks."""

@@ -1,0 +1,222 @@
+"""Benchmark: empirical NTK of wide ReLU MLPs, ours vs neural-tangents, in one run.
+
+    python bench/empirical.py            # the issue's sizes (a few minutes on 2 cores)
+    python bench/empirical.py --quick    # small sizes, for a smoke test
+
+Rows (ratio = reference_s / ours_s, so > 1 means we are faster):
+  1. depth-3 ReLU MLP, width 2048, d = 64, one output, N = 256, float32: our "auto" path
+     (structured) vs neural-tangents' `empirical_ntk_fn` with NTK-vector products, jitted,
+     steady-state time (compile excluded), on the same weights. Jacobian contraction needs
+     N x P x 4 bytes (8.7 GB here) and ~30 s; pass --nt-jacobian to time it too.
+  2. the general path: our "jacobian" vs neural-tangents' Jacobian contraction, small width.
+  3. width 10,000, N = 512: ours in a child process, so its peak RSS (VmHWM) is that of one
+     process that imports torch, builds the model (0.8 GB of weights) and computes the kernel. No reference fits:
+     a Jacobian alone needs N x P x 4 bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from ntk.empirical import empirical_ntk  # noqa: E402
+
+
+def relu_mlp(d: int, width: int, depth: int, seed: int = 0) -> nn.Sequential:
+    """Dense -> ReLU, `depth` times, then a Dense readout to one output (standard init)."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(d if i == 0 else width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 1))
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def best_time(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def nt_ntk_fn(model: nn.Sequential, implementation: int):
+    """neural-tangents' jitted empirical NTK of the stax twin of `model`, and its params."""
+    import jax
+    import jax.numpy as jnp
+    import neural_tangents as nt
+    from neural_tangents import stax
+
+    layers, params = [], []
+    for m in model:
+        if isinstance(m, nn.Linear):
+            layers.append(stax.Dense(m.out_features, parameterization="standard"))
+            w = jnp.asarray(m.weight.detach().numpy().T)  # stax stores W as (in, out)
+            params.append((w, jnp.asarray(m.bias.detach().numpy()[None, :])))
+        else:
+            layers.append(stax.Relu())
+            params.append(())
+    _, apply_fn, _ = stax.serial(*layers)
+    fn = nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
+    jitted = jax.jit(lambda x, p: fn(x, None, p))
+    return (lambda x: jitted(x, params).block_until_ready()), apply_fn, params
+
+
+def time_nt(model: nn.Sequential, x: torch.Tensor, implementation: int, repeats: int):
+    """(compile + first call s, steady-state s, kernel) of neural-tangents."""
+    import jax.numpy as jnp
+
+    ntk_fn, _, _ = nt_ntk_fn(model, implementation)
+    xj = jnp.asarray(x.numpy())
+    t = time.perf_counter()
+    ntk_fn(xj)
+    first = time.perf_counter() - t
+    steady, k = best_time(lambda: ntk_fn(xj), repeats)
+    return first, steady, np.asarray(k)
+
+
+def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def row_vs_nt(width: int, n: int, d: int, repeats: int, nt_jacobian: bool) -> dict:
+    from neural_tangents import NtkImplementation
+
+    model = relu_mlp(d, width, 3)
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(1))
+    ours_s, k = best_time(lambda: empirical_ntk(model, x), repeats)
+    impls = {"ntvp": NtkImplementation.NTK_VECTOR_PRODUCTS}
+    if nt_jacobian:
+        impls["jacobian"] = NtkImplementation.JACOBIAN_CONTRACTION
+    ref, notes = {}, []
+    for name, impl in impls.items():
+        first, steady, k_nt = time_nt(model, x, impl, 1)
+        ref[name] = steady
+        notes.append(f"NT {name} {steady:.2f}s (first call, with compile, {first:.1f}s)")
+        notes.append(f"max rel diff vs NT {name} {rel_diff(k.numpy(), k_nt):.1e}")
+    best = min(ref, key=ref.get)
+    return {
+        "name": f"d3 ReLU MLP w{width} N{n} f32: auto(structured) vs NT {best}",
+        "ours_s": ours_s,
+        "reference_s": ref[best],
+        "ratio": ref[best] / ours_s,
+        "peak_gb": None,
+        "notes": f"P={n_params(model):,}; " + "; ".join(notes),
+    }
+
+
+def row_general(width: int, n: int, d: int, repeats: int) -> dict:
+    from neural_tangents import NtkImplementation
+
+    model = relu_mlp(d, width, 3)
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(2))
+    ours_s, k = best_time(lambda: empirical_ntk(model, x, method="jacobian"), repeats)
+    first, steady, k_nt = time_nt(model, x, NtkImplementation.JACOBIAN_CONTRACTION, repeats)
+    return {
+        "name": f"d3 ReLU MLP w{width} N{n} f32: jacobian vs NT jacobian",
+        "ours_s": ours_s,
+        "reference_s": steady,
+        "ratio": steady / ours_s,
+        "peak_gb": None,
+        "notes": f"P={n_params(model):,}; NT first call (with compile) {first:.1f}s; "
+        f"max rel diff {rel_diff(k.numpy(), k_nt):.1e}",
+    }
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    exec, so a child forked from a big parent would report the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["VmHWM"].split()[0]) * 1024 / 1e9  # kB
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+
+
+def child(width: int, n: int, d: int) -> None:
+    """Build the model and compute the kernel; print time and this process's peak RSS."""
+    model = relu_mlp(d, width, 3)
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(3))
+    t = time.perf_counter()
+    k = empirical_ntk(model, x)
+    seconds = time.perf_counter() - t
+    peak_gb = peak_rss_gb()
+    finite = bool(torch.isfinite(k).all())
+    print(json.dumps({"s": seconds, "peak_gb": peak_gb, "finite": finite, "P": n_params(model)}))
+
+
+def row_huge(width: int, n: int, d: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(width), str(n), str(d)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    jac_gb = n * res["P"] * 4 / 1e9
+    return {
+        "name": f"d3 ReLU MLP w{width} N{n} f32: auto(structured), own process",
+        "ours_s": res["s"],
+        "reference_s": None,
+        "ratio": None,
+        "peak_gb": res["peak_gb"],
+        "notes": f"P={res['P']:,}; finite={res['finite']}; a Jacobian needs N*P*4 B = "
+        f"{jac_gb:.0f} GB, so Jacobian-based paths cannot fit",
+    }
+
+
+def run(quick: bool = False, nt_jacobian: bool = False) -> list[dict]:
+    """Benchmark rows: name, ours_s, reference_s, ratio (reference/ours), peak_gb, notes."""
+    # the child process first, while this one is still small
+    if quick:
+        huge = row_huge(width=2000, n=128, d=64)
+        return [
+            row_vs_nt(width=512, n=64, d=64, repeats=2, nt_jacobian=True),
+            row_general(width=128, n=32, d=16, repeats=2),
+            huge,
+        ]
+    huge = row_huge(width=10_000, n=512, d=64)
+    return [
+        row_vs_nt(width=2048, n=256, d=64, repeats=3, nt_jacobian=nt_jacobian),
+        row_general(width=256, n=128, d=64, repeats=2),
+        huge,
+    ]
+
+
+def _fmt(v: object, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--nt-jacobian", action="store_true", help="also time NT's Jacobian")
+    parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(*args.child)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load average {load}")
+    rows = run(quick=args.quick, nt_jacobian=args.nt_jacobian)
+    print(f"{'benchmark':<60} {'ours s':>8} {'ref s':>8} {'ratio':>7} {'peak GB':>8}  notes")
+    for r in rows:
+        print(
+            f"{r['name']:<60} {_fmt(r['ours_s'], '8.3f')} {_fmt(r['reference_s'], '8.3f')} "
+            f"{_fmt(r['ratio'], '7.1f')} {_fmt(r['peak_gb'], '8.2f')}  {r['notes']}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,7 @@
 """Elementwise activations by name, shared by the models and the analytic kernels.
 
-The analytic kernels (`ntk.kernels`) have closed forms for "relu" and "erf" and use
+The analytic kernels (`ntk.kernels`) have closed forms for "relu", "erf", "gelu" and
+"identity" and use
 Gauss-Hermite quadrature for every other entry here and for any user callable.
 """
 

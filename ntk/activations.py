@@ -1,8 +1,7 @@
 """Elementwise activations by name, shared by the models and the analytic kernels.
 
 The analytic kernels (`ntk.kernels`) have closed forms for "relu", "erf", "gelu" and
-"identity" and use
-Gauss-Hermite quadrature for every other entry here and for any user callable.
+"identity", and use Gauss-Hermite quadrature for every other entry and any user callable.
 """
 
 from __future__ import annotations

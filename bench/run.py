@@ -1,0 +1,68 @@
+"""Run every benchmark in one process and print one table: ours vs the reference, side by side.
+
+    python bench/run.py            # full sizes (a few minutes, ~7 GB for the N=20,000 check)
+    python bench/run.py --quick    # smaller sizes, no memory check
+
+Each row times ours and the reference (neural-tangents, or the machine's matmul peak) in the
+same run, so the ratio is meaningful even on a busy machine; the absolute seconds are not.
+The rows are also written to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+
+
+def _fmt(v: object, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, skip the memory check")
+    parser.add_argument(
+        "--only", choices=("analytic", "empirical", "training"), help="run one benchmark"
+    )
+    args = parser.parse_args()
+
+    import analytic
+    import empirical
+    import training
+
+    suites = {
+        # the empirical bench starts a child process first, while this process is small
+        "empirical": lambda: empirical.run(quick=args.quick),
+        "analytic": lambda: analytic.run(memory_check=not args.quick),
+        "training": lambda: training.run(quick=args.quick),
+    }
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load}")
+    rows = []
+    for name, run in suites.items():
+        if args.only in (None, name):
+            rows += [dict(r, suite=name) for r in run()]
+
+    print(f"\n{'benchmark':<70} {'ours s':>8} {'ref s':>8} {'ours/ref':>9}  notes")
+    for r in rows:
+        ref = r.get("reference_s")
+        ratio = r["ours_s"] / ref if ref else None
+        print(
+            f"{r['name']:<70} {_fmt(r['ours_s'], '8.3f')} {_fmt(ref, '8.3f')} "
+            f"{_fmt(ratio, '9.3f')}  {r.get('notes', '')}"
+        )
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(rows, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

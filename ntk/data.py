@@ -41,8 +41,21 @@ class Task:
         return iter((self.x_train, self.y_train, self.x_test, self.y_test))
 
 
+def _check_float_dtype(dtype: object) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
+    return dtype
+
+
 def hermite(z: Tensor, degree: int) -> Tensor:
-    """Normalized probabilists' Hermite polynomial He_k(z) / sqrt(k!) (unit variance)."""
+    """Normalized probabilists' Hermite polynomial He_k(z) / sqrt(k!) (unit variance).
+
+    Uses the three-term recurrence He_{k+1}(z) = z He_k(z) - k He_{k-1}(z), He_0 = 1, He_1 = z,
+    for which E[He_j(g) He_k(g)] = k! [j = k] when g ~ N(0, 1) (e.g. Abramowitz & Stegun 22.2).
+    """
+    check_positive_int("degree", degree, minimum=0)
+    if not isinstance(z, Tensor):
+        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
     prev, cur = torch.ones_like(z), z
     if degree == 0:
         return prev
@@ -91,6 +104,9 @@ def make_low_dim_task(
     check_nonnegative("noise", noise)
     check_choice("input_dist", input_dist, ("sphere", "gaussian"))
     check_positive_int("seed", seed, minimum=0)
+    _check_float_dtype(dtype)
+    if link is not None and not callable(link):
+        raise TypeError(f"link must be None or a callable (tensor -> tensor), got {link!r}")
     gen = torch.Generator().manual_seed(seed)
     g = link if link is not None else (lambda z: hermite(z, degree))
 
@@ -101,7 +117,14 @@ def make_low_dim_task(
         x = torch.randn(n, dim, generator=gen, dtype=torch.float64)
         if input_dist == "sphere":
             x = x * (math.sqrt(dim) / torch.linalg.vector_norm(x, dim=1, keepdim=True))
-        y = g(x @ u).sum(dim=1, keepdim=True) / math.sqrt(n_directions)  # (n, 1)
+        z = x @ u  # (n, r)
+        gz = g(z)
+        if not isinstance(gz, Tensor) or gz.shape != z.shape:
+            got = tuple(gz.shape) if isinstance(gz, Tensor) else type(gz).__name__
+            raise ValueError(
+                f"link must act elementwise: projections of shape {tuple(z.shape)} gave {got}"
+            )
+        y = gz.sum(dim=1, keepdim=True) / math.sqrt(n_directions)  # (n, 1)
         return x, y
 
     x_train, y_train = sample(n_train)
@@ -129,9 +152,12 @@ def load_digits_task(
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
+        raise TypeError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     check_positive_int("seed", seed, minimum=0)
+    _check_float_dtype(dtype)
     x, y = load_digits(return_X_y=True)
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=test_fraction, random_state=seed, stratify=y

@@ -91,6 +91,10 @@ def empirical_ntk(
 
     Returns:
       Θ, detached, in the model's dtype and device.
+
+    Raises:
+      TypeError / ValueError for bad arguments (naming them); FloatingPointError when Θ would
+      contain Inf or NaN (overflow in the model's dtype, or non-finite parameters).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -129,7 +133,8 @@ def empirical_ntk(
                 return _structured_features(model, params, x, n_out)
 
             pair = _structured_pair(trace_outputs, n_out)
-            return _blocked(x1, x2, symmetric, chunk, feats, feats, pair, trace_outputs, n_out)
+            k = _blocked(x1, x2, symmetric, chunk, feats, feats, pair, trace_outputs, n_out)
+            return _check_finite(k)
         except StructuredUnsupported:
             if method == "structured":
                 raise
@@ -153,7 +158,8 @@ def empirical_ntk(
 
     if method == "jacobian":
         pair = _jacobian_pair(trace_outputs, n_out)
-        return _blocked(x1, x2, symmetric, chunk, jac_rows, jac_rows, pair, trace_outputs, n_out)
+        k = _blocked(x1, x2, symmetric, chunk, jac_rows, jac_rows, pair, trace_outputs, n_out)
+        return _check_finite(k)
 
     def ntvp_pair(x1c: Tensor, rows2: dict[str, Tensor]) -> Tensor:
         # Θ[x1c, x2c] v for the basis v = e_(m, k'): the vjp J2^T e is row (m, k') of J2,
@@ -171,12 +177,22 @@ def empirical_ntk(
         full = cols.permute(2, 0, 3, 1)  # (n1, n2, K, K)
         return full.diagonal(dim1=2, dim2=3).mean(-1) if trace_outputs else full
 
-    return _blocked(
-        x1, x2, symmetric, chunk, lambda x: x, jac_rows, ntvp_pair, trace_outputs, n_out
-    )
+    k = _blocked(x1, x2, symmetric, chunk, lambda x: x, jac_rows, ntvp_pair, trace_outputs, n_out)
+    return _check_finite(k)
 
 
 # ----------------------------------------------------------------------------- checks
+
+
+def _check_finite(k: Tensor) -> Tensor:
+    """Raise instead of returning a kernel with Inf/NaN entries (overflow, or NaN weights)."""
+    if not torch.isfinite(k).all():
+        raise FloatingPointError(
+            f"the empirical NTK has Inf or NaN entries in {k.dtype}: the model's outputs or "
+            "gradients overflow (very large weights or inputs) or its parameters are not "
+            "finite; check the parameters, or compute in float64 (model.double())"
+        )
+    return k
 
 
 def _as_batch(

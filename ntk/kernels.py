@@ -37,7 +37,9 @@ The expectations are in closed form for
     sqrt(Sigma_11 Sigma_22), K = sqrt(Sigma_11 Sigma_22) (sin theta + (pi - theta) cos theta)
     / (2 pi) and Kdot = (pi - theta) / (2 pi);
   * erf (Williams 1997): K = (2 / pi) arcsin(2 Sigma_12 / sqrt((1 + 2 Sigma_11)(1 + 2 Sigma_22)))
-    and Kdot = (4 / pi) / sqrt((1 + 2 Sigma_11)(1 + 2 Sigma_22) - 4 Sigma_12^2);
+    and Kdot = (4 / pi) / sqrt((1 + 2 Sigma_11)(1 + 2 Sigma_22) - 4 Sigma_12^2), the root's
+    argument formed as 1 + 2 (Sigma_11 + Sigma_22) + 4 (Sigma_11 Sigma_22 - Sigma_12^2) so that
+    it stays >= 1 at identical points even for huge variances;
   * GELU (Tsuchida et al. 2020; see `_gelu`), exact like neural-tangents' ``stax.Gelu``;
   * identity: K = Sigma, Kdot = 1;
 and for every other activation (a name in `ntk.activations` or any elementwise torch callable)
@@ -60,7 +62,9 @@ a symmetric call K(x) mirrors its upper triangle and is exactly symmetric.
 Gram matrices are computed in row blocks, all layers at once per block, so the memory is the
 outputs plus O(block x N2) temporaries; diagonals are computed in O(N) without the Gram.
 Kernels are computed in float64 by default (inputs of any float dtype are cast) and are not
-differentiable with respect to the inputs (in-place arithmetic).
+differentiable with respect to the inputs (in-place arithmetic). A kernel that overflows the
+dtype (e.g. ReLU with weight_std = 1e100: Sigma ~ weight_std^(2 (depth + 1))) raises a
+FloatingPointError instead of returning Inf or NaN.
 """
 
 from __future__ import annotations
@@ -168,7 +172,25 @@ class MLPKernel:
         """Both diagonals, shape (N,) each."""
         x = check_inputs("x", x, dtype=self.dtype).detach()
         _, nngp, ntk = self._diag_recursion(x)
+        self._check_finite(nngp, ntk)
         return Kernels(nngp, ntk)
+
+    def _check_finite(self, *kernels: Tensor | None) -> None:
+        """Raise instead of returning Inf/NaN when the kernel outgrows the dtype.
+
+        Sigma grows like (weight_std^2 / 2)^depth |x|^2 / d for ReLU (and the "standard" NTK
+        also like width), so e.g. weight_std = 1e100 overflows float64 at any depth.
+        """
+        for k in kernels:
+            if k is not None and not torch.isfinite(k).all():
+                raise FloatingPointError(
+                    f"the NNGP/NTK overflowed {self.dtype} (Inf or NaN) with depth={self.depth}, "
+                    f"weight_std={self.weight_std:g}, bias_std={self.bias_std}, "
+                    f"width={self.width}, parametrization={self.parametrization!r}: the kernel "
+                    "grows geometrically with depth in weight_std^2 (and with |x|^2, and with "
+                    "width in the standard NTK); scale down weight_std or the inputs, or use "
+                    "dtype=torch.float64"
+                )
 
     # ---------------------------------------------------------------- the recursion
     @property
@@ -224,7 +246,7 @@ class MLPKernel:
             k = torch.asin(2 * q / (1 + 2 * q)).mul_(2 / math.pi)
             return k, torch.rsqrt(1 + 4 * q).mul_(4 / math.pi)
         if kind == "gelu":
-            return _gelu(q.clone(), q * q, (q + 1) ** 2, want_kdot=True)
+            return _gelu(q.clone(), q * q, (q + 1) ** 2, 1 + 2 * q, want_kdot=True)
         if kind == "identity":
             return q.clone(), torch.ones_like(q)
         nodes, weights = self._gauss_hermite(q)
@@ -251,6 +273,7 @@ class MLPKernel:
         n1, n2 = x1.shape[0], x2.shape[0]
         q1, *diag = self._diag_recursion(x1)
         q2 = q1 if symmetric else self._diag_recursion(x2)[0]
+        self._check_finite(*diag, *q1, *q2)
         # per-layer row/column factors, computed once in O(N): avoids sqrt/division per entry
         f1 = [self._row_factors(q) for q in q1]
         f2 = f1 if symmetric else [self._row_factors(q) for q in q2]
@@ -263,6 +286,7 @@ class MLPKernel:
             c0 = r0 if symmetric else 0  # symmetric: upper triangle only, then mirrored
             rows = slice(r0, r1)
             res = self._block(x1[rows], x2[c0:], f1, f2, rows, slice(c0, n2), want_ntk)
+            self._check_finite(*res)
             for out, val, exact in zip(outs, res, diag, strict=False):
                 out[rows, c0:] = val
                 if symmetric:
@@ -321,8 +345,7 @@ class MLPKernel:
             inv = torch.where(q > 0, 1 / root, torch.zeros_like(q))  # zero norm: cos = 0
             return root, inv
         if kind == "erf":
-            a = torch.rsqrt(1 + 2 * q)
-            return a, a
+            return torch.rsqrt(1 + 2 * q), q
         if kind in ("gelu", "identity"):
             return q, q + 1
         root = q.sqrt()
@@ -381,16 +404,20 @@ class MLPKernel:
             k = sin.mul_(a1[:, None] * (1 / _TWO_PI)).mul_(a2).addcmul_(kdot, s)
             return k, kdot
         if kind == "erf":
-            # a = b = 1/sqrt(1 + 2 q)
-            u = (s * (2 * a1)[:, None]).mul_(a2).clamp_(-1.0, 1.0)
+            # a = 1/sqrt(1 + 2 q), b = q
             kdot = None
             if want_kdot:
-                kdot = torch.mul(u, u).neg_().add_(1.0).rsqrt_()
-                kdot.mul_(a1[:, None] * (4 / math.pi)).mul_(a2)
+                # (1 + 2 q1)(1 + 2 q2) - 4 s^2 = 1 + 2 (q1 + q2) + 4 (q1 q2 - s^2): the last term
+                # is >= 0 (Cauchy-Schwarz; clamped against round-off), so there is no
+                # cancellation and no 1/sqrt(0) at identical points when q >> 1
+                kdot = torch.addcmul(b1[:, None] * b2, s, s, value=-1.0).clamp_(min=0.0)
+                kdot.mul_(4.0).add_(b1[:, None] + b2, alpha=2.0).add_(1.0)
+                kdot.rsqrt_().mul_(4 / math.pi)
+            u = (s * (2 * a1)[:, None]).mul_(a2).clamp_(-1.0, 1.0)
             return u.asin_().mul_(2 / math.pi), kdot
         if kind == "gelu":
             # a = q, b = q + 1
-            return _gelu(s, a1[:, None] * a2, b1[:, None] * b2, want_kdot)
+            return _gelu(s, a1[:, None] * a2, b1[:, None] * b2, b1[:, None] + a2, want_kdot)
         if kind == "identity":
             return s, torch.ones_like(s) if want_kdot else None
         return self._quadrature_block(s, a1, b1, a2, b2, want_kdot)
@@ -445,22 +472,28 @@ class MLPKernel:
         return k, kdot
 
 
-def _gelu(s: Tensor, prod: Tensor, prod1: Tensor, want_kdot: bool) -> tuple[Tensor, Tensor | None]:
+def _gelu(
+    s: Tensor, prod: Tensor, prod1: Tensor, lin: Tensor, want_kdot: bool
+) -> tuple[Tensor, Tensor | None]:
     """GELU kernels (Tsuchida et al. 2020, arXiv:2002.08517; as neural-tangents' stax.Gelu).
 
-    With s = Sigma_12, prod = Sigma_11 Sigma_22, prod1 = (1 + Sigma_11)(1 + Sigma_22) and
-    delta = sqrt(prod1 - s^2) > 0 (no cancellation: prod1 - s^2 >= 1 + Sigma_11 + Sigma_22):
+    With s = Sigma_12, prod = Sigma_11 Sigma_22, prod1 = (1 + Sigma_11)(1 + Sigma_22),
+    lin = prod1 - prod = 1 + Sigma_11 + Sigma_22 and
+    delta^2 = prod1 - s^2 = lin + (prod - s^2) >= lin >= 1:
         K    = s / 4 + [s atan(s / delta) + (s^2 + prod delta^2) / (prod1 delta)] / (2 pi)
         Kdot = 1 / 4 + atan(s / delta) / (2 pi)
-               + s / (2 pi delta) (1 / delta^2 + (1 - prod) / prod1 + 1)
+               + s / (2 pi delta) (1 / delta^2 + (1 + lin) / prod1)
+    delta^2 and (1 - prod) / prod1 + 1 = (1 + lin) / prod1 are formed from lin, not as
+    differences of O(Sigma^2) terms, which would cancel to 0 (then NaN) once Sigma >~ 1e8
+    (e.g. weight_std = 1000 at depth 3); prod - s^2 >= 0 (Cauchy-Schwarz) is clamped at 0.
     """
-    delta2 = torch.addcmul(prod1, s, s, value=-1.0)
+    delta2 = torch.addcmul(prod, s, s, value=-1.0).clamp_(min=0.0).add_(lin)
     delta = delta2.sqrt()
     angle = torch.atan2(s, delta)
     k = torch.addcmul(s * s, prod, delta2).div_(prod1 * delta).addcmul_(s, angle)
     k.mul_(1 / _TWO_PI).add_(s, alpha=0.25)
     kdot = None
     if want_kdot:
-        kdot = (1 - prod).div_(prod1).add_(1.0).add_(delta2.reciprocal())
+        kdot = (lin + 1).div_(prod1).add_(delta2.reciprocal())
         kdot.mul_(s).div_(delta).mul_(1 / _TWO_PI).add_(angle, alpha=1 / _TWO_PI).add_(0.25)
     return k, kdot

@@ -49,6 +49,32 @@ def check_mlp_args(
     check_nonnegative("bias_std", bias_std)
 
 
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_forward_input(x: object, in_features: int, weight: Tensor) -> None:
+    """Clear errors for a forward input: a tensor (..., in_features) in the weights' dtype.
+
+    Shape and dtype reads only (no data-dependent checks), so it is free and works under
+    torch.func transforms (vmap, jvp) and the empirical NTK's recorder.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor (N, {in_features}), got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"x must have shape (N, {in_features}) (in_features={in_features} in the last "
+            f"dimension), got {tuple(x.shape)}"
+        )
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled():
+        raise TypeError(
+            f"x has dtype {x.dtype} but the model's parameters are {weight.dtype}; cast one "
+            f"of them (e.g. x.to({weight.dtype}) or model.to({x.dtype}))"
+        )
+
+
 class WideMLP(nn.Module):
     """A depth-`depth` MLP of hidden width `width` in "standard" or "ntk" parametrization.
 
@@ -82,6 +108,7 @@ class WideMLP(nn.Module):
         super().__init__()
         check_mlp_args(in_features, width, out_features, depth, weight_std, bias_std)
         check_choice("parametrization", parametrization, PARAMETRIZATIONS)
+        _check_bool("bias", bias)
         self.in_features, self.width, self.out_features = in_features, width, out_features
         self.depth = depth
         self.activation = activation
@@ -134,6 +161,7 @@ class WideMLP(nn.Module):
 
     def hidden_activations(self, x: Tensor) -> list[Tensor]:
         """Post-activations phi(z_l) of every hidden layer, each (N, width)."""
+        check_forward_input(x, self.in_features, self.readout.weight)
         acts, h = [], x
         for layer in self.hidden:
             h = self.phi(self.dense(layer, h))
@@ -142,12 +170,14 @@ class WideMLP(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Last hidden activations (N, width): the features the readout sees (x if depth=0)."""
+        check_forward_input(x, self.in_features, self.readout.weight)
         h = x
         for layer in self.hidden:
             h = self.phi(self.dense(layer, h))
         return h
 
     def forward(self, x: Tensor) -> Tensor:
+        """f(x) = readout(features(x)), (N, in_features) -> (N, out_features)."""
         return self.dense(self.readout, self.features(x))
 
     def extra_repr(self) -> str:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ntk._checks import check_positive_int
 from ntk.activations import get_activation
-from ntk.models import check_mlp_args
+from ntk.models import _check_bool, check_forward_input, check_mlp_args
 
 
 def setup_mup_scaling(
@@ -56,6 +56,10 @@ def setup_mup_scaling(
     Returns:
         The target model, each parameter `p` carrying `p.infshape`.
     """
+    if not callable(model_fn):
+        raise TypeError(f"model_fn must be a callable width -> nn.Module, got {model_fn!r}")
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module or None, got {type(model).__name__}")
     check_positive_int("base_width", base_width)
     delta_width = 2 * base_width if delta_width is None else delta_width
     check_positive_int("delta_width", delta_width)
@@ -107,6 +111,15 @@ class WideMLP_MuP(nn.Module):  # noqa: N801 - name agreed in the API contract
         super().__init__()
         check_mlp_args(in_features, width, out_features, depth, weight_std, bias_std, min_depth=1)
         check_positive_int("base_width", base_width)
+        for name, flag in [("readout_zero_init", readout_zero_init), ("bias", bias),
+                           ("set_base_shapes", set_base_shapes)]:  # fmt: skip
+            _check_bool(name, flag)
+        if (
+            isinstance(output_mult, bool)
+            or not isinstance(output_mult, (int, float))
+            or not 0 < output_mult < math.inf
+        ):
+            raise ValueError(f"output_mult must be a finite number > 0, got {output_mult!r}")
         self.in_features, self.width, self.out_features = in_features, width, out_features
         self.depth, self.base_width = depth, base_width
         self.activation = activation
@@ -176,6 +189,7 @@ class WideMLP_MuP(nn.Module):  # noqa: N801 - name agreed in the API contract
 
     def hidden_activations(self, x: Tensor) -> list[Tensor]:
         """Post-activations of every hidden layer, each (N, width)."""
+        check_forward_input(x, self.in_features, self.readout.weight)
         acts, h = [], x
         for layer in self.hidden:
             h = self.phi(layer(h))
@@ -184,12 +198,14 @@ class WideMLP_MuP(nn.Module):  # noqa: N801 - name agreed in the API contract
 
     def features(self, x: Tensor) -> Tensor:
         """Last hidden activations (N, width)."""
+        check_forward_input(x, self.in_features, self.readout.weight)
         h = x
         for layer in self.hidden:
             h = self.phi(layer(h))
         return h
 
     def forward(self, x: Tensor) -> Tensor:
+        """f(x) = MuReadout(features(x)), (N, in_features) -> (N, out_features)."""
         return self.readout(self.features(x))
 
     def extra_repr(self) -> str:

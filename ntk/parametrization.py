@@ -53,6 +53,7 @@ from ntk.tables import (
     OPTIMIZERS,
     PARAMETRIZATIONS,
     ROLES,
+    _is_finite_number,
     abc_table,
     backward_exponent,
     max_lr_exponents,
@@ -138,6 +139,7 @@ class ScaledModule(nn.Module):
         self.multiplier = float(multiplier)
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """multiplier * module(*args, **kwargs), i.e. n^-a times the layer's output."""
         out = self.module(*args, **kwargs)
         if not isinstance(out, torch.Tensor):
             raise TypeError(
@@ -231,6 +233,13 @@ class Parametrization:
             check_positive_int("base_width", config.base_width)
         if config.adam_eps is not None:
             _check_positive("adam_eps", config.adam_eps)
+        if not isinstance(config.widths, dict):
+            raise TypeError(
+                f"config.widths must be a dict {{glob pattern: int}}, got {type(config.widths).__name__}"
+            )
+        for key in ("apply_multipliers", "reinit"):
+            if not isinstance(getattr(config, key), bool):
+                raise TypeError(f"config.{key} must be a bool, got {getattr(config, key)!r}")
         found = self._resolve_layers()
         a, b, c = self._resolve_exponents([role for _, _, role in found])
         self.layers = self._build_specs(found, a, b, c)
@@ -298,11 +307,21 @@ class Parametrization:
             raise ValueError("custom exponents need config.a and config.b (config.c optional)")
         for key in ("a", "b", "c"):
             values = getattr(cfg, key)
-            if values is not None and len(values) != len(roles):
+            if values is None:
+                continue
+            if isinstance(values, str) or not hasattr(values, "__len__"):
+                raise TypeError(
+                    f"config.{key} must be a list of numbers, one per parametrized layer, "
+                    f"got {type(values).__name__}"
+                )
+            if len(values) != len(roles):
                 raise ValueError(
                     f"config.{key} must have one value per parametrized layer ({len(roles)}: "
                     f"roles {roles}), got {len(values)}"
                 )
+            for i, v in enumerate(values):
+                if not _is_finite_number(v):
+                    raise ValueError(f"config.{key}[{i}] must be a finite number, got {v!r}")
         a, b = [float(x) for x in cfg.a], [float(x) for x in cfg.b]
         if cfg.c is None:
             c = max_lr_exponents(a, b, roles, cfg.optimizer, cfg.alignment)

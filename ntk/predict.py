@@ -141,10 +141,12 @@ def _positive(name: str, value: float) -> float:
 def _regularize(k: Tensor, diag_reg: float, absolute: bool) -> Tensor:
     """K + diag_reg * I, with diag_reg scaled by the mean diagonal tr(K)/N unless `absolute`."""
     diag_reg = check_nonnegative("diag_reg", diag_reg)
+    if not isinstance(absolute, bool):
+        raise TypeError(f"diag_reg_absolute_scale must be a bool, got {type(absolute).__name__}")
     if diag_reg == 0:
         return k
     scale = 1.0 if absolute else torch.diagonal(k).mean()
-    return k + diag_reg * scale * torch.eye(k.shape[0], dtype=k.dtype)
+    return k + diag_reg * scale * torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
 
 
 def _cholesky(name: str, k: Tensor, diag_reg: float) -> Tensor:
@@ -491,7 +493,11 @@ class LinearizedModel(nn.Module):
         return {k: getattr(self, f"theta0_{i}") for i, k in enumerate(self._names)}
 
     def forward(self, x: Tensor) -> Tensor:
+        """f_lin(x; θ), shape as `model(x)`; floating x is cast to the parameters' dtype."""
         theta0 = self.theta0()
+        dtype = next(iter(theta0.values())).dtype
+        if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype:
+            x = x.to(dtype)  # as ntk.empirical does: float64 data into a float32 network
         delta = {k: p - theta0[k] for k, p in zip(self._names, self.params, strict=True)}
         f0, jd = jvp(lambda params: functional_call(self.model, params, (x,)), (theta0,), (delta,))
         return f0 + jd

@@ -54,6 +54,7 @@ Adam's epsilon breaks it (it is compared with the gradient of w, whose scale mov
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -95,12 +96,41 @@ AB_EXPONENTS: dict[str, dict[str, tuple[float, float]]] = {
 
 
 def _check_roles(roles: Sequence[str]) -> list[str]:
+    if isinstance(roles, str):
+        raise TypeError(
+            f"roles must be a sequence of role names, e.g. ['embedding', 'hidden', 'readout'], "
+            f"not the string {roles!r}"
+        )
     roles = list(roles)
     if not roles:
         raise ValueError("roles must be a non-empty sequence of 'embedding', 'hidden', 'readout'")
     for i, role in enumerate(roles):
         check_choice(f"roles[{i}]", role, ROLES)
     return roles
+
+
+def _check_lengths(roles: list[str], **exponents: Sequence[float]) -> None:
+    """One finite exponent per layer in each of `exponents` (clear errors naming them)."""
+    for name, values in exponents.items():
+        if isinstance(values, str) or not hasattr(values, "__len__"):
+            raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+        if len(values) != len(roles):
+            raise ValueError(
+                f"{name} must have one exponent per layer ({len(roles)}, as roles), "
+                f"got {len(values)}"
+            )
+        for i, v in enumerate(values):
+            if not _is_finite_number(v):
+                raise ValueError(f"{name}[{i}] must be a finite number, got {v!r}")
+
+
+def _is_finite_number(v: object) -> bool:
+    if isinstance(v, (bool, str)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def backward_exponent(a: Sequence[float], b: Sequence[float], roles: Sequence[str]) -> float:
@@ -135,10 +165,7 @@ def max_lr_exponents(
     check_choice("optimizer", optimizer, OPTIMIZERS)
     if isinstance(alignment, str):
         alignment = ALIGNMENT_EXPONENTS[check_choice("alignment", alignment, ALIGNMENTS)]
-    if not (len(a) == len(b) == len(roles)):
-        raise ValueError(
-            f"a, b, roles must have the same length, got {len(a)}, {len(b)}, {len(roles)}"
-        )
+    _check_lengths(roles, a=a, b=b)
     alpha, omega, u = alignment
     g = backward_exponent(a, b, roles) if optimizer == "sgd" else 0.0
     cs, r_prev = [], 0.0
@@ -202,6 +229,7 @@ def update_exponents(
     check_choice("optimizer", optimizer, OPTIMIZERS)
     if isinstance(alignment, str):
         alignment = ALIGNMENT_EXPONENTS[check_choice("alignment", alignment, ALIGNMENTS)]
+    _check_lengths(roles, a=a, b=b, c=c)
     if optimizer == "sgd" and backward is None:
         backward = backward_exponent(a, b, roles)
     rs, r_prev = [], 0.0
@@ -251,7 +279,19 @@ def abc_shift(abc: ABC, t: float, optimizer: str = "adam") -> ABC:
     Adam (scale-invariant up to eps) n^t more for the same change of the effective weights.
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
+    abc = _as_abc(abc, "abc")
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise TypeError(f"t must be a number, got {type(t).__name__}")
     return ABC(abc.a + t, abc.b - t, abc.c - (t if optimizer == "adam" else 2 * t))
+
+
+def _as_abc(abc: object, name: str) -> ABC:
+    """An ABC from an ABC or any (a, b, c) triple of finite numbers (values kept as given)."""
+    if isinstance(abc, str) or not hasattr(abc, "__len__") or len(abc) != 3:
+        raise TypeError(f"{name} must be an ABC or an (a, b, c) triple, got {abc!r}")
+    if not all(_is_finite_number(v) for v in abc):
+        raise ValueError(f"{name} must hold three finite numbers (a, b, c), got {abc!r}")
+    return abc if isinstance(abc, ABC) else ABC(*abc)
 
 
 def stability_violations(
@@ -260,6 +300,11 @@ def stability_violations(
     """Violated init-stability conditions (empty if stable): a_1 + b_1 = 0 (embedding),
     a_l + b_l = 1/2 (hidden), a_{L+1} + b_{L+1} >= 1/2 (readout)."""
     roles = _check_roles(roles)
+    abcs = [_as_abc(x, f"abcs[{i}]") for i, x in enumerate(abcs)]
+    if len(abcs) != len(roles):
+        raise ValueError(
+            f"abcs and roles must have the same length, got {len(abcs)} and {len(roles)}"
+        )
     bad = []
     for i, (abc, role) in enumerate(zip(abcs, roles, strict=True)):
         s = abc.a + abc.b

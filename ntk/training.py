@@ -72,6 +72,7 @@ class TrainConfig:
     progress: bool | None = None  # tqdm bar; None -> shown when steps >= 1000
 
     def validate(self) -> TrainConfig:
+        """Check every field (ValueError / TypeError naming it); return self."""
         check_positive_int("steps", self.steps, minimum=0)
         check_nonnegative("lr", self.lr)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -86,6 +87,11 @@ class TrainConfig:
         check_positive_int("seed", self.seed, minimum=0)
         check_positive_int("probe_size", self.probe_size)
         check_positive_int("ntk_probe_size", self.ntk_probe_size)
+        for name in ("track_features", "track_weights", "track_ntk"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise TypeError(f"progress must be None or a bool, got {self.progress!r}")
         return self
 
 
@@ -141,6 +147,10 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)):
+            raise TypeError(f"decay must be a number in [0, 1), got {type(decay).__name__}")
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = decay
@@ -153,6 +163,7 @@ class EMA:
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> nn.Module:
+        """Write the averaged parameters into `model` (matched by name) and return it."""
         for name, p in model.named_parameters():
             p.copy_(self.average[name])
         return model
@@ -215,9 +226,12 @@ def _empirical_ntk(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def _prepare_targets(y: object, name: str, loss: str, n: int, dtype: torch.dtype) -> Tensor:
-    y_t = y if isinstance(y, Tensor) else torch.as_tensor(y)
+    try:
+        y_t = y if isinstance(y, Tensor) else torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a tensor or array, got {type(y).__name__}") from err
     if loss == "cross_entropy" and y_t.ndim == 1:  # class labels
-        if torch.is_floating_point(y_t) or y_t.min() < 0:
+        if torch.is_floating_point(y_t) or y_t.is_complex() or len(y_t) == 0 or y_t.min() < 0:
             raise ValueError(f"{name}: 1-D cross-entropy targets must be integer labels >= 0")
         y_t = y_t.long()
     else:
@@ -225,6 +239,39 @@ def _prepare_targets(y: object, name: str, loss: str, n: int, dtype: torch.dtype
     if y_t.shape[0] != n:
         raise ValueError(f"{name} has {y_t.shape[0]} rows but the inputs have {n}")
     return y_t
+
+
+def _check_model_fits(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig) -> None:
+    """One forward on 2 rows (eval mode, no grad): clear errors for inputs/targets that do not
+    fit the model, before any update."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:2])
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(
+            f"x_train with shape {tuple(x.shape)} does not fit the model: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model must map (N, d) inputs to (N, K) outputs, got {shape}")
+    k = out.shape[1]
+    labels = y.ndim == 1  # cross-entropy class indices
+    if labels and y.max() >= k:
+        raise ValueError(
+            f"y_train has class labels up to {int(y.max())} but the model has only {k} outputs"
+        )
+    if cfg.metric == "accuracy" and k < 2:
+        raise ValueError("metric='accuracy' needs K >= 2 outputs (argmax over classes), got 1")
+    if cfg.metric == "mse" and labels:
+        raise ValueError(
+            "metric='mse' needs targets shaped like the outputs (N, K), not class labels (N,); "
+            "use metric='accuracy' or one-hot / probability targets"
+        )
 
 
 def _loss(out: Tensor, y: Tensor, loss: str) -> Tensor:
@@ -280,15 +327,39 @@ def train(
 
     Raises:
         TrainingDivergedError (a FloatingPointError) when a training loss is NaN or Inf.
+        TypeError / ValueError naming the argument for bad arguments, checked before the first
+        update (including one eval-mode forward on 2 rows: inputs that do not fit the model,
+        class labels >= K, "accuracy" with K = 1, "mse" against class labels).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(optimizer, str):  # train(..., optimizer="muadam") names a config optimizer
         overrides["optimizer"], optimizer = optimizer, None
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "optimizer must be None, a name from TrainConfig.optimizer or a torch.optim."
+            f"Optimizer, got {type(optimizer).__name__}"
+        )
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig or None, got {type(config).__name__}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"unknown TrainConfig fields {unknown}; valid: {sorted(fields)}")
+    callbacks = tuple(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(f"callbacks[{i}] must be callable (StepState -> bool), got {cb!r}")
+    if lr_schedule is not None and not callable(lr_schedule):
+        raise TypeError(f"lr_schedule must be a callable step -> factor, got {lr_schedule!r}")
     cfg = dataclasses.replace(config or TrainConfig(), **overrides).validate()
     if cfg.metric is None:
         cfg.metric = "accuracy" if cfg.loss == "cross_entropy" else "mse"
     start_time = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    param = next(model.parameters())
+    param = next(model.parameters(), None)
+    if param is None:
+        raise ValueError("model has no parameters to train")
     device, dtype = param.device, param.dtype
     x_train = check_inputs("x_train", x_train, dtype=dtype).to(device)
     y_train = _prepare_targets(y_train, "y_train", cfg.loss, len(x_train), dtype).to(device)
@@ -300,6 +371,7 @@ def train(
         y_test = _prepare_targets(y_test, "y_test", cfg.loss, len(x_test), dtype).to(device)
     if cfg.batch_size is not None and cfg.batch_size > len(x_train):
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(x_train)} training rows")
+    _check_model_fits(model, x_train, y_train, cfg)
     opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
 
@@ -334,7 +406,13 @@ def train(
                 if n in weights0:
                     hist.weight_change[n].append(relative_change(p, weights0[n]))
         if ntk0 is not None:
-            hist.ntk_change.append(relative_change(_empirical_ntk(model, probe[: len(ntk0)]), ntk0))
+            change = math.nan  # a diverged model (loss Inf/NaN) has no finite NTK
+            if math.isfinite(hist.train_loss[-1]):
+                try:
+                    change = relative_change(_empirical_ntk(model, probe[: len(ntk0)]), ntk0)
+                except FloatingPointError:  # the NTK overflowed the dtype: recorded as nan
+                    pass
+            hist.ntk_change.append(change)
         model.train(was_training)
 
     gen = torch.Generator().manual_seed(cfg.seed)

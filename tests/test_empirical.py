@@ -361,3 +361,40 @@ def test_bad_input(kwargs, err, match):
     args = {"model": nn.Linear(3, 2), "x1": torch.randn(4, 3), "x2": None} | kwargs
     with pytest.raises(err, match=match):
         empirical_ntk(args.pop("model"), args.pop("x1"), args.pop("x2"), **args)
+
+
+def test_overflow_and_nan_parameters_are_clear_errors():
+    from ntk.models import WideMLP
+
+    torch.manual_seed(5)
+    x = torch.randn(4, 3)
+    model = WideMLP(3, 64, 1, depth=3, weight_std=1e8)  # f ~ 1e24 in float32: Θ ~ 1e48 overflows
+    for method in METHODS:
+        with pytest.raises(FloatingPointError, match="Inf or NaN.*float32"):
+            empirical_ntk(model, x, method=method)
+    assert torch.isfinite(empirical_ntk(model.double(), x)).all()  # float64 has the range
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    with torch.no_grad():  # (a NaN in a linear model's own weight would not reach its NTK)
+        model[0].weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="not finite"):
+        empirical_ntk(model, x)
+
+
+def test_width_one_network():
+    """A width-1 hidden layer (rank-1 layers, possibly dead ReLU units) is still exact."""
+    from ntk.models import WideMLP
+
+    torch.manual_seed(6)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for parametrization in ("standard", "ntk"):
+        model = WideMLP(3, 1, 2, depth=2, bias_std=0.5, parametrization=parametrization).double()
+        ref = empirical_ntk(model, x, method="jacobian", trace_outputs=False)
+        assert torch.isfinite(ref).all()
+        for method in ("structured", "ntvp"):
+            k = empirical_ntk(model, x, method=method, trace_outputs=False)
+            assert rel_err(k, ref) < 1e-12
+        # the readout bias (forward multiplier c: 1 in standard, bias_std in ntk) adds c^2 to
+        # every traced entry, and is all that is left for inputs where the unit is dead
+        floor = model.multipliers(model.readout)[1] ** 2
+        k = empirical_ntk(model, x)
+        assert (k.diagonal() >= floor - 1e-12).all() and (k.diagonal() > floor + 1e-3).any()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -246,3 +247,52 @@ def test_depth_zero_is_the_linear_model():
     torch.testing.assert_close(ntk_param.ntk, ntk_param.nngp)
     standard = MLPKernel(0, weight_std=2.0, bias_std=0.5, parametrization="standard")
     torch.testing.assert_close(standard.ntk(x), x @ x.T + 1.0)  # grads: x for W, 1 for b
+
+
+def test_huge_variances_stay_finite_and_accurate():
+    """Pre-activation variances ~1e17 (weight_std 1e5, depth 3) and identical points on the
+    general (x1, x2) path: the GELU and erf formulas must not cancel to 0 (then NaN/Inf)."""
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[3] = x[2]
+    # at such variances gelu(u) = u Phi(u) is relu(u) up to O(1/sqrt(variance)): the GELU
+    # kernels must approach the (independent, arc-cosine) ReLU kernels
+    for args in [(3, 1e5, "standard", 7), (2, 1e4, "ntk", None)]:
+        depth, ws, param, width = args
+        gelu = MLPKernel(depth, "gelu", ws, 0.5, param, width=width)
+        relu = MLPKernel(depth, "relu", ws, 0.5, param, width=width)
+        for ours, ref in [(gelu.kernels(x, x.clone()), relu.kernels(x, x.clone())),
+                          (gelu.kernels(x), relu.kernels(x))]:  # fmt: skip
+            for a, b in zip(ours, ref, strict=True):
+                assert torch.isfinite(a).all()
+                assert float((a - b).abs().max() / b.abs().max()) < 1e-4
+    # erf, depth 1, "ntk", no bias, at identical points (cos = 1) with q = ws^2 |x|^2 / d:
+    # NNGP = ws^2 (2/pi) asin(2q / (1 + 2q)), NTK = NNGP + ws^2 (4/pi) q / sqrt(1 + 4q)
+    ws = 1e6  # q ~ 1e12: the old 1/sqrt(1 - u^2) form hit u = 1 exactly and returned Inf
+    kernel = MLPKernel(1, "erf", ws)
+    q = ws**2 * (x * x).sum(1) / x.shape[1]
+    nngp = ws**2 * (2 / math.pi) * torch.asin(2 * q / (1 + 2 * q))
+    ntk = nngp + ws**2 * (4 / math.pi) * q / torch.sqrt(1 + 4 * q)
+    sym, general = kernel.kernels(x), kernel.kernels(x, x.clone())
+    torch.testing.assert_close(sym.nngp.diagonal(), nngp, rtol=1e-9, atol=0)
+    torch.testing.assert_close(sym.ntk.diagonal(), ntk, rtol=1e-9, atol=0)
+    # off the exact diagonal, Kdot needs q1 q2 - s^2 at cos = 1, which rounding fixes only to
+    # ~eps q^2 against 1 + 4q (the same O(eps q) ill-conditioning as arccos near 1): finite,
+    # and within ~eps * q = 1e-4
+    for k in (general.ntk.diagonal(), sym.ntk[2, 3:4]):
+        assert torch.isfinite(k).all()
+        torch.testing.assert_close(k, ntk[: len(k)] if len(k) > 1 else ntk[2:3], rtol=1e-3, atol=0)
+    torch.testing.assert_close(general.nngp.diagonal(), nngp, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu", "softplus"])
+def test_overflow_is_a_clear_error(activation):
+    if activation == "softplus":  # unbounded, through the quadrature path
+        activation = torch.nn.functional.softplus
+    x = torch.randn(4, 3, dtype=torch.float64)
+    kernel = MLPKernel(3, activation, 1e100, quadrature_degree=8)  # Sigma ~ 1e600
+    for compute in (kernel.kernels, kernel.nngp, kernel.ntk_diag, lambda x: kernel.ntk(x, x)):
+        with pytest.raises(FloatingPointError, match="overflowed torch.float64.*weight_std"):
+            compute(x)
+    k32 = MLPKernel(3, activation, 1e10, dtype=torch.float32, quadrature_degree=8)
+    with pytest.raises(FloatingPointError, match="float32"):
+        k32.ntk(x)

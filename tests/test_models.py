@@ -74,6 +74,7 @@ def test_widemlp_no_bias_and_callable_activation():
         (dict(bias_std=float("nan")), ValueError, "bias_std"),
         (dict(parametrization="mup"), ValueError, "parametrization"),
         (dict(activation="swishy"), ValueError, "activation"),
+        (dict(bias="no"), TypeError, "bias"),
     ],
 )
 def test_widemlp_bad_arguments(kwargs, error, match):
@@ -89,6 +90,27 @@ def test_mup_bad_arguments():
         WideMLP_MuP(3, 8, base_width=0)
     with pytest.raises(ValueError, match="delta_width"):
         setup_mup_scaling(lambda w: WideMLP_MuP(3, w, set_base_shapes=False), 8, 4, delta_width=4)
+    with pytest.raises(TypeError, match="model_fn"):
+        setup_mup_scaling(8, 8, 4)
+    for bad in (-1.0, 0.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match="output_mult"):
+            WideMLP_MuP(3, 8, base_width=4, output_mult=bad)
+    with pytest.raises(TypeError, match="readout_zero_init"):
+        WideMLP_MuP(3, 8, base_width=4, readout_zero_init="yes")
+
+
+@pytest.mark.parametrize("make", [lambda: WideMLP(3, 8), lambda: WideMLP_MuP(3, 8, base_width=4)])
+def test_forward_input_errors_name_x(make):
+    """Wrong feature count or dtype: a ValueError / TypeError naming x, not a torch matmul error."""
+    model = make()
+    for call in (model, model.features, model.hidden_activations):
+        with pytest.raises(ValueError, match=r"x must have shape \(N, 3\).*\(4, 5\)"):
+            call(torch.randn(4, 5))
+        with pytest.raises(TypeError, match="x has dtype torch.float64.*float32"):
+            call(torch.randn(4, 3, dtype=torch.float64))
+        with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+            call([[0.0, 1.0, 2.0]])
+    assert model.double()(torch.randn(4, 3, dtype=torch.float64)).shape == (4, 1)
 
 
 # ---------------------------------------------------------------- init scalings

@@ -115,6 +115,22 @@ def test_table_errors():
     with pytest.raises(ValueError, match="unstable"):  # hidden a + b < 1/2
         max_lr_exponents([0, 0, 0], [0, 0, 0.5], ["embedding", "hidden", "readout"])
     assert stability_violations([ABC(0, 0.5, 0)], ["embedding"]) != []
+    roles = ["embedding", "hidden", "readout"]
+    with pytest.raises(TypeError, match="roles must be a sequence"):  # not ['h', 'i', ...]
+        abc_table("mup", "adam", "full", "hidden")
+    with pytest.raises(ValueError, match="c must have one exponent per layer"):
+        update_exponents([0, 0, 0], [0, 0.5, 0.5], [0], roles)
+    with pytest.raises(ValueError, match=r"a\[1\] must be a finite number"):
+        max_lr_exponents([0, float("nan"), 0], [0, 0.5, 0.5], roles)
+    with pytest.raises(ValueError, match="abcs and roles"):
+        stability_violations([ABC(0, 0, 0)], roles)
+    with pytest.raises(TypeError, match="abc must be an ABC"):
+        abc_shift(0.5, 0.1)
+    with pytest.raises(TypeError, match="t must be a number"):
+        abc_shift(ABC(0, 0, 0), "1")
+    # plain (a, b, c) triples are accepted where an ABC is expected
+    assert abc_shift((0, 0.5, 1), 0.5, "sgd") == ABC(0.5, 0.0, 0.0)
+    assert stability_violations([(0, 0, 0), (0, 0.5, 1), (0.5, 0.5, 1)], roles) == []
 
 
 # ---------------------------------------------------------------------------------- models
@@ -326,9 +342,20 @@ def test_errors():
         (dict(a=[0, 0, 0], b=[0, 0.5, 0.5]), "not both"),
         (dict(lr_prefactor=-1.0), "lr_prefactor"),
         (dict(base_width=0), "base_width"),
+        (dict(parametrization=None, a=[0, float("nan"), 0], b=[0, 0.5, 0.5]), r"config\.a\[1\]"),
+        (dict(parametrization=None, a=[0, 0, 0], b=[0, "x", 0.5]), r"config\.b\[1\]"),
     ]
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
+            Parametrization(mlp(), ParametrizationConfig(**kwargs))
+    type_cases = [
+        (dict(widths=None), "config.widths"),
+        (dict(apply_multipliers="no"), "config.apply_multipliers"),
+        (dict(reinit=1), "config.reinit"),
+        (dict(parametrization=None, a=0.5, b=[0, 0.5, 0.5]), r"config\.a must be a list"),
+    ]
+    for kwargs, match in type_cases:
+        with pytest.raises(TypeError, match=match):
             Parametrization(mlp(), ParametrizationConfig(**kwargs))
     conv_only = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
     with pytest.raises(ValueError, match="nn.Linear"):

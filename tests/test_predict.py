@@ -421,7 +421,32 @@ def test_bad_input_names_the_argument(problem):
             "ntk_test_train",
         ),
         (lambda: LinearizedModel(lambda x: x), TypeError, "model"),
+        (
+            lambda: gp_posterior(kd, ktd, y, diag_reg=1e-3, diag_reg_absolute_scale="yes"),
+            TypeError,
+            "diag_reg_absolute_scale",
+        ),
+        (
+            lambda: gradient_descent_mse_ensemble(
+                kd, ktd, y, diag_reg=1e-3, diag_reg_absolute_scale=1
+            ),
+            TypeError,
+            "diag_reg_absolute_scale",
+        ),
     ]
     for fn, error, name in cases:
         with pytest.raises(error, match=name):
             fn()
+
+
+def test_linearized_model_casts_float64_inputs():
+    """float64 data into a float32 network: cast like ntk.empirical does (was a dtype error)."""
+    from ntk.models import WideMLP
+
+    torch.manual_seed(0)
+    model = WideMLP(3, 16, 2, depth=1)
+    lin = LinearizedModel(model)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    out = lin(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, model(x.float()))  # at θ = θ_0, f_lin = f

@@ -68,6 +68,13 @@ def test_huge_learning_rate_diverges_with_a_clear_error(task):
 # ---------------------------------------------------------------- reproducibility
 
 
+def test_divergence_with_ntk_tracking_is_still_a_training_error(task):
+    """The kernel of a blown-up model overflows: logged as nan, the loss check then raises."""
+    with pytest.raises(TrainingDivergedError, match=r"at step \d+"):
+        train(mlp(width=128, depth=3), *task, steps=40, lr=1e3, track_ntk=True, log_every=1,
+              ntk_probe_size=4)  # fmt: skip
+
+
 def test_same_seed_same_history(task):
     cfg = TrainConfig(steps=30, lr=0.05, optimizer="adam", batch_size=32, log_every=10, seed=7)
     h1 = train(mlp(seed=1), *task, config=cfg)
@@ -257,6 +264,36 @@ def test_bad_data(task):
         train(mlp(), torch.full_like(x, float("nan")), y, steps=1)
 
 
+def test_bad_arguments_are_named_before_training(task):
+    """Each of these used to fail deep inside torch (or silently, for the metrics)."""
+    x, y, _, _ = task
+    labels = torch.randint(0, 3, (len(x),))
+    cases = [
+        (lambda: train("model", x, y), TypeError, "model must be a torch.nn.Module"),
+        (lambda: train(torch.nn.ReLU(), x, y), ValueError, "no parameters"),
+        (lambda: train(mlp(), x[:, :-1], y, steps=1), ValueError, "x_train.*does not fit"),
+        (lambda: train(mlp(), x, y, config={"steps": 1}), TypeError, "config"),
+        (lambda: train(mlp(), x, y, stepz=1), TypeError, "unknown TrainConfig fields.*stepz"),
+        (lambda: train(mlp(), x, y, optimizer=3), TypeError, "optimizer"),
+        (lambda: train(mlp(), x, y, callbacks=[1]), TypeError, r"callbacks\[0\]"),
+        (lambda: train(mlp(), x, y, lr_schedule=0.5), TypeError, "lr_schedule"),
+        (lambda: train(mlp(), x, y, track_ntk="yes"), TypeError, "track_ntk"),
+        (lambda: train(mlp(), x, y, progress=1), TypeError, "progress"),
+        # labels beyond the model's K outputs (was an IndexError from cross_entropy)
+        (lambda: train(mlp(out_features=2), x, labels, loss="cross_entropy", steps=1),
+         ValueError, "labels up to 2.*only 2 outputs"),
+        # (N, K) - (N,) would broadcast silently when N == K
+        (lambda: train(mlp(out_features=3), x, labels, loss="cross_entropy", metric="mse"),
+         ValueError, "metric='mse'"),
+        # argmax over one output is always 0: accuracy would read 1.0 whatever the model
+        (lambda: train(mlp(), x, y, metric="accuracy"), ValueError, "accuracy.*K >= 2"),
+        (lambda: EMA(mlp(), decay="0.9"), TypeError, "decay"),
+    ]  # fmt: skip
+    for fn, error, match in cases:
+        with pytest.raises(error, match=match):
+            fn()
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -296,6 +333,20 @@ def test_low_dim_task_noise_and_arguments():
         make_low_dim_task(dim=4, n_directions=5)
     with pytest.raises(ValueError, match="input_dist"):
         make_low_dim_task(input_dist="cube")
+    with pytest.raises(TypeError, match="dtype"):  # an int task would truncate x silently
+        make_low_dim_task(dtype=torch.int64)
+    with pytest.raises(TypeError, match="dtype"):
+        load_digits_task(dtype=torch.int32)
+    with pytest.raises(TypeError, match="link"):
+        make_low_dim_task(link=3)
+    with pytest.raises(ValueError, match="link must act elementwise"):
+        make_low_dim_task(link=lambda z: z.sum(1))
+    with pytest.raises(TypeError, match="test_fraction"):
+        load_digits_task("0.2")
+    with pytest.raises(ValueError, match="degree"):
+        hermite(torch.ones(3), -1)
+    with pytest.raises(TypeError, match="z must be a torch.Tensor"):
+        hermite([1.0, 2.0], 2)
 
 
 def test_digits_task(digits):

@@ -42,7 +42,7 @@ def main() -> None:
         # the empirical bench starts a child process first, while this process is small
         "empirical": lambda: empirical.run(quick=args.quick),
         "analytic": lambda: analytic.run(memory_check=not args.quick),
-        "training": lambda: training.run(quick=args.quick),
+        "training": lambda: training.run(batches=(256,), steps=2) if args.quick else training.run(),
     }
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load}")

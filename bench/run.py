@@ -26,6 +26,18 @@ def _fmt(v: object, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _training_row(r: dict) -> dict:
+    """A training-throughput row in the common form: the reference is the same step at the
+    measured matmul peak, so ours/ref = 1 / (fraction of peak)."""
+    return dict(
+        name=f"train step {r['optimizer']} width={r['width']} batch={r['batch']} f32",
+        ours_s=r["s_per_step"],
+        reference_s=6 * r["params"] * r["batch"] / r["peak_flop_per_s"],
+        notes=f"{100 * r['fraction_of_peak']:.0f}% of the measured matmul peak "
+        f"({r['peak_flop_per_s'] / 1e9:.0f} GFLOP/s); 6 x params x batch FLOP per step",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, skip the memory check")
@@ -42,7 +54,10 @@ def main() -> None:
         # the empirical bench starts a child process first, while this process is small
         "empirical": lambda: empirical.run(quick=args.quick),
         "analytic": lambda: analytic.run(memory_check=not args.quick),
-        "training": lambda: training.run(batches=(256,), steps=2) if args.quick else training.run(),
+        "training": lambda: [
+            _training_row(r)
+            for r in (training.run(batches=(256,), steps=2) if args.quick else training.run())
+        ],
     }
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load}")
@@ -55,9 +70,10 @@ def main() -> None:
     for r in rows:
         ref = r.get("reference_s")
         ratio = r["ours_s"] / ref if ref else None
+        peak = f"peak {r['peak_gb']:.2f} GB; " if r.get("peak_gb") else ""
         print(
             f"{r['name']:<70} {_fmt(r['ours_s'], '8.3f')} {_fmt(ref, '8.3f')} "
-            f"{_fmt(ratio, '9.3f')}  {r.get('notes', '')}"
+            f"{_fmt(ratio, '9.3f')}  {peak}{r.get('notes', '')}"
         )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

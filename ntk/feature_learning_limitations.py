@@ -39,12 +39,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
 from ntk.data import Task, make_low_dim_task
+from ntk.fitting import fit_loglog_slope
 from ntk.kernels import MLPKernel
 from ntk.models import WideMLP
 from ntk.models_mup import WideMLP_MuP
@@ -62,15 +62,6 @@ MUP_WIDTHS = (64, 256, 1024)
 ACTIVATION = "relu"
 WEIGHT_STD = math.sqrt(2.0)  # He scale: the ReLU network keeps E[z^2] constant across layers
 DEPTH = 2
-
-
-def fit_loglog_slope(x: object, y: object) -> float:
-    """Least-squares slope of log(y) against log(x): the exponent p of y ~ x^p."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if keep.sum() < 2:
-        raise ValueError("need at least two finite, positive points to fit a log-log slope")
-    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
 
 
 def rms(a: Tensor, b: Tensor) -> float:

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ntk.data import Task, make_low_dim_task
-from ntk.feature_learning_limitations import fit_loglog_slope
+from ntk.fitting import fit_loglog_slope
 from ntk.models import WideMLP
 from ntk.models_mup import WideMLP_MuP
 from ntk.training import History, TrainingDivergedError, train

@@ -35,6 +35,7 @@ from scipy import stats
 from ntk._checks import check_positive_int
 from ntk.activations import get_activation
 from ntk.ensemble import MLPEnsemble
+from ntk.fitting import PowerLaw, fit_power_law  # noqa: F401 - re-exported for the chapters
 from ntk.kernels import MLPKernel
 from ntk.predict import gp_posterior
 
@@ -43,34 +44,6 @@ _CHUNK_ELEMENTS = 2**26
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-@dataclass(frozen=True)
-class PowerLaw:
-    """y ~ prefactor * x^exponent fitted by least squares on log-log axes."""
-
-    exponent: float
-    prefactor: float
-    stderr: float  # standard error of the exponent
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.prefactor * np.asarray(x, dtype=float) ** self.exponent
-
-
-def fit_power_law(x: np.ndarray, y: np.ndarray) -> PowerLaw:
-    """Least-squares line through (log x, log y); needs >= 2 points with x, y > 0."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
-        raise ValueError(f"x and y must be 1-D of equal length >= 2, got {x.shape} and {y.shape}")
-    if (x <= 0).any() or (y <= 0).any():
-        raise ValueError("x and y must be positive to fit a power law on log-log axes")
-    lx, ly = np.log(x), np.log(y)
-    slope, intercept = np.polyfit(lx, ly, 1)
-    resid = ly - (slope * lx + intercept)
-    dof = len(x) - 2
-    lxc = lx - lx.mean()
-    stderr = math.sqrt(resid @ resid / dof / (lxc @ lxc)) if dof > 0 else math.nan
-    return PowerLaw(float(slope), float(math.exp(intercept)), float(stderr))
 
 
 def _chunks(n_members: int, width: int, depth: int) -> list[int]:

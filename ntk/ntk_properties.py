@@ -35,7 +35,8 @@ import torch
 
 from ntk.empirical import empirical_ntk
 from ntk.ensemble import MLPEnsemble
-from ntk.gaussian_process_demo import PowerLaw, fit_power_law, plot_error_vs_width
+from ntk.fitting import PowerLaw, fit_power_law
+from ntk.gaussian_process_demo import plot_error_vs_width
 from ntk.kernels import MLPKernel
 from ntk.models import WideMLP
 from ntk.predict import LinearizedModel, gradient_descent_mse, gradient_descent_mse_ensemble

@@ -203,3 +203,14 @@ def test_scripts_have_help(module, capsys):
         module.main(["--help"])
     assert exit_info.value.code == 0
     assert "--widths" in capsys.readouterr().out
+
+
+def test_fit_loglog_slope_skips_unusable_points():
+    from ntk.fitting import fit_loglog_slope
+
+    x = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    y = 5.0 * x**-1.0
+    y[2] = np.nan  # a diverged run: left out, not propagated
+    assert abs(fit_loglog_slope(x, y) + 1.0) < 1e-12
+    with pytest.raises(ValueError, match="at least two"):
+        fit_loglog_slope([1.0, 2.0], [1.0, 0.0])

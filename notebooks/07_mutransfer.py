@@ -44,6 +44,7 @@ if "google.colab" in sys.modules:  # install only what Colab lacks
 
 # %%
 # %matplotlib inline
+import functools
 import math
 import tempfile
 from pathlib import Path
@@ -77,15 +78,18 @@ LOG2_LRS = [float(a) for a in range(-12, -1)]  # 2^-12 ... 2^-2
 SEEDS = [0, 1, 2]
 
 
-def train_mlp(parametrization: str, width: int, lr: float, seed: int) -> float:
-    """Final training loss of one run (inf if it diverged)."""
+def train_mlp(
+    parametrization: str, width: int, lr: float, seed: int, optimizer: str = "adam", depth: int = 2
+) -> float:
+    """Final training loss of one run (inf if it diverged): SP with `optimizer`, muP with its
+    mup counterpart (MuAdam / MuSGD)."""
     torch.manual_seed(seed)  # the init depends on (seed, width) only
     if parametrization == "sp":
-        model, optimizer = WideMLP(64, width, 10, depth=2, weight_std=math.sqrt(2)), "adam"
+        model = WideMLP(64, width, 10, depth=depth, weight_std=math.sqrt(2))
     else:
-        model = WideMLP_MuP(64, width, 10, depth=2, weight_std=math.sqrt(2), base_width=BASE,
+        model = WideMLP_MuP(64, width, 10, depth=depth, weight_std=math.sqrt(2), base_width=BASE,
                             readout_zero_init=True)  # fmt: skip
-        optimizer = "muadam"
+        optimizer = "mu" + optimizer
     try:
         history = train(
             model, task.x_train, task.y_train, loss="cross_entropy", optimizer=optimizer, lr=lr,
@@ -203,24 +207,7 @@ SGD_DEPTH = 3
 SGD_LOG2_LRS = [float(a) for a in range(-3, 2)]  # 2^-3 ... 2^1
 
 
-def train_mlp_sgd(parametrization: str, width: int, lr: float, seed: int) -> float:
-    """Final training loss of one SGD (SP) or MuSGD (muP) run (inf if it diverged)."""
-    torch.manual_seed(seed)
-    if parametrization == "sp":
-        model, optimizer = WideMLP(64, width, 10, depth=SGD_DEPTH, weight_std=math.sqrt(2)), "sgd"
-    else:
-        model = WideMLP_MuP(64, width, 10, depth=SGD_DEPTH, weight_std=math.sqrt(2),
-                            base_width=BASE, readout_zero_init=True)  # fmt: skip
-        optimizer = "musgd"
-    try:
-        history = train(
-            model, task.x_train, task.y_train, loss="cross_entropy", optimizer=optimizer, lr=lr,
-            steps=STEPS, batch_size=BATCH, log_every=STEPS, seed=seed, track_features=False,
-            track_weights=False, progress=False, lr_schedule=lambda step: 1 - step / STEPS,
-        )  # fmt: skip
-    except TrainingDivergedError:
-        return math.inf
-    return history.final()["train_loss"]
+train_mlp_sgd = functools.partial(train_mlp, optimizer="sgd", depth=SGD_DEPTH)
 
 
 # %%

@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 
 from ntk.data import load_digits_task
+from ntk.fitting import fit_loglog_slope
 from ntk.models import WideMLP
 from ntk.parametrization import Parametrization, ParametrizationConfig
 from ntk.sweep import lr_drift, lr_sweep, optima, plot_transfer
@@ -235,7 +236,7 @@ scales = pd.DataFrame(
 
 def slope(df, col):
     return df.groupby("parametrization", sort=False).apply(
-        lambda s: np.polyfit(np.log(s.width), np.log(s[col]), 1)[0], include_groups=False
+        lambda s: fit_loglog_slope(s.width, s[col]), include_groups=False
     )
 
 

@@ -14,14 +14,7 @@ from ntk.models import WideMLP
 from ntk.models_mup import WideMLP_MuP
 from ntk.training import EMA, TrainConfig, TrainingDivergedError, train
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Small matrices: one intra-op thread avoids spinning on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # fixture in conftest.py
 
 
 @pytest.fixture(scope="module")

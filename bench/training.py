@@ -18,7 +18,7 @@ import time
 import mup
 import torch
 
-from ntk.models_mup import WideMLP_MuP
+from ntk.models.mlp import WideMLP_MuP
 from ntk.training import train
 
 WIDTH = 10_000

@@ -45,10 +45,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-
-from ntk.data import load_digits_task
-from ntk.fitting import fit_loglog_slope
-from ntk.models import WideMLP
 from ntk.parametrization import Parametrization, ParametrizationConfig
 from ntk.sweep import lr_drift, lr_sweep, optima, plot_transfer
 from ntk.tables import (
@@ -61,6 +57,10 @@ from ntk.tables import (
     table_frame,
     update_exponents,
 )
+
+from ntk.data import load_digits_task
+from ntk.fitting import fit_loglog_slope
+from ntk.models import WideMLP
 from ntk.training import TrainConfig, TrainingDivergedError, train
 
 pd.set_option("display.width", 120)

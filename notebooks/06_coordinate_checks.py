@@ -50,13 +50,13 @@ import pandas as pd
 import torch
 from mup import MuAdam
 from mup.coord_check import get_coord_data
-
 from ntk.coord_check import coord_check, fit_exponents, from_mup, plot_coord_check
-from ntk.data import load_digits_task
-from ntk.models import WideMLP
 from ntk.models_mup import WideMLP_MuP
 from ntk.parametrization import Parametrization, ParametrizationConfig
 from ntk.spectral import SpectralMonitor, plot_spectral
+
+from ntk.data import load_digits_task
+from ntk.models import WideMLP
 
 # %% [markdown]
 # ## Setup

@@ -53,11 +53,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from ntk.models_mup import WideMLP_MuP
+from ntk.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
 
 from ntk.data import load_digits_task
 from ntk.models import WideMLP
-from ntk.models_mup import WideMLP_MuP
-from ntk.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
 from ntk.training import TrainingDivergedError, train
 
 # %% [markdown]

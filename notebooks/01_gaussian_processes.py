@@ -261,8 +261,10 @@ print(f"empirical NNGP error slope: {fit_nngp.exponent:.3f} (theory -1/2, CLT)")
 assert abs(fit_nngp.exponent + 0.5) <= 0.15
 
 # depth makes ReLU kernels flatter (rho up) and chaotic erf kernels sharper (rho down)
-rho = {name: df.pivot(index="angle", columns="depth", values="correlation") for name, df in
-       [("relu", angle_relu), ("erf", angle_erf)]}  # fmt: skip
+rho = {
+    name: df.pivot(index="angle", columns="depth", values="correlation")
+    for name, df in [("relu", angle_relu), ("erf", angle_erf)]
+}
 inner = rho["relu"].index < 3.0  # away from the antipode, where erf's rho is pinned at -1
 assert (rho["relu"].diff(axis=1).iloc[:, 1:] >= -1e-12).all().all()
 assert (rho["erf"][inner].abs().diff(axis=1).iloc[:, 1:] <= 1e-12).all().all()
@@ -274,8 +276,10 @@ print("width-1024 network vs analytic correlation, max gap per depth:")
 print(pd.DataFrame(gap_angle).round(3).T.to_string())
 assert gap_angle["relu"].max() < 0.1 and gap_angle["erf"][[1, 2]].max() < 0.1
 
-print(f"GP vs network ensemble: mean gap <= {mean_gap.max():.3f} std, std ratio in "
-      f"[{std_ratio.min():.3f}, {std_ratio.max():.3f}]")  # fmt: skip
+print(
+    f"GP vs network ensemble: mean gap <= {mean_gap.max():.3f} std, std ratio in "
+    f"[{std_ratio.min():.3f}, {std_ratio.max():.3f}]"
+)
 assert mean_gap.max() < 0.25 and 0.85 < std_ratio.min() and std_ratio.max() < 1.15
 
 nt_worst = max(nt_check.nngp_rel_err.max(), nt_check.ntk_rel_err.max())

@@ -38,10 +38,18 @@ if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "mup==1.0.0", "neural-tangents==0.6.5",
-         "git+https://github.com/ntk-lab/ntk"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "mup==1.0.0",
+            "neural-tangents==0.6.5",
+            "git+https://github.com/ntk-lab/ntk",
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
 # %%
 import matplotlib.pyplot as plt
@@ -128,8 +136,12 @@ print(f"hidden n x n weight slope {s['weight_change_hidden.1']:+.2f} (theory -1)
 print(
     f"distance slopes: to linearization {s['lin_distance']:+.2f}, to NTK prediction {s['ntk_distance']:+.2f}"
 )
-for name in ("feature_change_hidden.0", "feature_change_hidden.1", "weight_change_hidden.0",
-             "weight_change_readout"):  # fmt: skip
+for name in (
+    "feature_change_hidden.0",
+    "feature_change_hidden.1",
+    "weight_change_hidden.0",
+    "weight_change_readout",
+):
     assert -0.75 < s[name] < -0.3, (name, s[name])
 assert -1.25 < s["weight_change_hidden.1"] < -0.8
 assert s["ntk_distance"] < -0.35 and s["lin_distance"] < -0.35

@@ -38,10 +38,18 @@ if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "mup==1.0.0", "neural-tangents==0.6.5",
-         "git+https://github.com/ntk-lab/ntk"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "mup==1.0.0",
+            "neural-tangents==0.6.5",
+            "git+https://github.com/ntk-lab/ntk",
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
 # %%
 import math
@@ -109,8 +117,10 @@ comparison = compare_mup_standard(5000, setup, sweep)
 fig = plot_comparison(comparison, 5000)
 plt.show()
 mup_5000, sp_5000 = comparison["mup"].final(), comparison["standard"].final()
-print(f"width 5000: muP train {mup_5000['train_loss']:.3g}, test {mup_5000['test_loss']:.3g}; "
-      f"SP train {sp_5000['train_loss']:.3g}, test {sp_5000['test_loss']:.3g}")  # fmt: skip
+print(
+    f"width 5000: muP train {mup_5000['train_loss']:.3g}, test {mup_5000['test_loss']:.3g}; "
+    f"SP train {sp_5000['train_loss']:.3g}, test {sp_5000['test_loss']:.3g}"
+)
 
 # %% [markdown]
 # ## Checks

@@ -33,10 +33,18 @@ if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "mup==1.0.0", "neural-tangents==0.6.5",
-         "git+https://github.com/ntk-lab/ntk"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "mup==1.0.0",
+            "neural-tangents==0.6.5",
+            "git+https://github.com/ntk-lab/ntk",
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
 # %%
 import math
@@ -116,7 +124,7 @@ for p in PARAMETRIZATIONS:
                 optimizer=opt,
                 init_violations=len(stability_violations(abcs, chain)),
                 r=update_exponents(a, b, c, chain, opt, "full"),
-            )  # fmt: skip
+            )
         )
 # SP as most people run it: one global Adam learning rate, c = 0 everywhere
 r_global = update_exponents([0, 0, 0, 0], [0, 0.5, 0.5, 0.5], [0, 0, 0, 0], chain, "adam", "full")
@@ -201,8 +209,9 @@ configs = {
     p: ParametrizationConfig(p, "adam", lr_prefactor=2.0**-9, base_width=64)
     for p in PARAMETRIZATIONS
 }
-configs["sp, global lr"] = ParametrizationConfig(None, "adam", a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0, 0, 0],
-                                                 lr_prefactor=2.0**-9, base_width=64)  # fmt: skip
+configs["sp, global lr"] = ParametrizationConfig(
+    None, "adam", a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0, 0, 0], lr_prefactor=2.0**-9, base_width=64
+)
 
 
 def probe_scales(cfg, width, steps=1, seed=0):
@@ -220,9 +229,11 @@ def probe_scales(cfg, width, steps=1, seed=0):
         opt.step()
     with torch.no_grad():
         h1, f1 = model.features(probe), model(probe)
-    return dict(out_init=f0.pow(2).mean().sqrt().item(),
-                feature_change=((h1 - h0).norm() / h0.norm()).item(),
-                out_change=(f1 - f0).pow(2).mean().sqrt().item())  # fmt: skip
+    return dict(
+        out_init=f0.pow(2).mean().sqrt().item(),
+        feature_change=((h1 - h0).norm() / h0.norm()).item(),
+        out_change=(f1 - f0).pow(2).mean().sqrt().item(),
+    )
 
 
 scales = pd.DataFrame(
@@ -247,8 +258,12 @@ print(slopes.round(2).to_string())
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-for ax, col, title in zip(axes, ("out_init", "feature_change", "out_change"),
-                          ("output RMS at init", "relative feature change, 1 step", "output change RMS, 1 step"), strict=True):  # fmt: skip
+for ax, col, title in zip(
+    axes,
+    ("out_init", "feature_change", "out_change"),
+    ("output RMS at init", "relative feature change, 1 step", "output change RMS, 1 step"),
+    strict=True,
+):
     for name, s in scales.groupby("parametrization", sort=False):
         ax.loglog(s.width, s[col], "o-", label=name)
     ax.set(xlabel="width n", title=title)
@@ -288,8 +303,16 @@ def sweep_cell(parametrization, width, lr, seed, steps=30):
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=2)
     opt = torch.optim.Adam(Parametrization(model, cfg).param_groups)
-    tc = TrainConfig(steps=steps, loss="mse", batch_size=128, log_every=10, seed=seed,
-                     track_features=False, track_weights=False, progress=False)  # fmt: skip
+    tc = TrainConfig(
+        steps=steps,
+        loss="mse",
+        batch_size=128,
+        log_every=10,
+        seed=seed,
+        track_features=False,
+        track_weights=False,
+        progress=False,
+    )
     try:
         history = train(model, task.x_train, task.y_train, config=tc, optimizer=opt)
         return float(np.mean(history.train_loss[1:]))  # steps 10, 20, 30
@@ -298,8 +321,14 @@ def sweep_cell(parametrization, width, lr, seed, steps=30):
 
 
 # %% NBVAL_IGNORE_OUTPUT
-sweep = lr_sweep(sweep_cell, log2_lrs=range(-10, -2), widths=(32, 128, 512),
-                 parametrizations=("sp, global lr", "sp", "mup"), workers=2, progress=False)  # fmt: skip
+sweep = lr_sweep(
+    sweep_cell,
+    log2_lrs=range(-10, -2),
+    widths=(32, 128, 512),
+    parametrizations=("sp, global lr", "sp", "mup"),
+    workers=2,
+    progress=False,
+)
 
 # %%
 opt_table = optima(sweep)

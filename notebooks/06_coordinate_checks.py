@@ -35,10 +35,18 @@ if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "mup==1.0.0", "neural-tangents==0.6.5",
-         "git+https://github.com/ntk-lab/ntk"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "mup==1.0.0",
+            "neural-tangents==0.6.5",
+            "git+https://github.com/ntk-lab/ntk",
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
 # %%
 # %matplotlib inline
@@ -88,8 +96,9 @@ def sp_model(width):
 
 
 def mup_model(width):
-    model = WideMLP_MuP(64, width, 10, depth=2, weight_std=W_STD, base_width=BASE,
-                        readout_zero_init=True)  # fmt: skip
+    model = WideMLP_MuP(
+        64, width, 10, depth=2, weight_std=W_STD, base_width=BASE, readout_zero_init=True
+    )
     return model, MuAdam(model.parameters(), lr=LR)
 
 
@@ -113,16 +122,19 @@ def spectral_logger(label):
 # ## SP vs muP (the `mup` package)
 
 # %%
-cc_sp = coord_check(sp_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS,
-                    on_step=spectral_logger("SP"))  # fmt: skip
-cc_mup = coord_check(mup_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS,
-                     on_step=spectral_logger("muP"))  # fmt: skip
+cc_sp = coord_check(
+    sp_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral_logger("SP")
+)
+cc_mup = coord_check(
+    mup_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral_logger("muP")
+)
 cc_sp.head()
 
 # %%
 for df, name in [(cc_sp, "SP, Adam"), (cc_mup, "muP (mup package), MuAdam")]:
-    plot_coord_check(df, "delta_size", steps=range(1, STEPS + 1),
-                     title=f"{name}: mean |h_t - h_0| against width")  # fmt: skip
+    plot_coord_check(
+        df, "delta_size", steps=range(1, STEPS + 1), title=f"{name}: mean |h_t - h_0| against width"
+    )
     plt.show()
 
 # %% [markdown]
@@ -155,9 +167,17 @@ print("SP\n", exp_sp.round(2).to_string(), "\n\nmuP\n", exp_mup.round(2).to_stri
 # %%
 frames = []
 for width in WIDTHS:
-    d = get_coord_data({width: lambda w=width: mup_model(w)[0]}, [(x, y)], optimizer="adam",
-                       lr=LR, mup=True, nsteps=STEPS + 1, nseeds=len(SEEDS), cuda=False,
-                       show_progress=False)  # fmt: skip
+    d = get_coord_data(
+        {width: lambda w=width: mup_model(w)[0]},
+        [(x, y)],
+        optimizer="adam",
+        lr=LR,
+        mup=True,
+        nsteps=STEPS + 1,
+        nseeds=len(SEEDS),
+        cuda=False,
+        show_progress=False,
+    )
     d = from_mup(d)
     d["seed"] = np.repeat(SEEDS, len(d) // len(SEEDS))  # mup loops over seeds outermost
     frames.append(d)
@@ -194,8 +214,9 @@ SP_GLOBAL_LR = dict(parametrization=None, a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0, 0,
 def abc_model(**rule):
     def make(width):
         model = WideMLP(64, width, 10, depth=2, weight_std=W_STD)
-        config = ParametrizationConfig(**rule, optimizer="adam", lr_prefactor=LR,
-                                       base_width=BASE, std_prefactor=W_STD)  # fmt: skip
+        config = ParametrizationConfig(
+            **rule, optimizer="adam", lr_prefactor=LR, base_width=BASE, std_prefactor=W_STD
+        )
         param = Parametrization(model, config)
         with torch.no_grad():  # zero readout at init, as for the mup model above
             model.readout.weight.zero_()
@@ -209,11 +230,18 @@ def outer(name):
     return not name.endswith(".module")
 
 
-cc_abc_mup = coord_check(abc_model(parametrization="mup"), WIDTHS, (x, y), steps=STEPS,
-                         seeds=SEEDS, modules=outer,
-                         on_step=spectral_logger("muP (Parametrization)"))  # fmt: skip
-cc_abc_sp = coord_check(abc_model(**SP_GLOBAL_LR), WIDTHS, (x, y), steps=STEPS, seeds=SEEDS,
-                        modules=outer)  # fmt: skip
+cc_abc_mup = coord_check(
+    abc_model(parametrization="mup"),
+    WIDTHS,
+    (x, y),
+    steps=STEPS,
+    seeds=SEEDS,
+    modules=outer,
+    on_step=spectral_logger("muP (Parametrization)"),
+)
+cc_abc_sp = coord_check(
+    abc_model(**SP_GLOBAL_LR), WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, modules=outer
+)
 exp_abc_mup, exp_abc_sp = exponent_table(cc_abc_mup), exponent_table(cc_abc_sp)
 print("Parametrization: muP\n", exp_abc_mup.round(2).to_string())
 print("\nParametrization: SP, global learning rate\n", exp_abc_sp.round(2).to_string())
@@ -267,8 +295,10 @@ abc_sp_hidden = float(exp_abc_sp.loc[("hidden.1", "delta_size")].min())
 print(f"muP (mup package): max |exponent| over modules, steps 1-{STEPS}: {mup_max:.3f}")
 print(f"muP (Parametrization): max |exponent|: {abc_max:.3f}")
 print(f"SP: smallest readout update exponent {sp_readout:.2f}, hidden {sp_hidden:.2f}")
-print(f"SP (Parametrization): smallest readout update exponent {abc_sp_readout:.2f}, "
-      f"hidden {abc_sp_hidden:.2f}")  # fmt: skip
+print(
+    f"SP (Parametrization): smallest readout update exponent {abc_sp_readout:.2f}, "
+    f"hidden {abc_sp_hidden:.2f}"
+)
 print(f"agreement with mup.get_coord_data: max relative difference {max_rel_diff:.1e}")
 assert len(both) == len(cc_mup) == len(cc_pkg) and max_rel_diff < 1e-5
 assert mup_max < 0.1, exp_mup
@@ -280,7 +310,9 @@ assert abc_sp_readout > 0.7 and abc_sp_hidden > 0.5, exp_abc_sp
 mup_spec = float(spec_mup["rel_dw"].abs().max())
 abc_spec = float(spec_abc["rel_dw"].abs().max())
 sp_spec = float(spec_sp.loc[["hidden.1", "readout"], "rel_dw"].min())
-print(f"spectral: muP updates max |exponent| {mup_spec:.3f}, Parametrization muP (updates) "
-      f"{abc_spec:.3f}, SP hidden/readout updates >= {sp_spec:.2f}")  # fmt: skip
+print(
+    f"spectral: muP updates max |exponent| {mup_spec:.3f}, Parametrization muP (updates) "
+    f"{abc_spec:.3f}, SP hidden/readout updates >= {sp_spec:.2f}"
+)
 assert mup_spec < 0.1 and abc_spec < 0.1
 assert sp_spec > 0.7

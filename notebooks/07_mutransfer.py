@@ -37,10 +37,18 @@ if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "mup==1.0.0", "neural-tangents==0.6.5",
-         "git+https://github.com/ntk-lab/ntk"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "mup==1.0.0",
+            "neural-tangents==0.6.5",
+            "git+https://github.com/ntk-lab/ntk",
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
 # %%
 # %matplotlib inline
@@ -87,15 +95,33 @@ def train_mlp(
     if parametrization == "sp":
         model = WideMLP(64, width, 10, depth=depth, weight_std=math.sqrt(2))
     else:
-        model = WideMLP_MuP(64, width, 10, depth=depth, weight_std=math.sqrt(2), base_width=BASE,
-                            readout_zero_init=True)  # fmt: skip
+        model = WideMLP_MuP(
+            64,
+            width,
+            10,
+            depth=depth,
+            weight_std=math.sqrt(2),
+            base_width=BASE,
+            readout_zero_init=True,
+        )
         optimizer = "mu" + optimizer
     try:
         history = train(
-            model, task.x_train, task.y_train, loss="cross_entropy", optimizer=optimizer, lr=lr,
-            steps=STEPS, batch_size=BATCH, log_every=STEPS, seed=seed, track_features=False,
-            track_weights=False, progress=False, lr_schedule=lambda step: 1 - step / STEPS,
-        )  # fmt: skip
+            model,
+            task.x_train,
+            task.y_train,
+            loss="cross_entropy",
+            optimizer=optimizer,
+            lr=lr,
+            steps=STEPS,
+            batch_size=BATCH,
+            log_every=STEPS,
+            seed=seed,
+            track_features=False,
+            track_weights=False,
+            progress=False,
+            lr_schedule=lambda step: 1 - step / STEPS,
+        )
     except TrainingDivergedError:
         return math.inf
     return history.final()["train_loss"]
@@ -127,8 +153,9 @@ print(table.round(3).to_string())
 # seed mean ± standard error, stars at each width's optimum.
 
 # %%
-fig = plot_transfer(results, ["sp", "mup"], titles=["standard parametrization (Adam)",
-                                                    "muP (MuAdam)"])  # fmt: skip
+fig = plot_transfer(
+    results, ["sp", "mup"], titles=["standard parametrization (Adam)", "muP (MuAdam)"]
+)
 for ax in fig.axes:
     ax.set_yscale("log")
     ax.set_ylim(0.01, 3.0)
@@ -184,8 +211,10 @@ loss, err = at_transfer["mean"].to_numpy(), at_transfer["stderr"].to_numpy()
 gain = loss[0] - loss[-1]
 gain_err = math.hypot(err[0], err[-1])
 worst_step = float(np.max((loss[1:] - loss[:-1]) / np.hypot(err[1:], err[:-1])))
-print(f"loss at width {WIDTHS[0]}: {loss[0]:.4f}, at width {WIDTHS[-1]}: {loss[-1]:.4f} "
-      f"({gain / gain_err:.1f} standard errors better); worst doubling: {worst_step:+.2f} s.e.")  # fmt: skip
+print(
+    f"loss at width {WIDTHS[0]}: {loss[0]:.4f}, at width {WIDTHS[-1]}: {loss[-1]:.4f} "
+    f"({gain / gain_err:.1f} standard errors better); worst doubling: {worst_step:+.2f} s.e."
+)
 assert gain > 2 * gain_err
 assert worst_step < 2.0
 
@@ -224,8 +253,9 @@ sgd_table = sgd_summary.pivot_table(
 print(sgd_table.round(3).to_string())
 
 # %%
-fig = plot_transfer(sgd_results, ["sp", "mup"], titles=["standard parametrization (SGD)",
-                                                        "muP (MuSGD)"])  # fmt: skip
+fig = plot_transfer(
+    sgd_results, ["sp", "mup"], titles=["standard parametrization (SGD)", "muP (MuSGD)"]
+)
 for ax in fig.axes:
     ax.set_yscale("log")
     ax.set_ylim(0.03, 3.0)
@@ -247,16 +277,19 @@ print("\ndrift of the optimal log2 lr over widths 32-1024:", sgd_drift.round(2).
 sgd_grid_step = float(np.diff(SGD_LOG2_LRS).max())
 sgd_mup_drift, sgd_sp_drift = float(sgd_drift["mup"]), float(sgd_drift["sp"])
 print(f"SGD: muP drift {sgd_mup_drift:g} (grid step {sgd_grid_step:g}); SP drift {sgd_sp_drift:g}")
-sgd_transferred = float(sgd_opt.query("parametrization == 'mup'").set_index("width").loc[
-    min(WIDTHS), "log2_lr_opt"])  # fmt: skip
+sgd_transferred = float(
+    sgd_opt.query("parametrization == 'mup'").set_index("width").loc[min(WIDTHS), "log2_lr_opt"]
+)
 sgd_at_transfer = sgd_summary.query(
     "parametrization == 'mup' and log2_lr == @sgd_transferred"
 ).set_index("width")[["mean", "stderr"]]
 sgd_loss, sgd_err = sgd_at_transfer["mean"].to_numpy(), sgd_at_transfer["stderr"].to_numpy()
 sgd_gain = sgd_loss[0] - sgd_loss[-1]
-print(f"MuSGD at the transferred log2 lr {sgd_transferred:g}: loss {sgd_loss[0]:.4f} at width "
-      f"{WIDTHS[0]}, {sgd_loss[-1]:.4f} at width {WIDTHS[-1]} "
-      f"({sgd_gain / math.hypot(sgd_err[0], sgd_err[-1]):.1f} standard errors better)")  # fmt: skip
+print(
+    f"MuSGD at the transferred log2 lr {sgd_transferred:g}: loss {sgd_loss[0]:.4f} at width "
+    f"{WIDTHS[0]}, {sgd_loss[-1]:.4f} at width {WIDTHS[-1]} "
+    f"({sgd_gain / math.hypot(sgd_err[0], sgd_err[-1]):.1f} standard errors better)"
+)
 assert not sgd_opt["at_edge"].any(), sgd_opt  # every optimum lies inside the grid
 assert sgd_mup_drift <= 1 * sgd_grid_step
 assert sgd_sp_drift >= 2 * sgd_grid_step

@@ -104,9 +104,7 @@ def is_finite_number(value: object) -> bool:
 def check_numbers(name: str, values: Sequence[float], length: int, what: str) -> list[float]:
     """A sequence of `length` finite numbers; `what` says what the length counts."""
     if isinstance(values, str) or not hasattr(values, "__len__"):
-        raise TypeError(
-            f"{name} must be a list of numbers ({what}), got {type(values).__name__}"
-        )
+        raise TypeError(f"{name} must be a list of numbers ({what}), got {type(values).__name__}")
     if len(values) != length:
         raise ValueError(f"{name} must have {what} ({length}), got {len(values)}")
     for i, v in enumerate(values):
@@ -127,7 +125,9 @@ def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
 def check_float_dtype(name: str, dtype: object) -> torch.dtype:
     """A floating torch.dtype (an integer dtype would truncate inputs silently)."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
+        raise TypeError(
+            f"{name} must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}"
+        )
     return dtype
 
 

@@ -22,8 +22,6 @@ def digits():
     return load_digits_task(seed=0)
 
 
-
-
 def test_low_dim_task_is_deterministic_and_low_dimensional():
     t1 = make_low_dim_task(n_train=64, n_test=32, dim=10, degree=3, n_directions=2, seed=5)
     t2 = make_low_dim_task(n_train=64, n_test=99, dim=10, degree=3, n_directions=2, seed=5)

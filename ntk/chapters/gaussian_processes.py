@@ -225,9 +225,16 @@ def kernel_vs_angle(
         )
         if width is not None:
             ens = MLPEnsemble(
-                1, 2, width, depth=depth, activation=activation, weight_std=weight_std,
-                bias_std=bias_std, seed=seed + depth, dtype=torch.float64,
-            )  # fmt: skip
+                1,
+                2,
+                width,
+                depth=depth,
+                activation=activation,
+                weight_std=weight_std,
+                bias_std=bias_std,
+                seed=seed + depth,
+                dtype=torch.float64,
+            )
             ke = ens.empirical_nngp(x)[0]
             df["empirical"] = (ke[0] / (ke[0, 0] * ke.diagonal()).sqrt()).numpy()
         frames.append(df)
@@ -316,7 +323,6 @@ def compare_with_neural_tangents(
     errors max|ours - nt| / max|nt|.
     """
     from ntk.reference import load_neural_tangents
-
 
     nt = load_neural_tangents()
     stax = nt.stax
@@ -407,8 +413,14 @@ def plot_output_histograms(samples: OutputSamples, widths: list[int], ax) -> Non
     grid = np.linspace(-4 * sd, 4 * sd, 200)
     bins = np.linspace(-4 * sd, 4 * sd, 61)
     for width in widths:
-        ax.hist(samples.outputs[width], bins=bins, density=True, histtype="step", lw=1.5,
-                label=f"width {width}")  # fmt: skip
+        ax.hist(
+            samples.outputs[width],
+            bins=bins,
+            density=True,
+            histtype="step",
+            lw=1.5,
+            label=f"width {width}",
+        )
     ax.plot(grid, stats.norm.pdf(grid, scale=sd), "k--", lw=1.5, label=r"$N(0, K(x,x))$")
     ax.set(xlabel="f(x)", ylabel="density", title="output at one input over random networks")
     ax.legend(fontsize=8)
@@ -418,8 +430,15 @@ def plot_kurtosis(kurt: pd.DataFrame, fit: PowerLaw, ax) -> None:
     """Excess kurtosis vs width on log-log axes with the fitted power law."""
     ax.loglog(kurt.width, kurt.excess_kurtosis, "o", label="3 Var[K_hat(x,x)] / E[K_hat(x,x)]^2")
     pos = kurt.sample_kurtosis > 0
-    ax.errorbar(kurt.width[pos], kurt.sample_kurtosis[pos], yerr=kurt.sample_se[pos], fmt="s",
-                ms=3, alpha=0.6, label="sample kurtosis of f(x)")  # fmt: skip
+    ax.errorbar(
+        kurt.width[pos],
+        kurt.sample_kurtosis[pos],
+        yerr=kurt.sample_se[pos],
+        fmt="s",
+        ms=3,
+        alpha=0.6,
+        label="sample kurtosis of f(x)",
+    )
     if kurt.theory.notna().all():
         ax.loglog(kurt.width, kurt.theory, "k:", label="exact one-layer theory")
     ax.loglog(kurt.width, fit(kurt.width), "-", label=f"fit: slope {fit.exponent:.3f}")
@@ -444,4 +463,3 @@ def plot_regression(reg: RegressionComparison, axes) -> None:
     axes[1].plot(x, reg.gp_mean, "k--", lw=1, label="GP mean")
     axes[0].set_ylabel("f(x)")
     axes[0].legend(fontsize=8)
-

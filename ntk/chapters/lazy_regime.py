@@ -68,8 +68,9 @@ def rms(a: Tensor, b: Tensor) -> float:
 
 def _ntk_net(dim: int, width: int, seed: int) -> WideMLP:
     torch.manual_seed(seed)
-    return WideMLP(dim, width, depth=DEPTH, activation=ACTIVATION, weight_std=WEIGHT_STD,
-                   parametrization="ntk")  # fmt: skip
+    return WideMLP(
+        dim, width, depth=DEPTH, activation=ACTIVATION, weight_std=WEIGHT_STD, parametrization="ntk"
+    )
 
 
 def _kernel() -> MLPKernel:
@@ -124,8 +125,19 @@ def run_lazy_regime(
         with torch.no_grad():
             f0_tr, f0_te = net(x_tr), net(x_te)
         lin = LinearizedModel(net) if linearize else None
-        hist = train(net, x_tr, y_tr, x_te, y_te, steps=steps, lr=lr, optimizer="sgd",
-                     log_every=steps, seed=seed, probe_size=n_train)  # fmt: skip
+        hist = train(
+            net,
+            x_tr,
+            y_tr,
+            x_te,
+            y_te,
+            steps=steps,
+            lr=lr,
+            optimizer="sgd",
+            log_every=steps,
+            seed=seed,
+            probe_size=n_train,
+        )
         row: dict[str, float] = {"width": width}
         final = hist.final()
         for name, value in final.items():
@@ -134,12 +146,29 @@ def run_lazy_regime(
                 row[f"{kind}_{layer.removesuffix('.weight')}"] = value
         with torch.no_grad():
             f_te = net(x_te)
-        f_ntk = gradient_descent_mse(theta_tr, theta_te, y_tr.double(), f0_tr.double(),
-                                     f0_te.double(), t=float(steps), learning_rate=lr)  # fmt: skip
+        f_ntk = gradient_descent_mse(
+            theta_tr,
+            theta_te,
+            y_tr.double(),
+            f0_tr.double(),
+            f0_te.double(),
+            t=float(steps),
+            learning_rate=lr,
+        )
         row["ntk_distance"] = rms(f_te, f_ntk)
         if lin is not None:
-            train(lin, x_tr, y_tr, steps=steps, lr=lr, optimizer="sgd", log_every=steps,
-                  seed=seed, track_features=False, track_weights=False)  # fmt: skip
+            train(
+                lin,
+                x_tr,
+                y_tr,
+                steps=steps,
+                lr=lr,
+                optimizer="sgd",
+                log_every=steps,
+                seed=seed,
+                track_features=False,
+                track_weights=False,
+            )
             with torch.no_grad():
                 row["lin_distance"] = rms(f_te, lin(x_te))
         row["train_loss"] = final["train_loss"]
@@ -201,13 +230,14 @@ def run_feature_task(
     def mse(pred: Tensor) -> float:
         return (pred.double() - y_te64).pow(2).mean().item()
 
-    ntk_at_t = gradient_descent_mse_ensemble(k_tr.ntk, k_te.ntk, y64, t=float(steps),
-                                             learning_rate=ntk_lr).mean  # fmt: skip
+    ntk_at_t = gradient_descent_mse_ensemble(
+        k_tr.ntk, k_te.ntk, y64, t=float(steps), learning_rate=ntk_lr
+    ).mean
     kernels = {
         "NNGP (Bayesian, t=inf)": mse(gp_posterior(k_tr.nngp, k_te.nngp, y64, diag_reg=1e-6).mean),
         "NTK (t=inf)": mse(
             gradient_descent_mse_ensemble(k_tr.ntk, k_te.ntk, y64, diag_reg=1e-6).mean
-        ),  # fmt: skip
+        ),
         "NTK (t=steps)": mse(ntk_at_t),
     }
     rows = []
@@ -217,24 +247,65 @@ def run_feature_task(
             f0_tr, f0_te = net(x_tr), net(x_te)
         # Centering: train on y + f0 so that f - f0 is the prediction (same gradients as the
         # centered network f - f0 trained on y).
-        hist = train(net, x_tr, y_tr + f0_tr, x_te, y_te + f0_te, steps=steps, lr=ntk_lr,
-                     optimizer="sgd", log_every=steps, seed=seed, track_weights=False)  # fmt: skip
+        hist = train(
+            net,
+            x_tr,
+            y_tr + f0_tr,
+            x_te,
+            y_te + f0_te,
+            steps=steps,
+            lr=ntk_lr,
+            optimizer="sgd",
+            log_every=steps,
+            seed=seed,
+            track_weights=False,
+        )
         with torch.no_grad():
             pred = net(x_te) - f0_te
-        rows.append({"model": "ntk", "width": width, "test_mse": mse(pred),
-                     "ntk_distance": rms(pred, ntk_at_t),
-                     "feature_change": hist.final()[f"feature_change/hidden.{DEPTH - 1}"]})  # fmt: skip
+        rows.append(
+            {
+                "model": "ntk",
+                "width": width,
+                "test_mse": mse(pred),
+                "ntk_distance": rms(pred, ntk_at_t),
+                "feature_change": hist.final()[f"feature_change/hidden.{DEPTH - 1}"],
+            }
+        )
     for width in mup_widths:
         torch.manual_seed(seed)
-        net = WideMLP_MuP(dim, width, depth=DEPTH, activation=ACTIVATION, weight_std=WEIGHT_STD,
-                          base_width=base_width, readout_zero_init=True)  # fmt: skip
-        hist = train(net, x_tr, y_tr, x_te, y_te, steps=steps, lr=mup_lr, optimizer="muadam",
-                     log_every=steps, seed=seed, track_weights=False)  # fmt: skip
+        net = WideMLP_MuP(
+            dim,
+            width,
+            depth=DEPTH,
+            activation=ACTIVATION,
+            weight_std=WEIGHT_STD,
+            base_width=base_width,
+            readout_zero_init=True,
+        )
+        hist = train(
+            net,
+            x_tr,
+            y_tr,
+            x_te,
+            y_te,
+            steps=steps,
+            lr=mup_lr,
+            optimizer="muadam",
+            log_every=steps,
+            seed=seed,
+            track_weights=False,
+        )
         with torch.no_grad():
             pred = net(x_te)
-        rows.append({"model": "mup", "width": width, "test_mse": mse(pred),
-                     "ntk_distance": rms(pred, ntk_at_t),
-                     "feature_change": hist.final()[f"feature_change/hidden.{DEPTH - 1}"]})  # fmt: skip
+        rows.append(
+            {
+                "model": "mup",
+                "width": width,
+                "test_mse": mse(pred),
+                "ntk_distance": rms(pred, ntk_at_t),
+                "feature_change": hist.final()[f"feature_change/hidden.{DEPTH - 1}"],
+            }
+        )
     return FeatureTask(kernels, pd.DataFrame(rows), dict(task.info))
 
 
@@ -253,24 +324,36 @@ def plot_lazy_regime(lazy: LazyRegime, task: FeatureTask | None = None):
         style = "o-" if col.startswith("feature") else "s--"
         axes[0].loglog(w, t[col], style, label=f"{col}: {lazy.slopes[col]:+.2f}")
     axes[0].loglog(w, t["feature_change_hidden.0"].iloc[0] * ref, "k:", label="n^-1/2")
-    axes[0].set(xlabel="width n", ylabel="relative change after training",
-                title="NTK parametrization: lazy training")  # fmt: skip
+    axes[0].set(
+        xlabel="width n",
+        ylabel="relative change after training",
+        title="NTK parametrization: lazy training",
+    )
     for col in [c for c in t.columns if c.endswith("_distance")]:
         label = {"lin_distance": "net - linearized net", "ntk_distance": "net - NTK prediction"}
         axes[1].loglog(w, t[col], "o-", label=f"{label[col]}: {lazy.slopes[col]:+.2f}")
     axes[1].loglog(w, t["ntk_distance"].iloc[0] * ref, "k:", label="n^-1/2")
-    axes[1].set(xlabel="width n", ylabel="RMS distance of test outputs",
-                title="the network becomes its linearization")  # fmt: skip
+    axes[1].set(
+        xlabel="width n",
+        ylabel="RMS distance of test outputs",
+        title="the network becomes its linearization",
+    )
     if task is not None:
         ax = axes[2]
-        for model, color, label in (("ntk", "C1", "NTK-param nets (centered)"),
-                                    ("mup", "C0", "muP nets")):  # fmt: skip
+        for model, color, label in (
+            ("ntk", "C1", "NTK-param nets (centered)"),
+            ("mup", "C0", "muP nets"),
+        ):
             r = task.table[task.table.model == model]
             ax.semilogx(r.width, r.test_mse, "o-", color=color, label=label)
         for (name, value), ls in zip(task.kernels.items(), ("-.", "--", ":"), strict=True):
             ax.axhline(value, color="gray", ls=ls, label=f"{name}: {value:.3g}")
-        ax.set(xlabel="width", ylabel="test MSE", yscale="log",
-               title="y = He2(<u, x>): features beat kernels")  # fmt: skip
+        ax.set(
+            xlabel="width",
+            ylabel="test MSE",
+            yscale="log",
+            title="y = He2(<u, x>): features beat kernels",
+        )
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -289,12 +372,16 @@ def summary(lazy: LazyRegime, task: FeatureTask) -> str:
     lines.append("feature task (test MSE):")
     lines += [f"  {name:26s} {value:.4g}" for name, value in task.kernels.items()]
     for r in task.table.itertuples():
-        lines.append(f"  {r.model:4s} net width {r.width:5d}   {r.test_mse:.4g}"
-                     f"   (distance to NTK prediction {r.ntk_distance:.3g})")  # fmt: skip
+        lines.append(
+            f"  {r.model:4s} net width {r.width:5d}   {r.test_mse:.4g}"
+            f"   (distance to NTK prediction {r.ntk_distance:.3g})"
+        )
     best_mup = task.table[task.table.model == "mup"].sort_values("width").test_mse.iloc[-1]
     ntk_inf = task.kernels["NTK (t=inf)"]
-    lines.append(f"widest muP net beats the infinite-width NTK predictor: {best_mup < ntk_inf} "
-                 f"({best_mup:.4g} < {ntk_inf:.4g})")  # fmt: skip
+    lines.append(
+        f"widest muP net beats the infinite-width NTK predictor: {best_mup < ntk_inf} "
+        f"({best_mup:.4g} < {ntk_inf:.4g})"
+    )
     return "\n".join(lines)
 
 

@@ -73,8 +73,9 @@ class Setup:
 
     def task(self) -> Task:
         """The low-dimensional-projection regression task (same for every width)."""
-        return make_low_dim_task(self.n_train, self.n_test, self.dim, degree=2,
-                                 noise=self.noise, seed=self.seed)  # fmt: skip
+        return make_low_dim_task(
+            self.n_train, self.n_test, self.dim, degree=2, noise=self.noise, seed=self.seed
+        )
 
 
 def cosine_schedule(steps: int) -> Callable[[int], float]:
@@ -87,8 +88,9 @@ def build_model(parametrization: str, width: int, setup: Setup = Setup()) -> nn.
     parametrization = check_parametrization("parametrization", parametrization, PARAMETRIZATIONS)
     torch.manual_seed(setup.seed)
     if parametrization == "mup":
-        return WideMLP_MuP(setup.dim, width, depth=setup.depth, base_width=setup.base_width,
-                           readout_zero_init=True)  # fmt: skip
+        return WideMLP_MuP(
+            setup.dim, width, depth=setup.depth, base_width=setup.base_width, readout_zero_init=True
+        )
     return WideMLP(setup.dim, width, depth=setup.depth, parametrization="sp")
 
 
@@ -103,19 +105,36 @@ def train_width(
     row = {"parametrization": parametrization, "width": width}
     start = time.perf_counter()
     try:
-        hist = train(model, *task, steps=setup.steps, lr=setup.lr,
-                     optimizer=OPTIMIZER[parametrization], batch_size=setup.batch_size,
-                     log_every=max(1, setup.steps // setup.log_points), seed=setup.seed,
-                     track_weights=False, lr_schedule=cosine_schedule(setup.steps),
-                     progress=False)  # fmt: skip
+        hist = train(
+            model,
+            *task,
+            steps=setup.steps,
+            lr=setup.lr,
+            optimizer=OPTIMIZER[parametrization],
+            batch_size=setup.batch_size,
+            log_every=max(1, setup.steps // setup.log_points),
+            seed=setup.seed,
+            track_weights=False,
+            lr_schedule=cosine_schedule(setup.steps),
+            progress=False,
+        )
     except TrainingDivergedError as err:  # SP at a large width and lr may blow up
-        row.update(train_loss=math.inf, test_loss=math.inf, feature_change=math.nan,
-                   diverged_at=err.step, seconds=time.perf_counter() - start)  # fmt: skip
+        row.update(
+            train_loss=math.inf,
+            test_loss=math.inf,
+            feature_change=math.nan,
+            diverged_at=err.step,
+            seconds=time.perf_counter() - start,
+        )
         return row, None
     final = hist.final()
-    row.update(train_loss=final["train_loss"], test_loss=final["test_loss"],
-               feature_change=final[f"feature_change/{layer}"], diverged_at=None,
-               seconds=time.perf_counter() - start)  # fmt: skip
+    row.update(
+        train_loss=final["train_loss"],
+        test_loss=final["test_loss"],
+        feature_change=final[f"feature_change/{layer}"],
+        diverged_at=None,
+        seconds=time.perf_counter() - start,
+    )
     return row, hist
 
 
@@ -129,13 +148,17 @@ class WidthSweep:
 
     def losses(self, parametrization: str, column: str = "train_loss") -> pd.Series:
         """Final losses of one parametrization, indexed by width."""
-        parametrization = check_parametrization("parametrization", parametrization, PARAMETRIZATIONS)
+        parametrization = check_parametrization(
+            "parametrization", parametrization, PARAMETRIZATIONS
+        )
         t = self.table[self.table.parametrization == parametrization]
         return t.set_index("width")[column]
 
     def feature_slope(self, parametrization: str) -> float:
         """Fitted exponent p of feature change ~ width^p."""
-        parametrization = check_parametrization("parametrization", parametrization, PARAMETRIZATIONS)
+        parametrization = check_parametrization(
+            "parametrization", parametrization, PARAMETRIZATIONS
+        )
         t = self.table[self.table.parametrization == parametrization]
         return fit_loglog_slope(t.width, t.feature_change)
 
@@ -167,9 +190,11 @@ def run_mup_widths(
             if hist is not None:
                 histories[(p, width)] = hist
             if verbose:
-                print(f"  {p:8s} width {width:6d}: train loss {row['train_loss']:.4g}, "
-                      f"feature change {row['feature_change']:.3g} ({row['seconds']:.1f} s)",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  {p:8s} width {width:6d}: train loss {row['train_loss']:.4g}, "
+                    f"feature change {row['feature_change']:.3g} ({row['seconds']:.1f} s)",
+                    flush=True,
+                )
     return WidthSweep(pd.DataFrame(rows), histories, setup)
 
 
@@ -214,27 +239,45 @@ def plot_width_sweep(sweep: WidthSweep, depth2: WidthSweep | None = None):
     for p in sweep.table.parametrization.unique():
         t = sweep.table[sweep.table.parametrization == p]
         axes[0].loglog(t.width, t.train_loss, "o-", color=COLORS[p], label=f"{LABELS[p]} train")
-        axes[0].loglog(t.width, t.test_loss, "s--", color=COLORS[p], alpha=0.6,
-                       label=f"{LABELS[p]} test")  # fmt: skip
-        axes[1].loglog(t.width, t.feature_change, "o-", color=COLORS[p],
-                       label=f"{LABELS[p]}: slope {sweep.feature_slope(p):+.2f}")  # fmt: skip
-    axes[0].set(xlabel="width", ylabel="final loss (0.5 MSE)",
-                title=f"one learning rate ({sweep.setup.lr:g}) at every width")  # fmt: skip
+        axes[0].loglog(
+            t.width, t.test_loss, "s--", color=COLORS[p], alpha=0.6, label=f"{LABELS[p]} test"
+        )
+        axes[1].loglog(
+            t.width,
+            t.feature_change,
+            "o-",
+            color=COLORS[p],
+            label=f"{LABELS[p]}: slope {sweep.feature_slope(p):+.2f}",
+        )
+    axes[0].set(
+        xlabel="width",
+        ylabel="final loss (0.5 MSE)",
+        title=f"one learning rate ({sweep.setup.lr:g}) at every width",
+    )
     axes[1].set(xlabel="width", ylabel="||h(T) - h(0)|| / ||h(0)||", title="feature change")
     cmap = plt.get_cmap("viridis")
     widths = sorted(w for p, w in sweep.histories if p == "mup")
     for i, w in enumerate(widths):
         h = sweep.histories[("mup", w)]
-        axes[2].semilogy(h.step, h.train_loss, color=cmap(i / max(1, len(widths) - 1)),
-                         label=f"width {w}")  # fmt: skip
+        axes[2].semilogy(
+            h.step, h.train_loss, color=cmap(i / max(1, len(widths) - 1)), label=f"width {w}"
+        )
     axes[2].set(xlabel="step", ylabel="train loss", title="muP: wider is better")
     if depth2 is not None:
         for p in depth2.table.parametrization.unique():
             t = depth2.table[depth2.table.parametrization == p]
-            axes[3].loglog(t.width, t.feature_change, "o-", color=COLORS[p],
-                           label=f"{LABELS[p]}: slope {depth2.feature_slope(p):+.2f}")  # fmt: skip
-        axes[3].set(xlabel="width", ylabel="||h2(T) - h2(0)|| / ||h2(0)||",
-                    title="depth 2: hidden (width x width) layer")  # fmt: skip
+            axes[3].loglog(
+                t.width,
+                t.feature_change,
+                "o-",
+                color=COLORS[p],
+                label=f"{LABELS[p]}: slope {depth2.feature_slope(p):+.2f}",
+            )
+        axes[3].set(
+            xlabel="width",
+            ylabel="||h2(T) - h2(0)|| / ||h2(0)||",
+            title="depth 2: hidden (width x width) layer",
+        )
     for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -269,29 +312,39 @@ def summary(
 ) -> str:
     """The printed report; its last line is the widest-vs-narrowest muP improvement."""
     t = sweep.table
-    lines = [f"{'param':9s} {'width':>6s} {'train loss':>11s} {'test loss':>10s} "
-             f"{'feat. change':>12s} {'time s':>7s}"]  # fmt: skip
+    lines = [
+        f"{'param':9s} {'width':>6s} {'train loss':>11s} {'test loss':>10s} "
+        f"{'feat. change':>12s} {'time s':>7s}"
+    ]
     for r in t.itertuples():
-        lines.append(f"{r.parametrization:9s} {r.width:6d} {r.train_loss:11.4g} "
-                     f"{r.test_loss:10.4g} {r.feature_change:12.3g} {r.seconds:7.1f}")  # fmt: skip
+        lines.append(
+            f"{r.parametrization:9s} {r.width:6d} {r.train_loss:11.4g} "
+            f"{r.test_loss:10.4g} {r.feature_change:12.3g} {r.seconds:7.1f}"
+        )
     for p in t.parametrization.unique():
         finite = bool(torch.isfinite(torch.tensor(sweep.losses(p).to_numpy())).all())
-        lines.append(f"{LABELS[p]}: train loss monotone in width: {sweep.is_monotone(p)}; "
-                     f"feature-change slope {sweep.feature_slope(p):+.3f}; "
-                     f"all losses finite: {finite}")  # fmt: skip
+        lines.append(
+            f"{LABELS[p]}: train loss monotone in width: {sweep.is_monotone(p)}; "
+            f"feature-change slope {sweep.feature_slope(p):+.3f}; "
+            f"all losses finite: {finite}"
+        )
     if comparison_width is not None and comparison_width in set(t.width):
         m = sweep.losses("mup").get(comparison_width)
         s = sweep.losses("sp").get(comparison_width) if "sp" in set(t.parametrization) else None
         if s is not None:
             lines.append(f"width {comparison_width}: muP train loss {m:.4g} vs SP {s:.4g}")
     if depth2 is not None:
-        lines.append(f"depth 2 (widths {sorted(set(depth2.table.width))}): hidden-layer "
-                     f"feature-change slope muP {depth2.feature_slope('mup'):+.3f}, "
-                     f"SP {depth2.feature_slope('sp'):+.3f}")  # fmt: skip
+        lines.append(
+            f"depth 2 (widths {sorted(set(depth2.table.width))}): hidden-layer "
+            f"feature-change slope muP {depth2.feature_slope('mup'):+.3f}, "
+            f"SP {depth2.feature_slope('sp'):+.3f}"
+        )
     losses = sweep.losses("mup").sort_index()
-    lines.append(f"relative improvement of the widest ({losses.index[-1]}) over the narrowest "
-                 f"({losses.index[0]}) muP network: {100 * sweep.relative_improvement('mup'):.4g}% "
-                 f"(final train loss {losses.iloc[0]:.4g} -> {losses.iloc[-1]:.4g})")  # fmt: skip
+    lines.append(
+        f"relative improvement of the widest ({losses.index[-1]}) over the narrowest "
+        f"({losses.index[0]}) muP network: {100 * sweep.relative_improvement('mup'):.4g}% "
+        f"(final train loss {losses.iloc[0]:.4g} -> {losses.iloc[-1]:.4g})"
+    )
     return "\n".join(lines)
 
 

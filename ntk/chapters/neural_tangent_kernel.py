@@ -119,18 +119,29 @@ def ntk_change_vs_width(
     rows = []
     for width in widths:
         ens = MLPEnsemble(
-            n_networks, net.in_features, width, depth=net.depth, activation=net.activation,
-            weight_std=net.weight_std, parametrization="ntk", seed=seed * 100_003 + width,
-        )  # fmt: skip
+            n_networks,
+            net.in_features,
+            width,
+            depth=net.depth,
+            activation=net.activation,
+            weight_std=net.weight_std,
+            parametrization="ntk",
+            seed=seed * 100_003 + width,
+        )
         ntk0 = [empirical_ntk(ens.member(i), x.float()) for i in range(n_networks)]
         losses = ens.train_gd(x, y, learning_rate=learning_rate, steps=steps)
         for i in range(n_networks):
             ntk_t = empirical_ntk(ens.member(i), x.float())
             change = torch.linalg.matrix_norm(ntk_t - ntk0[i]) / torch.linalg.matrix_norm(ntk0[i])
             rows.append(
-                dict(width=width, network=i, ntk_change=float(change),
-                     train_loss=float(losses[-1, i]), initial_loss=float(losses[0, i]))
-            )  # fmt: skip
+                dict(
+                    width=width,
+                    network=i,
+                    ntk_change=float(change),
+                    train_loss=float(losses[-1, i]),
+                    initial_loss=float(losses[0, i]),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -208,10 +219,18 @@ def training_trajectories(
         rec = OutputRecorder(x_all.float(), steps)
         rec.record(module, 0)
         train(
-            module, x_train.float(), y_train.float(), steps=max(steps), lr=learning_rate,
-            log_every=max(steps), track_features=False, track_weights=False, progress=False,
-            callbacks=[rec], seed=seed,
-        )  # fmt: skip
+            module,
+            x_train.float(),
+            y_train.float(),
+            steps=max(steps),
+            lr=learning_rate,
+            log_every=max(steps),
+            track_features=False,
+            track_weights=False,
+            progress=False,
+            callbacks=[rec],
+            seed=seed,
+        )
         runs[name] = rec.stacked()  # (T, N + M)
     f0 = runs["network"][0]
     nngp, ntk = net.kernel().kernels(x_all)  # (N + M, N + M) each
@@ -222,9 +241,14 @@ def training_trajectories(
     flow_test = gradient_descent_mse(theta, theta_tx, y_train, f0[tr], f0[te], **kw)
     ens_train = gradient_descent_mse_ensemble(theta, None, y_train, nngp_train=nngp[tr, tr], **kw)
     ens_test = gradient_descent_mse_ensemble(
-        theta, theta_tx, y_train, nngp_train=nngp[tr, tr], nngp_test_train=nngp[te, tr],
-        nngp_test=nngp[te, te], **kw,
-    )  # fmt: skip
+        theta,
+        theta_tx,
+        y_train,
+        nngp_train=nngp[tr, tr],
+        nngp_test_train=nngp[te, tr],
+        nngp_test=nngp[te, te],
+        **kw,
+    )
 
     def std(cov: torch.Tensor) -> torch.Tensor:
         return cov.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
@@ -305,9 +329,13 @@ def eigendirection_errors(eig: Eigendirections, top: int = 6) -> pd.DataFrame:
     for i in range(top):
         gap = np.abs(eig.measured[:, i] - eig.predicted[:, i]).max()
         rows.append(
-            dict(direction=i, eigenvalue=eig.eigenvalues[i],
-                 initial=eig.measured[0, i] / r0, max_gap=gap / r0)
-        )  # fmt: skip
+            dict(
+                direction=i,
+                eigenvalue=eig.eigenvalues[i],
+                initial=eig.measured[0, i] / r0,
+                max_gap=gap / r0,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -326,8 +354,12 @@ def plot_trajectories(traj: Trajectories, axes, n_points: int = 3) -> None:
         axes[0].plot(t, traj.ntk_flow[:, j], "-", color=color)
         axes[0].plot(t, traj.network[:, j], "o", color=color, ms=5)
         axes[0].plot(t, traj.linearized[:, j], "x", color="k", ms=5)
-    axes[0].set(xscale="log", xlabel="GD step t", ylabel="f_t(x_test)",
-                title=f"width {traj.width}: net (o), linearized (x), NTK flow (-)")  # fmt: skip
+    axes[0].set(
+        xscale="log",
+        xlabel="GD step t",
+        ylabel="f_t(x_test)",
+        title=f"width {traj.width}: net (o), linearized (x), NTK flow (-)",
+    )
     for name, f in [("network", traj.network), ("linearized", traj.linearized)]:
         loss = 0.5 * (f[:, : traj.n_train] - traj.y_train).pow(2).mean(1)
         axes[1].loglog(t, loss, "o-" if name == "network" else "x--", label=name)
@@ -346,11 +378,20 @@ def plot_eigendirections(eig: Eigendirections, axes, top: int = 6) -> None:
     for i in range(top):
         c0 = abs(eig.measured[0, i])
         axes[1].loglog(t, np.abs(eig.flow[:, i]) / c0, ":", color=f"C{i}", lw=1)
-        axes[1].loglog(t, np.abs(eig.predicted[:, i]) / c0, "-", color=f"C{i}",
-                       label=rf"$\lambda_{i + 1}$={eig.eigenvalues[i]:.3g}")  # fmt: skip
+        axes[1].loglog(
+            t,
+            np.abs(eig.predicted[:, i]) / c0,
+            "-",
+            color=f"C{i}",
+            label=rf"$\lambda_{i + 1}$={eig.eigenvalues[i]:.3g}",
+        )
         axes[1].loglog(t, np.abs(eig.measured[:, i]) / c0, "o", color=f"C{i}", ms=4)
-    axes[1].set(xlabel="GD step t", ylabel=r"$|u_i \cdot (f_t - y)| / |u_i \cdot (f_0 - y)|$",
-                title="residual per eigendirection", ylim=(1e-4, 2))  # fmt: skip
+    axes[1].set(
+        xlabel="GD step t",
+        ylabel=r"$|u_i \cdot (f_t - y)| / |u_i \cdot (f_0 - y)|$",
+        title="residual per eigendirection",
+        ylim=(1e-4, 2),
+    )
     axes[1].legend(fontsize=7)
 
 
@@ -427,9 +468,16 @@ def plot_ntk_change(change: dict[str, pd.DataFrame], fits: dict[str, PowerLaw], 
         mean = df.groupby("width").ntk_change.mean()
         ax.loglog(df.width, df.ntk_change, ".", color=f"C{k}", alpha=0.35)
         ax.loglog(mean.index, mean.values, "o", color=f"C{k}", label=f"{name}")
-        ax.loglog(mean.index, fits[name](mean.index), "-", color=f"C{k}",
-                  label=f"{name} fit: slope {fits[name].exponent:.3f}")  # fmt: skip
-    ax.set(xlabel="width", ylabel=r"$\|\hat\Theta_T - \hat\Theta_0\|_F / \|\hat\Theta_0\|_F$",
-           title="NTK change during training (depth 1)")  # fmt: skip
+        ax.loglog(
+            mean.index,
+            fits[name](mean.index),
+            "-",
+            color=f"C{k}",
+            label=f"{name} fit: slope {fits[name].exponent:.3f}",
+        )
+    ax.set(
+        xlabel="width",
+        ylabel=r"$\|\hat\Theta_T - \hat\Theta_0\|_F / \|\hat\Theta_0\|_F$",
+        title="NTK change during training (depth 1)",
+    )
     ax.legend(fontsize=8)
-

@@ -75,7 +75,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -87,11 +86,11 @@ from ntk._checks import (
     check_positive_int,
 )
 from ntk.kernels.activations import get_activation
+from ntk.kernels.quadrature import QUADRATURE_NODES, quadrature_block, quadrature_diag
 
 CLOSED_FORM = ("relu", "erf", "gelu", "identity")
 PARAMETRIZATIONS = ("ntk", "sp")
 _TWO_PI = 2.0 * math.pi
-_QUADRATURE_NODES = 1 << 20  # node evaluations per quadrature chunk (8 MB per float64 array)
 
 
 class Kernels(NamedTuple):
@@ -255,12 +254,7 @@ class MLPKernel:
             return _gelu(q.clone(), q * q, (q + 1) ** 2, 1 + 2 * q, want_kdot=True)
         if kind == "identity":
             return q.clone(), torch.ones_like(q)
-        nodes, weights = self._gauss_hermite(q)
-        # E[f(u)^2], u ~ N(0, q): sum_i w_i f(sqrt(2 q) x_i)^2 / sqrt(pi)
-        u = torch.sqrt(2 * q)[:, None] * nodes  # (N, deg)
-        f, df = self._f_df(u, want_df=True)
-        scale = 1 / math.sqrt(math.pi)
-        return (f * f) @ weights * scale, (df * df) @ weights * scale
+        return quadrature_diag(self.activation, self.quadrature_degree, q)
 
     # ---------------------------------------------------------------- Gram matrices
     def _gram(self, x1: Tensor, x2: Tensor | None, want_ntk: bool) -> tuple[Tensor, Tensor | None]:
@@ -332,7 +326,7 @@ class MLPKernel:
         """
         quadrature = self._kind == "quadrature"
         if quadrature:
-            budget = max(1, _QUADRATURE_NODES // self.quadrature_degree**2)
+            budget = max(1, QUADRATURE_NODES // self.quadrature_degree**2)
         else:
             budget = 1 << 15 if device.type == "cpu" else 1 << 24
         blocks, r0 = [], 0
@@ -426,56 +420,9 @@ class MLPKernel:
             return _gelu(s, a1[:, None] * a2, b1[:, None] * b2, b1[:, None] + a2, want_kdot)
         if kind == "identity":
             return s, torch.ones_like(s) if want_kdot else None
-        return self._quadrature_block(s, a1, b1, a2, b2, want_kdot)
-
-    # ---------------------------------------------------------------- quadrature
-    def _gauss_hermite(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """Physicists' Gauss-Hermite nodes and weights: int e^{-x^2} g(x) dx ~ sum w_i g(x_i)."""
-        x, w = np.polynomial.hermite.hermgauss(self.quadrature_degree)
-        return (torch.as_tensor(x, dtype=like.dtype, device=like.device),
-                torch.as_tensor(w, dtype=like.dtype, device=like.device))  # fmt: skip
-
-    def _f_df(self, u: Tensor, want_df: bool) -> tuple[Tensor, Tensor | None]:
-        """phi(u) and phi'(u) (autograd of the elementwise callable)."""
-        fn = get_activation(self.activation)
-        if not want_df:
-            with torch.no_grad():
-                return fn(u), None
-        with torch.enable_grad():
-            u = u.detach().requires_grad_(True)
-            f = fn(u)
-            (df,) = torch.autograd.grad(f, u, torch.ones_like(f))
-        return f.detach(), df
-
-    def _quadrature_block(
-        self, s: Tensor, root1: Tensor, inv1: Tensor, root2: Tensor, inv2: Tensor, want_kdot: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        """E[phi(u) phi(v)] (and with phi') for a (B, M) block by bivariate Gauss-Hermite.
-
-        With u = sqrt(q1) z1, v = sqrt(q2) (rho z1 + sqrt(1 - rho^2) z2), z ~ N(0, I):
-        E[g(u) g(v)] ~ sum_ij w_i w_j g(sqrt(2 q1) x_i) g(sqrt(2 q2) (rho x_i + r x_j)) / pi.
-        """
-        x, w = self._gauss_hermite(s)
-        deg = x.shape[0]
-        u = (math.sqrt(2.0) * root1)[:, None] * x  # (B, deg)
-        fu, dfu = self._f_df(u, want_kdot)
-        fu, dfu = fu * (w / math.pi), None if dfu is None else dfu * (w / math.pi)
-        k = torch.empty_like(s)
-        kdot = torch.empty_like(s) if want_kdot else None
-        # columns in chunks: the (B, m, deg, deg) node values stay within ~1M entries
-        m = max(1, _QUADRATURE_NODES // (s.shape[0] * deg * deg))
-        for c0 in range(0, s.shape[1], m):
-            cols = slice(c0, c0 + m)
-            rho = (s[:, cols] * inv1[:, None] * inv2[cols]).clamp_(-1.0, 1.0)  # (B, m)
-            r = (1 - rho * rho).clamp_(min=0.0).sqrt_()
-            s2 = math.sqrt(2.0) * root2[cols, None, None]  # (m, 1, 1)
-            v = (rho[..., None, None] * x[:, None] + r[..., None, None] * x) * s2  # (B,m,i,j)
-            fv, dfv = self._f_df(v, want_kdot)
-            # sum_i w_i g(u_i) sum_j w_j g(v_ij) / pi
-            k[:, cols] = torch.einsum("bi,bmi->bm", fu, fv @ w)
-            if want_kdot:
-                kdot[:, cols] = torch.einsum("bi,bmi->bm", dfu, dfv @ w)
-        return k, kdot
+        return quadrature_block(
+            self.activation, self.quadrature_degree, s, a1, b1, a2, b2, want_kdot
+        )
 
 
 def _gelu(

@@ -303,9 +303,16 @@ class MLPEnsemble(nn.Module):
             raise ValueError(f"index must be in [0, {self.n_members}), got {index}")
         bias = not (self.parametrization == "ntk" and self.bias_std == 0)
         net = WideMLP(
-            self.in_features, self.width, self.out_features, self.depth, self.activation,
-            self.weight_std, self.bias_std, self.parametrization, bias=bias,
-        ).to(self.dtype)  # fmt: skip
+            self.in_features,
+            self.width,
+            self.out_features,
+            self.depth,
+            self.activation,
+            self.weight_std,
+            self.bias_std,
+            self.parametrization,
+            bias=bias,
+        ).to(self.dtype)
         with torch.no_grad():
             for layer, w, b in zip(net.layers, self.weights, self.biases, strict=True):
                 layer.weight.copy_(w[index].T)  # nn.Linear stores (fan_out, fan_in)

@@ -243,8 +243,15 @@ class WideMLP_MuP(MLPBase):
         set_base_shapes: bool = True,
     ) -> None:
         super().__init__(
-            in_features, width, out_features, depth, activation, weight_std, bias_std,
-            bias=bias, min_depth=1,
+            in_features,
+            width,
+            out_features,
+            depth,
+            activation,
+            weight_std,
+            bias_std,
+            bias=bias,
+            min_depth=1,
         )
         self.base_width = check_positive_int("base_width", base_width)
         self.readout_zero_init = check_bool("readout_zero_init", readout_zero_init)
@@ -253,7 +260,10 @@ class WideMLP_MuP(MLPBase):
         # muP: the output layer is a MuReadout (input scaled by output_mult / width_mult)
         self._build_layers(
             lambda fan_in: mup.MuReadout(
-                fan_in, out_features, bias=bias, readout_zero_init=readout_zero_init,
+                fan_in,
+                out_features,
+                bias=bias,
+                readout_zero_init=readout_zero_init,
                 output_mult=output_mult,
             ),
             bias=bias,
@@ -261,10 +271,17 @@ class WideMLP_MuP(MLPBase):
         )
         if set_base_shapes:
             same = dict(
-                in_features=in_features, out_features=out_features, depth=depth,
-                activation=activation, weight_std=weight_std, bias_std=bias_std,
-                base_width=base_width, readout_zero_init=readout_zero_init,
-                output_mult=output_mult, bias=bias, set_base_shapes=False,
+                in_features=in_features,
+                out_features=out_features,
+                depth=depth,
+                activation=activation,
+                weight_std=weight_std,
+                bias_std=bias_std,
+                base_width=base_width,
+                readout_zero_init=readout_zero_init,
+                output_mult=output_mult,
+                bias=bias,
+                set_base_shapes=False,
             )
             # muP: base shapes from a base (width=base_width) and a delta model
             setup_mup_scaling(

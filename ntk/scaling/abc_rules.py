@@ -228,7 +228,12 @@ def role_exponents(
     """(a, b, c) per role for a named parametrization, c from `max_lr_exponents`."""
     parametrization = check_parametrization("parametrization", parametrization, PARAMETRIZATIONS)
     ab = AB_EXPONENTS[parametrization]
-    chain = ["embedding", "hidden", "hidden", "readout"]  # two hidden layers: c must not depend on l
+    chain = [
+        "embedding",
+        "hidden",
+        "hidden",
+        "readout",
+    ]  # two hidden layers: c must not depend on l
     a = [ab[r][0] for r in chain]
     b = [ab[r][1] for r in chain]
     c = max_lr_exponents(a, b, chain, optimizer, alignment)

@@ -66,9 +66,12 @@ from ntk.scaling.abc_rules import (
     backward_exponent,
     max_lr_exponents,
 )
+from ntk.scaling.scaled_module import ScaledModule
 
 if TYPE_CHECKING:
     import pandas as pd
+
+__all__ = ["LayerSpec", "Parametrization", "ParametrizationConfig", "ScaledModule"]
 
 BIAS_RULES = ("abc", "default")
 
@@ -163,40 +166,6 @@ class LayerSpec:
         return self.n / self.n0
 
 
-class ScaledModule(nn.Module):
-    """Wraps any module and multiplies its output by `multiplier` (the abc factor n^-a).
-
-    Attribute access falls through to the wrapped module (`.weight`, `.in_features`, ...).
-    """
-
-    def __init__(self, module: nn.Module, multiplier: float) -> None:
-        super().__init__()
-        self.module = module
-        self.multiplier = float(multiplier)
-
-    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """multiplier * module(*args, **kwargs), i.e. n^-a times the layer's output."""
-        out = self.module(*args, **kwargs)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(
-                f"ScaledModule needs a module returning one tensor, {type(self.module).__name__} "
-                f"returned {type(out).__name__}"
-            )
-        return out * self.multiplier
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            inner = self.__dict__["_modules"].get("module")
-            if inner is None:
-                raise
-            return getattr(inner, name)
-
-    def extra_repr(self) -> str:
-        return f"multiplier={self.multiplier:.6g}"
-
-
 def _match(patterns: dict[str, Any], name: str) -> list[str]:
     return [p for p in patterns if fnmatch.fnmatchcase(name, p)]
 
@@ -206,8 +175,11 @@ def _geometry(
 ) -> tuple[int, float, float]:
     """(n, n0, const): width, its value at the base width, and the init constant."""
     if isinstance(module, nn.Linear):
-        width, fan_in = (module.out_features, module.in_features) if role == "embedding" else (
-            module.in_features, module.in_features)  # fmt: skip
+        width, fan_in = (
+            (module.out_features, module.in_features)
+            if role == "embedding"
+            else (module.in_features, module.in_features)
+        )
         per_width = 1
     elif isinstance(module, nn.modules.conv._ConvNd):
         k = math.prod(module.kernel_size)
@@ -374,7 +346,7 @@ class Parametrization:
                     bias_c=bias_c,
                     bias_lr=None if bias_c is None else cfg.lr_prefactor * ratio**-bias_c,
                     module=module,
-                )  # fmt: skip
+                )
             )
         return specs
 
@@ -425,16 +397,32 @@ class Parametrization:
         groups, taken = [], set()
         for spec in self.layers:
             params = self._layer_params(spec)
-            group = dict(params=params, lr=spec.lr, name=spec.name, role=spec.role, n=spec.n,
-                         a=spec.a, b=spec.b, c=spec.c)  # fmt: skip
+            group = dict(
+                params=params,
+                lr=spec.lr,
+                name=spec.name,
+                role=spec.role,
+                n=spec.n,
+                a=spec.a,
+                b=spec.b,
+                c=spec.c,
+            )
             if cfg.adam_eps is not None:
                 group["eps"] = cfg.adam_eps * spec.multiplier
             groups.append(group)
             taken.update(id(p) for p in params)
             if spec.bias_c is not None:
                 bias = spec.module.bias
-                group = dict(params=[bias], lr=spec.bias_lr, name=f"{spec.name}.bias", role="bias",
-                             n=spec.n, a=spec.a, b=math.nan, c=spec.bias_c)  # fmt: skip
+                group = dict(
+                    params=[bias],
+                    lr=spec.bias_lr,
+                    name=f"{spec.name}.bias",
+                    role="bias",
+                    n=spec.n,
+                    a=spec.a,
+                    b=math.nan,
+                    c=spec.bias_c,
+                )
                 if cfg.adam_eps is not None:
                     group["eps"] = cfg.adam_eps * spec.multiplier
                 groups.append(group)
@@ -465,7 +453,7 @@ class Parametrization:
                 multiplier=s.multiplier,
                 lr=s.lr,
                 bias_lr=math.nan if s.bias_lr is None else s.bias_lr,
-            )  # fmt: skip
+            )
             for s in self.layers
         ]
         return pd.DataFrame(rows)

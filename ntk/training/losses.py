@@ -24,7 +24,7 @@ def loss_value(out: Tensor, y: Tensor, loss: str) -> Tensor:
 
 
 def metric_value(out: Tensor, y: Tensor, metric: str) -> float:
-    """"accuracy" (argmax against labels or one-hot targets) or "mse" = mean((out - y)^2)."""
+    """ "accuracy" (argmax against labels or one-hot targets) or "mse" = mean((out - y)^2)."""
     if metric == "accuracy":
         labels = y if y.ndim == 1 else y.argmax(-1)
         return (out.argmax(-1) == labels).double().mean().item()

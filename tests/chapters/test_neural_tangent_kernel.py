@@ -1,6 +1,5 @@
 """Chapter 02 (ntk.chapters.neural_tangent_kernel): the experiment functions."""
 
-
 import pytest
 import torch
 
@@ -17,8 +16,9 @@ def test_discrete_gd_kernels_reproduce_gradient_descent():
     theta = theta * (n / torch.linalg.eigvalsh(theta[:n, :n]).max())  # lr * lam_max / N = lr
     y, f0 = torch.randn(n, dtype=F64), torch.randn(n + m, dtype=F64)
     tilde, tilde_tx = ntp.discrete_gd_kernels(theta[:n, :n], theta[n:, :n], lr)
-    got = gradient_descent_mse(tilde, tilde_tx, y, f0[:n], f0[n:], t=torch.tensor([0.0, 3.0]),
-                               learning_rate=lr)  # fmt: skip
+    got = gradient_descent_mse(
+        tilde, tilde_tx, y, f0[:n], f0[n:], t=torch.tensor([0.0, 3.0]), learning_rate=lr
+    )
     # explicit GD of the linear model f = f0 + J (w - w0) with J J^T = theta
     f = f0.clone()
     for _ in range(3):
@@ -33,8 +33,9 @@ def test_ntk_error_and_change_shrink_with_width():
     init = ntp.ntk_error_vs_width([32, 2048], n_networks=2, n_inputs=8)
     mean = init.groupby("width").rel_error.mean()
     assert mean[2048] < mean[32] / 3  # theory: / 8
-    change = ntp.ntk_change_vs_width([32, 1024], net=ntp.CHANGE_NETS["erf"], steps=50,
-                                     n_networks=3, n_train=8)  # fmt: skip
+    change = ntp.ntk_change_vs_width(
+        [32, 1024], net=ntp.CHANGE_NETS["erf"], steps=50, n_networks=3, n_train=8
+    )
     mean = change.groupby("width").ntk_change.mean()
     assert mean[1024] < mean[32] / 8  # theory: / 32
     assert (change.train_loss < change.initial_loss).all()

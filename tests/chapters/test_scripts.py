@@ -16,16 +16,14 @@ from ntk.chapters import (
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SCRIPTS = {
-    "gaussian_process_demo": ["--widths", "8", "16", "--members", "64"],
-    "ntk_properties": ["--widths", "16", "32", "--train-widths", "16", "32", "--width", "64"],
-    "feature_learning_limitations": [
-        "--widths", "16", "32", "--task-widths", "16", "32", "--steps", "10", "--task-steps", "10",
-    ],
-    "feature_learning_mup": [
-        "--widths", "10", "20", "--steps", "20", "--compare-width", "20", "--skip-depth2",
-    ],
-}  # fmt: skip
+SCRIPTS = {  # tiny sizes: seconds per script
+    "gaussian_process_demo": "--widths 8 16 --members 64".split(),
+    "ntk_properties": "--widths 16 32 --train-widths 16 32 --width 64".split(),
+    "feature_learning_limitations": (
+        "--widths 16 32 --task-widths 16 32 --steps 10 --task-steps 10".split()
+    ),
+    "feature_learning_mup": "--widths 10 20 --steps 20 --compare-width 20 --skip-depth2".split(),
+}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

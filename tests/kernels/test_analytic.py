@@ -80,9 +80,13 @@ def test_closed_forms_match_neural_tangents(seed):
     x1[0] = 0.0  # a zero-norm input in every case
     kernel = MLPKernel(**cfg)
     kf = nt_kernel_fn(
-        cfg["depth"], cfg["activation"], cfg["weight_std"], cfg["bias_std"],
-        cfg["parametrization"], cfg["width"],
-    )  # fmt: skip
+        cfg["depth"],
+        cfg["activation"],
+        cfg["weight_std"],
+        cfg["bias_std"],
+        cfg["parametrization"],
+        cfg["width"],
+    )
     for a, b in [(x1, x2), (x1, None)]:
         ref = kf(a, b, ("nngp", "ntk"))
         ours = kernel.kernels(torch.tensor(a), None if b is None else torch.tensor(b))
@@ -264,8 +268,10 @@ def test_huge_variances_stay_finite_and_accurate():
         depth, ws, param, width = args
         gelu = MLPKernel(depth, "gelu", ws, 0.5, param, width=width)
         relu = MLPKernel(depth, "relu", ws, 0.5, param, width=width)
-        for ours, ref in [(gelu.kernels(x, x.clone()), relu.kernels(x, x.clone())),
-                          (gelu.kernels(x), relu.kernels(x))]:  # fmt: skip
+        for ours, ref in [
+            (gelu.kernels(x, x.clone()), relu.kernels(x, x.clone())),
+            (gelu.kernels(x), relu.kernels(x)),
+        ]:
             for a, b in zip(ours, ref, strict=True):
                 assert torch.isfinite(a).all()
                 assert float((a - b).abs().max() / b.abs().max()) < 1e-4

@@ -31,6 +31,7 @@ STAX_ACT = {
 # neural-tangents calls SP "standard"
 NT_NAMES = {"ntk": "ntk", "sp": "standard"}
 
+
 class MLP(nn.Module):
     """Dense -> act, `depth` times, then a Dense readout; stax.Dense conventions.
 

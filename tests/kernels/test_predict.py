@@ -169,9 +169,15 @@ def test_gradient_descent_mse_matches_neural_tangents(problem, diag_reg):
     ours = gradient_descent_mse(*args, torch.tensor(TIMES), learning_rate=LR, diag_reg=diag_reg)
     assert_rel(ours, ref_test)
     ours_train = gradient_descent_mse(
-        p["ntk_train"], None, p["y"], tt(f0_train), None, torch.tensor(TIMES), learning_rate=LR,
+        p["ntk_train"],
+        None,
+        p["y"],
+        tt(f0_train),
+        None,
+        torch.tensor(TIMES),
+        learning_rate=LR,
         diag_reg=diag_reg,
-    )  # fmt: skip
+    )
     assert_rel(ours_train, ref_train)
     _, ref_inf = predict_fn(None, f0_train, f0_test, ntk_td)
     assert_rel(gradient_descent_mse(*args, learning_rate=LR, diag_reg=diag_reg), ref_inf)
@@ -189,11 +195,19 @@ def test_gradient_descent_mse_full_kernels_match_neural_tangents():
     ref_train, ref_test = nt.predict.gradient_descent_mse(ntk_dd, y, 2.0, trace_axes=())(
         ts, f0_train, f0_test, ntk_td
     )
-    ours = gradient_descent_mse(tt(ntk_dd), tt(ntk_td), tt(y), tt(f0_train), tt(f0_test),
-                                torch.tensor(ts), learning_rate=2.0)  # fmt: skip
+    ours = gradient_descent_mse(
+        tt(ntk_dd),
+        tt(ntk_td),
+        tt(y),
+        tt(f0_train),
+        tt(f0_test),
+        torch.tensor(ts),
+        learning_rate=2.0,
+    )
     assert_rel(ours, ref_test)
-    ours_train = gradient_descent_mse(tt(ntk_dd), None, tt(y), tt(f0_train), None,
-                                      torch.tensor(ts), learning_rate=2.0)  # fmt: skip
+    ours_train = gradient_descent_mse(
+        tt(ntk_dd), None, tt(y), tt(f0_train), None, torch.tensor(ts), learning_rate=2.0
+    )
     assert_rel(ours_train, ref_train)
 
 
@@ -212,9 +226,15 @@ def test_ensemble_interpolates_train_targets_at_infinity(problem):
     p = problem
     for t in [None, torch.tensor([float("inf")]), 1e7]:
         out = gradient_descent_mse_ensemble(
-            p["ntk_train"], p["ntk_train"], p["y"], t, nngp_train=p["nngp_train"],
-            nngp_test_train=p["nngp_train"], nngp_test=p["nngp_train"], learning_rate=LR,
-        )  # fmt: skip
+            p["ntk_train"],
+            p["ntk_train"],
+            p["y"],
+            t,
+            nngp_train=p["nngp_train"],
+            nngp_test_train=p["nngp_train"],
+            nngp_test=p["nngp_train"],
+            learning_rate=LR,
+        )
         torch.testing.assert_close(out.mean.reshape(N, K), p["y"], rtol=0, atol=1e-9)
         assert out.cov.abs().max() < 1e-9 * p["nngp_train"].abs().max()
     # a finite network's linearized outputs interpolate too, from any initialization
@@ -410,7 +430,7 @@ def test_bad_input_names_the_argument(problem):
             ),
             ValueError,
             "nngp_train",
-        ),  # fmt: skip
+        ),
         (lambda: gradient_descent_mse(kd, ktd, y, y, None), ValueError, "f0_test"),
         (lambda: gradient_descent_mse(kd, ktd, y, y[:-1], y[:M]), ValueError, "f0_train"),
         (lambda: gradient_descent_mse(kd, ktd, y, y, y), ValueError, "f0_test"),

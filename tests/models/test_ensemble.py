@@ -16,8 +16,18 @@ F64 = torch.float64
 
 @pytest.mark.parametrize("parametrization", ["ntk", "sp", "standard"])
 def test_ensemble_members_are_wide_mlps(parametrization):
-    ens = MLPEnsemble(3, 4, 16, out_features=2, depth=2, activation="erf", weight_std=1.3,
-                      bias_std=0.4, parametrization=parametrization, dtype=F64)  # fmt: skip
+    ens = MLPEnsemble(
+        3,
+        4,
+        16,
+        out_features=2,
+        depth=2,
+        activation="erf",
+        weight_std=1.3,
+        bias_std=0.4,
+        parametrization=parametrization,
+        dtype=F64,
+    )
     x = torch.randn(5, 4, dtype=F64)
     out = ens(x)
     assert out.shape == (3, 5, 2)
@@ -70,8 +80,9 @@ def test_readout_posterior_with_noise_is_a_posterior_draw():
         ens.biases[0].copy_(base.biases[0].expand_as(ens.biases[0]))
     x_test = torch.randn(3, 2, dtype=F64)
     k = base.empirical_nngp(torch.cat([x, x_test]))[0]
-    post = gp_posterior(k[:4, :4], k[4:, :4], y, k[4:, 4:], diag_reg=0.1,
-                        diag_reg_absolute_scale=True)  # fmt: skip
+    post = gp_posterior(
+        k[:4, :4], k[4:, :4], y, k[4:, 4:], diag_reg=0.1, diag_reg_absolute_scale=True
+    )
     draws = ens.sample_readout_posterior(x, y, noise_var=0.1)(x_test)[..., 0].detach()
     sd = post.cov.diagonal().sqrt()
     assert torch.all((draws.mean(0) - post.mean).abs() < 5 * sd / math.sqrt(4000))

@@ -171,8 +171,15 @@ def test_named_submodules_only_listed_layers_change():
     )
     param = Parametrization(model, cfg)
     names = [s.name for s in param.layers]
-    assert names == ["embed", "blocks.0.ffn.up", "blocks.0.ffn.down", "blocks.1.ffn.up",
-                     "blocks.1.ffn.down", "blocks.1.gain", "head"]  # fmt: skip
+    assert names == [
+        "embed",
+        "blocks.0.ffn.up",
+        "blocks.0.ffn.down",
+        "blocks.1.ffn.up",
+        "blocks.1.ffn.down",
+        "blocks.1.gain",
+        "head",
+    ]
     spec = {s.name: s for s in param.layers}
     assert spec["blocks.0.ffn.down"].n == 2 * width  # fan-in
     assert spec["embed"].init_std == pytest.approx((width / base) ** -0.5)  # one-hot fan-in 1
@@ -204,8 +211,14 @@ def test_param_groups_with_optimizer_and_scheduler():
     model = WideMLP(4, 128, 2, depth=2)
     param = Parametrization(model, ParametrizationConfig("mup", lr_prefactor=0.1, base_width=32))
     groups = param.param_groups
-    assert [g["name"] for g in groups] == ["hidden.0", "hidden.0.bias", "hidden.1", "hidden.1.bias",
-                                           "readout", "readout.bias"]  # fmt: skip
+    assert [g["name"] for g in groups] == [
+        "hidden.0",
+        "hidden.0.bias",
+        "hidden.1",
+        "hidden.1.bias",
+        "readout",
+        "readout.bias",
+    ]
     assert param.param_groups[0] is not groups[0]  # fresh dicts for every optimizer
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
@@ -322,8 +335,12 @@ def test_matches_mup_package(opt_name):
                 # gradient scale ours / theirs = our multiplier / theirs: sqrt(wm) for the
                 # embedding (weight, bias) and readout weight, 1/sqrt(wm) for the readout bias
                 # (MuReadout leaves its bias unscaled), 1 for hidden layers
-                ratio = {"hidden.0": wm**0.5, "hidden.0.bias": wm**0.5, "readout": wm**0.5,
-                         "readout.bias": wm**-0.5}  # fmt: skip
+                ratio = {
+                    "hidden.0": wm**0.5,
+                    "hidden.0.bias": wm**0.5,
+                    "readout": wm**0.5,
+                    "readout.bias": wm**-0.5,
+                }
                 for g in groups:
                     g["eps"] = 1e-8 * ratio.get(g["name"], 1.0)
                 ours = _losses(mine, torch.optim.Adam(groups, eps=1e-8), x, y, steps)
@@ -372,8 +389,16 @@ def _digits_final_loss(
     param = Parametrization(
         model, ParametrizationConfig(parametrization, lr_prefactor=lr, base_width=64)
     )
-    cfg = TrainConfig(steps=steps, loss="mse", batch_size=64, log_every=steps, seed=seed,
-                      track_features=False, track_weights=False, progress=False)  # fmt: skip
+    cfg = TrainConfig(
+        steps=steps,
+        loss="mse",
+        batch_size=64,
+        log_every=steps,
+        seed=seed,
+        track_features=False,
+        track_weights=False,
+        progress=False,
+    )
     try:
         hist = train(
             model,
@@ -389,8 +414,14 @@ def _digits_final_loss(
 
 def test_mup_lr_transfers_from_64_to_1024():
     """An LR tuned at width 64 stays near-optimal at width 1024 under muP (Adam, digits)."""
-    df = lr_sweep(_digits_final_loss, log2_lrs=range(-8, -2), widths=(64, 1024),
-                  parametrizations=("mup",), workers=2, progress=False)  # fmt: skip
+    df = lr_sweep(
+        _digits_final_loss,
+        log2_lrs=range(-8, -2),
+        widths=(64, 1024),
+        parametrizations=("mup",),
+        workers=2,
+        progress=False,
+    )
     print(df.pivot(index="log2_lr", columns="width", values="loss"))
     opt = optima(df).set_index("width")
     lr64 = opt.loc[64, "log2_lr_opt"]

@@ -64,8 +64,15 @@ def test_huge_learning_rate_diverges_with_a_clear_error(task):
 def test_divergence_with_ntk_tracking_is_still_a_training_error(task):
     """The kernel of a blown-up model overflows: logged as nan, the loss check then raises."""
     with pytest.raises(TrainingDivergedError, match=r"at step \d+"):
-        train(mlp(width=128, depth=3), *task, steps=40, lr=1e3, track_ntk=True, log_every=1,
-              ntk_probe_size=4)  # fmt: skip
+        train(
+            mlp(width=128, depth=3),
+            *task,
+            steps=40,
+            lr=1e3,
+            track_ntk=True,
+            log_every=1,
+            ntk_probe_size=4,
+        )
 
 
 def test_same_seed_same_history(task):
@@ -273,15 +280,21 @@ def test_bad_arguments_are_named_before_training(task):
         (lambda: train(mlp(), x, y, track_ntk="yes"), TypeError, "track_ntk"),
         (lambda: train(mlp(), x, y, progress=1), TypeError, "progress"),
         # labels beyond the model's K outputs (was an IndexError from cross_entropy)
-        (lambda: train(mlp(out_features=2), x, labels, loss="cross_entropy", steps=1),
-         ValueError, "labels up to 2.*only 2 outputs"),
+        (
+            lambda: train(mlp(out_features=2), x, labels, loss="cross_entropy", steps=1),
+            ValueError,
+            "labels up to 2.*only 2 outputs",
+        ),
         # (N, K) - (N,) would broadcast silently when N == K
-        (lambda: train(mlp(out_features=3), x, labels, loss="cross_entropy", metric="mse"),
-         ValueError, "metric='mse'"),
+        (
+            lambda: train(mlp(out_features=3), x, labels, loss="cross_entropy", metric="mse"),
+            ValueError,
+            "metric='mse'",
+        ),
         # argmax over one output is always 0: accuracy would read 1.0 whatever the model
         (lambda: train(mlp(), x, y, metric="accuracy"), ValueError, "accuracy.*K >= 2"),
         (lambda: EMA(mlp(), decay="0.9"), TypeError, "decay"),
-    ]  # fmt: skip
+    ]
     for fn, error, match in cases:
         with pytest.raises(error, match=match):
             fn()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 DPI = 120
@@ -22,6 +23,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of data, init and batches")
     p.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
     return p
+
+
+def add_int_list(
+    parser: argparse.ArgumentParser, flag: str, default: Sequence[int], help: str
+) -> None:
+    """An option taking one or more ints (e.g. --widths 64 128 256)."""
+    parser.add_argument(flag, type=int, nargs="+", default=list(default), help=help)
 
 
 def start(args: argparse.Namespace) -> float:

@@ -15,3 +15,11 @@ def plot_error_vs_width(errs: pd.DataFrame, fit: PowerLaw, ax, label: str) -> No
     ax.loglog(mean.index, fit(mean.index), "-", label=f"fit: slope {fit.exponent:.3f}")
     ax.set(xlabel="width", ylabel=label)
     ax.legend(fontsize=8)
+
+
+def finish_figure(fig, axes, fontsize: int = 8):
+    """Legends on every panel and a tight layout; returns the figure."""
+    for ax in axes:
+        ax.legend(fontsize=fontsize)
+    fig.tight_layout()
+    return fig

@@ -363,13 +363,8 @@ def compare_with_neural_tangents(
 def main(argv: list[str] | None = None) -> dict[str, object]:
     """Chapter 01 as a script: figures 01_*.png and a printed summary; returns the results."""
     parser = _cli.parser("Chapter 01: wide random networks are Gaussian processes.")
-    parser.add_argument(
-        "--widths",
-        type=int,
-        nargs="+",
-        default=[4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
-        help="hidden widths of the ensembles and single networks",
-    )
+    widths = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+    _cli.add_int_list(parser, "--widths", widths, "hidden widths of ensembles and single nets")
     parser.add_argument("--members", type=int, default=4000, help="networks per width")
     args = parser.parse_args(argv)
     start = _cli.start(args)

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from ntk.chapters import _cli
+from ntk.chapters._plots import finish_figure
 from ntk.data import Task, make_low_dim_task
 from ntk.fitting import fit_loglog_slope
 from ntk.kernels.analytic import MLPKernel
@@ -354,10 +355,7 @@ def plot_lazy_regime(lazy: LazyRegime, task: FeatureTask | None = None):
             yscale="log",
             title="y = He2(<u, x>): features beat kernels",
         )
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes, fontsize=7)
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -389,16 +387,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     """Chapter 03 as a script: figure 03_lazy_regime.png and a printed summary; returns the
     results."""
     parser = _cli.parser("Chapter 03: wide NTK-parametrized networks stop learning features.")
-    parser.add_argument(
-        "--widths", type=int, nargs="+", default=list(LAZY_WIDTHS), help="lazy-sweep widths"
-    )
-    parser.add_argument(
-        "--task-widths",
-        type=int,
-        nargs="+",
-        default=list(NTK_WIDTHS),
-        help="widths of the NTK-param and muP nets on the feature task",
-    )
+    _cli.add_int_list(parser, "--widths", LAZY_WIDTHS, "widths of the lazy-regime sweep")
+    help = "widths of the NTK-param and muP nets on the feature task"
+    _cli.add_int_list(parser, "--task-widths", NTK_WIDTHS, help)
     parser.add_argument("--steps", type=int, default=200, help="GD steps of the lazy sweep")
     parser.add_argument("--lr", type=float, default=1.0, help="GD learning rate (lazy sweep)")
     parser.add_argument("--task-steps", type=int, default=300, help="steps on the feature task")

@@ -45,6 +45,7 @@ from torch import nn
 
 from ntk._checks import check_parametrization
 from ntk.chapters import _cli
+from ntk.chapters._plots import finish_figure
 from ntk.data import Task, make_low_dim_task
 from ntk.fitting import fit_loglog_slope
 from ntk.models.mlp import WideMLP, WideMLP_MuP
@@ -278,10 +279,7 @@ def plot_width_sweep(sweep: WidthSweep, depth2: WidthSweep | None = None):
             ylabel="||h2(T) - h2(0)|| / ||h2(0)||",
             title="depth 2: hidden (width x width) layer",
         )
-    for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes)
 
 
 def plot_comparison(histories: dict[str, History | None], width: int):
@@ -298,10 +296,7 @@ def plot_comparison(histories: dict[str, History | None], width: int):
         axes[1].plot(h.step, h.feature_change[layer], color=COLORS[p], label=LABELS[p])
     axes[0].set(xlabel="step", ylabel="loss (0.5 MSE)", title=f"width {width}")
     axes[1].set(xlabel="step", ylabel="||h(t) - h(0)|| / ||h(0)||", title="feature change")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_figure(fig, axes)
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -354,9 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     returns the results."""
     d = Setup()
     parser = _cli.parser("Chapter 05: muP learns features at every width with one learning rate.")
-    parser.add_argument(
-        "--widths", type=int, nargs="+", default=list(WIDTHS), help="network widths"
-    )
+    _cli.add_int_list(parser, "--widths", WIDTHS, "network widths")
     parser.add_argument("--steps", type=int, default=d.steps, help="training steps")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate, all widths")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="mini-batch size")

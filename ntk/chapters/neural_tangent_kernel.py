@@ -405,20 +405,10 @@ CHANGE_NETS = {"erf": Net(activation="erf", weight_std=1.0), "relu": Net()}
 def main(argv: list[str] | None = None) -> dict[str, object]:
     """Chapter 02 as a script: figures 02_*.png and a printed summary; returns the results."""
     parser = _cli.parser("Chapter 02: the empirical vs analytic NTK, at init and in training.")
-    parser.add_argument(
-        "--widths",
-        type=int,
-        nargs="+",
-        default=[16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192],
-        help="hidden widths of the NTK-at-initialization sweep",
-    )
-    parser.add_argument(
-        "--train-widths",
-        type=int,
-        nargs="+",
-        default=[64, 128, 256, 512, 1024, 2048],
-        help="hidden widths of the NTK-change-during-training sweep",
-    )
+    widths = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+    _cli.add_int_list(parser, "--widths", widths, "widths of the NTK-at-initialization sweep")
+    widths = [64, 128, 256, 512, 1024, 2048]
+    _cli.add_int_list(parser, "--train-widths", widths, "widths of the NTK-change sweep")
     parser.add_argument("--width", type=int, default=2048, help="width of the trained network")
     args = parser.parse_args(argv)
     start = _cli.start(args)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import mup
 import torch
@@ -44,62 +45,84 @@ from ntk._checks import (
 from ntk.kernels.activations import get_activation
 from ntk.models.mup_shapes import setup_mup_scaling
 
-PARAMETRIZATIONS = ("sp", "ntk")
-
 Activation = str | Callable[[Tensor], Tensor]
 
 
 class MLPBase(nn.Module):
-    """What every wide MLP here shares: arguments, `hidden` Linear layers, a `readout`, the
-    forward pass through `dense`, and the hidden activations the diagnostics read.
+    """What every wide MLP here shares: the arguments and their checks, `hidden` Linear layers
+    and a `readout`, the forward pass through `dense`, and the hidden activations that the
+    training diagnostics read.
 
-    Subclasses build the readout (`_build_layers`), set `parametrization`, and may override
-    `dense` (forward multipliers) and `reset_parameters`.
+    Args:
+        in_features: input dimension d.
+        width: hidden width n (every hidden layer).
+        out_features: output dimension.
+        depth: number of hidden layers (Dense -> activation).
+        activation: a name from `ntk.kernels.activations.ACTIVATIONS` or a callable.
+        weight_std: sigma_w; weights have variance sigma_w^2 / fan_in (effective).
+        bias_std: sigma_b; biases have variance sigma_b^2 (effective).
+        parametrization: one of the subclass's `PARAMETRIZATIONS` ("standard" means "sp").
+        bias: if False, no biases at all (neural-tangents `b_std=None`).
+
+    A subclass sets `PARAMETRIZATIONS` and `MIN_DEPTH` and fills in three steps of the
+    construction: `_readout(fan_in, bias)` builds the readout, `_build_on_meta()` says whether
+    the layers may skip PyTorch's default init, and `_initialize()` draws the parameters. It may
+    override `dense` (forward multipliers). Shapes: x (N, in_features) -> (N, out_features).
     """
 
-    parametrization: str
+    PARAMETRIZATIONS: tuple[str, ...] = ()
+    MIN_DEPTH = 0
 
     def __init__(
         self,
         in_features: int,
         width: int,
-        out_features: int,
-        depth: int,
-        activation: Activation,
-        weight_std: float,
-        bias_std: float,
+        out_features: int = 1,
+        depth: int = 2,
+        activation: Activation = "relu",
+        weight_std: float = 1.0,
+        bias_std: float = 0.0,
+        parametrization: str = "sp",
         *,
-        bias: bool,
-        min_depth: int = 0,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         check_positive_int("in_features", in_features)
         check_positive_int("width", width)
         check_positive_int("out_features", out_features)
-        check_positive_int("depth", depth, minimum=min_depth)
+        check_positive_int("depth", depth, minimum=self.MIN_DEPTH)
         check_nonnegative("weight_std", weight_std)
         check_nonnegative("bias_std", bias_std)
-        check_bool("bias", bias)
+        self.parametrization = check_parametrization(
+            "parametrization", parametrization, self.PARAMETRIZATIONS
+        )
+        self.has_bias = check_bool("bias", bias)
         self.in_features, self.width, self.out_features = in_features, width, out_features
         self.depth = depth
         self.activation = activation
         self.phi = get_activation(activation)
         self.weight_std, self.bias_std = float(weight_std), float(bias_std)
-
-    def _build_layers(
-        self, readout: Callable[[int], nn.Module], *, bias: bool, on_meta: bool
-    ) -> None:
-        """Create `hidden` and `readout` (given its fan-in). On the meta device when the caller
-        initializes every parameter itself: that skips PyTorch's default init, which would be
-        overwritten anyway (seconds at width 10^4)."""
-        fan_ins = [self.in_features] + [self.width] * self.depth
+        # On the meta device the layers skip PyTorch's default init, which `_initialize` would
+        # overwrite anyway (seconds at width 10^4).
+        on_meta = self._build_on_meta()
+        fan_ins = [in_features] + [width] * depth
         with torch.device("meta" if on_meta else torch.get_default_device()):
             self.hidden = nn.ModuleList(
-                nn.Linear(fan_ins[i], self.width, bias=bias) for i in range(self.depth)
+                nn.Linear(fan_ins[i], width, bias=bias) for i in range(depth)
             )
-            self.readout = readout(fan_ins[-1])
+            self.readout = self._readout(fan_ins[-1], bias)
         if on_meta:
             self.to_empty(device=torch.get_default_device())
+        self._initialize()
+
+    def _readout(self, fan_in: int, bias: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def _build_on_meta(self) -> bool:
+        return True
+
+    def _initialize(self) -> None:
+        raise NotImplementedError
 
     @property
     def layers(self) -> list[nn.Linear]:
@@ -138,42 +161,17 @@ class MLPBase(nn.Module):
 class WideMLP(MLPBase):
     """A depth-`depth` MLP of hidden width `width` in "sp" or "ntk" parametrization.
 
-    Args:
-        in_features: input dimension d.
-        width: hidden width n (every hidden layer).
-        out_features: output dimension.
-        depth: number of hidden layers (Dense -> activation); 0 gives a linear model.
-        activation: a name from `ntk.kernels.activations.ACTIVATIONS` or a callable.
-        weight_std: sigma_w; weights have variance sigma_w^2 / fan_in (effective).
-        bias_std: sigma_b; biases have variance sigma_b^2 (effective).
-        parametrization: "sp" or "ntk" (see the module docstring); "standard" means "sp".
-        bias: if False, no biases at all (neural-tangents `b_std=None`).
-
-    Shapes: x (N, in_features) -> (N, out_features).
+    Arguments as `MLPBase`: WideMLP(in_features, width, out_features=1, depth=2,
+    activation="relu", weight_std=1.0, bias_std=0.0, parametrization="sp", *, bias=True);
+    depth 0 gives a linear model. See the module docstring for the two parametrizations.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        width: int,
-        out_features: int = 1,
-        depth: int = 2,
-        activation: Activation = "relu",
-        weight_std: float = 1.0,
-        bias_std: float = 0.0,
-        parametrization: str = "sp",
-        *,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(
-            in_features, width, out_features, depth, activation, weight_std, bias_std, bias=bias
-        )
-        self.parametrization = check_parametrization(
-            "parametrization", parametrization, PARAMETRIZATIONS
-        )
-        self._build_layers(
-            lambda fan_in: nn.Linear(fan_in, out_features, bias=bias), bias=bias, on_meta=True
-        )
+    PARAMETRIZATIONS = ("sp", "ntk")
+
+    def _readout(self, fan_in: int, bias: bool) -> nn.Linear:
+        return nn.Linear(fan_in, self.out_features, bias=bias)
+
+    def _initialize(self) -> None:
         self.reset_parameters()
 
     def multipliers(self, layer: nn.Linear) -> tuple[float, float]:
@@ -209,8 +207,9 @@ class WideMLP_MuP(MLPBase):
     """`WideMLP` in muP: `nn.Linear` hidden layers and a `mup.MuReadout` readout.
 
     Args:
-        in_features, width, out_features, depth, activation, weight_std, bias_std, bias:
-            as in `WideMLP` (depth >= 1 hidden layers).
+        *args, **kwargs: as `MLPBase` (in_features, width, out_features=1, depth=2,
+            activation="relu", weight_std=1.0, bias_std=0.0, *, bias=True), depth >= 1; the
+            parametrization is "mup".
         base_width: width at which the model equals the SP `WideMLP`.
         readout_zero_init: zero the readout weights and bias at init (recommended by mup to
             remove the O(sqrt(base_width / width)) random output at init).
@@ -224,74 +223,69 @@ class WideMLP_MuP(MLPBase):
     multiplier output_mult / width_mult. Shapes: x (N, in_features) -> (N, out_features).
     """
 
-    parametrization = "mup"
+    PARAMETRIZATIONS = ("mup",)
+    MIN_DEPTH = 1
 
     def __init__(
         self,
-        in_features: int,
-        width: int,
-        out_features: int = 1,
-        depth: int = 2,
-        activation: Activation = "relu",
-        weight_std: float = 1.0,
-        bias_std: float = 0.0,
-        *,
+        *args: Any,
         base_width: int = 64,
         readout_zero_init: bool = False,
         output_mult: float = 1.0,
-        bias: bool = True,
         set_base_shapes: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            in_features,
-            width,
-            out_features,
-            depth,
-            activation,
-            weight_std,
-            bias_std,
-            bias=bias,
-            min_depth=1,
-        )
+        # read by the construction steps below, which MLPBase.__init__ runs
         self.base_width = check_positive_int("base_width", base_width)
         self.readout_zero_init = check_bool("readout_zero_init", readout_zero_init)
-        check_bool("set_base_shapes", set_base_shapes)
-        check_positive("output_mult", output_mult)
+        self.output_mult = check_positive("output_mult", output_mult)
+        self.set_base_shapes = check_bool("set_base_shapes", set_base_shapes)
+        if len(args) < 8:  # the 8th positional argument is the parametrization
+            kwargs.setdefault("parametrization", "mup")
+        super().__init__(*args, **kwargs)
+
+    def _readout(self, fan_in: int, bias: bool) -> nn.Module:
         # muP: the output layer is a MuReadout (input scaled by output_mult / width_mult)
-        self._build_layers(
-            lambda fan_in: mup.MuReadout(
-                fan_in,
-                out_features,
-                bias=bias,
-                readout_zero_init=readout_zero_init,
-                output_mult=output_mult,
-            ),
+        return mup.MuReadout(
+            fan_in,
+            self.out_features,
             bias=bias,
-            on_meta=set_base_shapes,  # re-initialized below, after the base shapes
+            readout_zero_init=self.readout_zero_init,
+            output_mult=self.output_mult,
         )
-        if set_base_shapes:
-            same = dict(
-                in_features=in_features,
-                out_features=out_features,
-                depth=depth,
-                activation=activation,
-                weight_std=weight_std,
-                bias_std=bias_std,
-                base_width=base_width,
-                readout_zero_init=readout_zero_init,
-                output_mult=output_mult,
-                bias=bias,
+
+    def _build_on_meta(self) -> bool:
+        return self.set_base_shapes  # then re-initialized by `_initialize`
+
+    def _initialize(self) -> None:
+        if not self.set_base_shapes:
+            return
+
+        def same_but_width(width: int) -> WideMLP_MuP:
+            return WideMLP_MuP(
+                self.in_features,
+                width,
+                self.out_features,
+                self.depth,
+                self.activation,
+                self.weight_std,
+                self.bias_std,
+                bias=self.has_bias,
+                base_width=self.base_width,
+                readout_zero_init=self.readout_zero_init,
+                output_mult=self.output_mult,
                 set_base_shapes=False,
             )
-            # muP: base shapes from a base (width=base_width) and a delta model
-            setup_mup_scaling(
-                lambda w: WideMLP_MuP(width=w, **same),
-                width,
-                base_width,
-                model=self,
-                rescale_params=False,  # we re-initialize with mup.init just below
-            )
-            self.reset_parameters()
+
+        # muP: base shapes from a base (width=base_width) and a delta model
+        setup_mup_scaling(
+            same_but_width,
+            self.width,
+            self.base_width,
+            model=self,
+            rescale_params=False,  # we re-initialize with mup.init just below
+        )
+        self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

@@ -397,35 +397,14 @@ class Parametrization:
         groups, taken = [], set()
         for spec in self.layers:
             params = self._layer_params(spec)
-            group = dict(
-                params=params,
-                lr=spec.lr,
-                name=spec.name,
-                role=spec.role,
-                n=spec.n,
-                a=spec.a,
-                b=spec.b,
-                c=spec.c,
-            )
-            if cfg.adam_eps is not None:
-                group["eps"] = cfg.adam_eps * spec.multiplier
-            groups.append(group)
+            groups.append(self._group(spec, params, spec.lr, spec.name, spec.role, spec.b, spec.c))
             taken.update(id(p) for p in params)
             if spec.bias_c is not None:
                 bias = spec.module.bias
-                group = dict(
-                    params=[bias],
-                    lr=spec.bias_lr,
-                    name=f"{spec.name}.bias",
-                    role="bias",
-                    n=spec.n,
-                    a=spec.a,
-                    b=math.nan,
-                    c=spec.bias_c,
+                name = f"{spec.name}.bias"
+                groups.append(
+                    self._group(spec, [bias], spec.bias_lr, name, "bias", math.nan, spec.bias_c)
                 )
-                if cfg.adam_eps is not None:
-                    group["eps"] = cfg.adam_eps * spec.multiplier
-                groups.append(group)
                 taken.add(id(bias))
         rest = [p for p in self.model.parameters() if id(p) not in taken]
         if rest:
@@ -434,6 +413,15 @@ class Parametrization:
                 group["eps"] = cfg.adam_eps
             groups.append(group)
         return groups
+
+    def _group(
+        self, spec: LayerSpec, params: list, lr: float, name: str, role: str, b: float, c: float
+    ) -> dict[str, Any]:
+        """One optimizer param group of `spec`'s layer, with its exponents as extra keys."""
+        group = dict(params=params, lr=lr, name=name, role=role, n=spec.n, a=spec.a, b=b, c=c)
+        if self.config.adam_eps is not None:
+            group["eps"] = self.config.adam_eps * spec.multiplier
+        return group
 
     # ---- reporting --------------------------------------------------------------------------
     def table(self) -> pd.DataFrame:

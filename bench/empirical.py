@@ -1,6 +1,6 @@
 """Benchmark: empirical NTK of wide ReLU MLPs, ours vs neural-tangents, in one run.
 
-    python bench/empirical.py            # the issue's sizes (a few minutes on 2 cores)
+    python bench/empirical.py            # the sizes of the README's benchmark table (minutes)
     python bench/empirical.py --quick    # small sizes, for a smoke test
 
 Rows (ratio = reference_s / ours_s, so > 1 means we are faster):

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 04 - muP: feature learning at any width
+# # 05 - muP: feature learning at any width
 #
 # Notebook 03 showed that NTK-parametrized networks freeze their features as they get wider.
 # The Maximal Update Parametrization (muP; Yang & Hu 2021) rescales the initialization, the
@@ -27,9 +27,10 @@
 # low-dimensional task of notebook 03 with label noise (4096 training points), and compare:
 # the final training loss (how much of the data a network fits in a fixed budget), the test
 # loss, and the feature change $\|h(T) - h(0)\|_F / \|h(0)\|_F$. The muP networks are
-# `ntk.models_mup.WideMLP_MuP` (Microsoft's `mup`: `MuReadout`, `set_base_shapes`, base width
+# `ntk.models.WideMLP_MuP` (Microsoft's `mup`: `MuReadout`, `set_base_shapes`, base width
 # 10, zero readout); the SP networks `ntk.models.WideMLP`. The code is in
-# `ntk/feature_learning_mup.py` (also a script). Runs in about 2 minutes on a 2-core CPU.
+# `ntk/chapters/mup_feature_learning.py` (also a script: `python ntk/feature_learning_mup.py`).
+# Runs in about 2 minutes on a 2-core CPU.
 
 # %%
 import sys
@@ -37,29 +38,18 @@ import sys
 if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "mup==1.0.0",
-            "neural-tangents==0.6.5",
-            "git+https://github.com/ntk-lab/ntk",
-        ],
-        check=True,
-    )
+    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
 
 # %%
 import math
 
 import matplotlib.pyplot as plt
 
-from ntk.feature_learning_mup import (
+from ntk.chapters.mup_feature_learning import (
     WIDTHS,
     Setup,
-    compare_mup_standard,
+    compare_mup_sp,
     plot_comparison,
     plot_width_sweep,
     run_depth2_features,
@@ -113,10 +103,10 @@ plt.show()
 # magnitude further, and generalizes better, at the learning rate both share.
 
 # %%
-comparison = compare_mup_standard(5000, setup, sweep)
+comparison = compare_mup_sp(5000, setup, sweep)
 fig = plot_comparison(comparison, 5000)
 plt.show()
-mup_5000, sp_5000 = comparison["mup"].final(), comparison["standard"].final()
+mup_5000, sp_5000 = comparison["mup"].final(), comparison["sp"].final()
 print(
     f"width 5000: muP train {mup_5000['train_loss']:.3g}, test {mup_5000['test_loss']:.3g}; "
     f"SP train {sp_5000['train_loss']:.3g}, test {sp_5000['test_loss']:.3g}"
@@ -126,14 +116,14 @@ print(
 # ## Checks
 
 # %%
-mup_losses, sp_losses = sweep.losses("mup"), sweep.losses("standard")
-slope_mup, slope_sp = sweep.feature_slope("mup"), sweep.feature_slope("standard")
-slope2_mup, slope2_sp = depth2.feature_slope("mup"), depth2.feature_slope("standard")
+mup_losses, sp_losses = sweep.losses("mup"), sweep.losses("sp")
+slope_mup, slope_sp = sweep.feature_slope("mup"), sweep.feature_slope("sp")
+slope2_mup, slope2_sp = depth2.feature_slope("mup"), depth2.feature_slope("sp")
 print(
     f"muP train loss by width: {[f'{v:.3g}' for v in mup_losses]} (monotone: {sweep.is_monotone('mup')})"
 )
 print(
-    f"SP  train loss by width: {[f'{v:.3g}' for v in sp_losses]} (monotone: {sweep.is_monotone('standard')})"
+    f"SP  train loss by width: {[f'{v:.3g}' for v in sp_losses]} (monotone: {sweep.is_monotone('sp')})"
 )
 print(f"feature-change slope, depth 1: muP {slope_mup:+.2f}, SP {slope_sp:+.2f}")
 print(f"feature-change slope, depth-2 hidden layer: muP {slope2_mup:+.2f}, SP {slope2_sp:+.2f}")
@@ -142,7 +132,7 @@ print(
 )
 assert all(math.isfinite(v) for v in [*mup_losses, *sweep.table.test_loss])  # finite everywhere
 assert sweep.is_monotone("mup")  # wider is better under muP
-assert not sweep.is_monotone("standard")  # ... but not under SP at the same lr
+assert not sweep.is_monotone("sp")  # ... but not under SP at the same lr
 assert abs(slope_mup) < 0.15 and abs(slope2_mup) < 0.15  # muP: feature change ~ width^0
 assert slope2_sp > 0.2 and slope2_sp - slope2_mup > 0.2  # SP: hidden features move more with width
 assert (

@@ -11,15 +11,16 @@
 # ---
 
 # %% [markdown]
-# # 05 - The parametrization zoo: SP, NTK, muP and mean-field as abc-rules
+# # 06 - The parametrization zoo: SP, NTK, muP and mean-field as abc-rules
 #
 # A width-n network is *parametrized* by three exponents per layer: a multiplier $n^{-a_l}$
 # in the forward pass, an initialization std $\propto n^{-b_l}$ and a learning rate
 # $\propto n^{-c_l}$ (Yang & Hu 2021; Everett et al. 2024). Standard (SP), NTK, maximal-update
 # (muP) and mean-field (MFP) parametrizations are four points of this space, and for each
-# optimizer there is a largest stable learning rate per layer. `ntk.tables` derives these
-# exponents from the paper's constraints; `ntk.parametrization.Parametrization` applies them to
-# any PyTorch model as ordinary optimizer param groups. This chapter prints the rules, checks
+# optimizer there is a largest stable learning rate per layer. `ntk.scaling.abc_rules` derives
+# these exponents from the paper's constraints; `ntk.scaling.Parametrization` applies them to
+# any PyTorch model as ordinary optimizer param groups. The training plumbing is in
+# `ntk/chapters/parametrization_zoo.py`. This chapter prints the rules, checks
 # the abc-symmetry that makes NTK a disguised SP and MFP a disguised muP, watches each
 # parametrization across widths, and sweeps learning rates: under muP the optimum stays put
 # as the width grows 16x, under SP with one global learning rate it moves.
@@ -32,30 +33,24 @@ import sys
 if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "mup==1.0.0",
-            "neural-tangents==0.6.5",
-            "git+https://github.com/ntk-lab/ntk",
-        ],
-        check=True,
-    )
+    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
 
 # %%
-import math
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from ntk.parametrization import Parametrization, ParametrizationConfig
-from ntk.sweep import lr_drift, lr_sweep, optima, plot_transfer
-from ntk.tables import (
+
+from ntk.chapters.parametrization_zoo import (
+    SP_GLOBAL_LR,
+    adam_losses,
+    config,
+    probe_scales,
+    slopes_by_parametrization,
+    sweep_cell,
+)
+from ntk.scaling.abc_rules import (
     ALIGNMENT_EXPONENTS,
     PARAMETRIZATIONS,
     abc_shift,
@@ -65,11 +60,7 @@ from ntk.tables import (
     table_frame,
     update_exponents,
 )
-
-from ntk.data import load_digits_task
-from ntk.fitting import fit_loglog_slope
-from ntk.models import WideMLP
-from ntk.training import TrainConfig, TrainingDivergedError, train
+from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_transfer
 
 pd.set_option("display.width", 120)
 _ = torch.manual_seed(0)
@@ -162,27 +153,6 @@ for opt in ("adam", "sgd"):
 # width 16 times the base width, in float64.
 
 # %%
-task = load_digits_task(one_hot=True)
-x_small, y_small = task.x_train[:256].double(), task.y_train[:256].double()
-
-
-def adam_losses(name, width, eps_scaled, steps=20, lr=2.0**-7, base=32):
-    torch.manual_seed(0)
-    model = WideMLP(64, width, 10, depth=2).double()
-    cfg = ParametrizationConfig(
-        name, "adam", lr_prefactor=lr, base_width=base, adam_eps=1e-8 if eps_scaled else None
-    )
-    opt = torch.optim.Adam(Parametrization(model, cfg).param_groups, eps=1e-8)
-    out = []
-    for _ in range(steps):
-        loss = 0.5 * ((model(x_small) - y_small) ** 2).sum(1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        out.append(loss.item())
-    return np.array(out)
-
-
 symmetry_gap = {}
 for src, dst in (("sp", "ntk"), ("mup", "mfp")):
     for scaled in (True, False):
@@ -204,38 +174,7 @@ for src, dst in (("sp", "ntk"), ("mup", "mfp")):
 
 # %%
 widths = [64, 128, 256, 512]
-probe = task.x_train[:128]
-configs = {
-    p: ParametrizationConfig(p, "adam", lr_prefactor=2.0**-9, base_width=64)
-    for p in PARAMETRIZATIONS
-}
-configs["sp, global lr"] = ParametrizationConfig(
-    None, "adam", a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0, 0, 0], lr_prefactor=2.0**-9, base_width=64
-)
-
-
-def probe_scales(cfg, width, steps=1, seed=0):
-    torch.manual_seed(seed)
-    model = WideMLP(64, width, 10, depth=2)
-    opt = torch.optim.Adam(Parametrization(model, cfg).param_groups)
-    with torch.no_grad():
-        h0, f0 = model.features(probe), model(probe)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(0, len(task.x_train), (64,), generator=g)
-        loss = 0.5 * ((model(task.x_train[idx]) - task.y_train[idx]) ** 2).sum(1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        h1, f1 = model.features(probe), model(probe)
-    return dict(
-        out_init=f0.pow(2).mean().sqrt().item(),
-        feature_change=((h1 - h0).norm() / h0.norm()).item(),
-        out_change=(f1 - f0).pow(2).mean().sqrt().item(),
-    )
-
-
+configs = {name: config(name, 2.0**-9, 64) for name in [*PARAMETRIZATIONS, SP_GLOBAL_LR]}
 scales = pd.DataFrame(
     [
         dict(parametrization=name, width=w, **probe_scales(cfg, w))
@@ -243,16 +182,11 @@ scales = pd.DataFrame(
         for w in widths
     ]
 )
-
-
-def slope(df, col):
-    return df.groupby("parametrization", sort=False).apply(
-        lambda s: fit_loglog_slope(s.width, s[col]), include_groups=False
-    )
-
-
 slopes = pd.DataFrame(
-    {col: slope(scales, col) for col in ("out_init", "feature_change", "out_change")}
+    {
+        col: slopes_by_parametrization(scales, col)
+        for col in ("out_init", "feature_change", "out_change")
+    }
 )
 print(slopes.round(2).to_string())
 
@@ -290,34 +224,6 @@ plt.show()
 # stable progress), widths 32, 128, 512, `base_width=32` (at width 32 all parametrizations
 # are the same network). "sp, global lr" is SP with one learning rate (c = 0), "sp" SP with
 # Everett et al.'s per-layer learning rates, "mup" muP. The sweep runs on two worker processes.
-
-
-# %%
-def sweep_cell(parametrization, width, lr, seed, steps=30):
-    if parametrization == "sp, global lr":
-        cfg = ParametrizationConfig(
-            None, "adam", a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0, 0, 0], lr_prefactor=lr, base_width=32
-        )
-    else:
-        cfg = ParametrizationConfig(parametrization, "adam", lr_prefactor=lr, base_width=32)
-    torch.manual_seed(seed)
-    model = WideMLP(64, width, 10, depth=2)
-    opt = torch.optim.Adam(Parametrization(model, cfg).param_groups)
-    tc = TrainConfig(
-        steps=steps,
-        loss="mse",
-        batch_size=128,
-        log_every=10,
-        seed=seed,
-        track_features=False,
-        track_weights=False,
-        progress=False,
-    )
-    try:
-        history = train(model, task.x_train, task.y_train, config=tc, optimizer=opt)
-        return float(np.mean(history.train_loss[1:]))  # steps 10, 20, 30
-    except TrainingDivergedError:
-        return math.inf
 
 
 # %% NBVAL_IGNORE_OUTPUT

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 07 · muTransfer: tune the learning rate narrow, use it wide
+# # 08 - muTransfer: tune the learning rate narrow, use it wide
 #
 # Under muP the optimal hyperparameters of a network converge as its width grows, so the
 # learning rate tuned on a narrow proxy is (close to) optimal for the wide model, and at that
@@ -19,7 +19,7 @@
 # Neural Networks via Zero-Shot Hyperparameter Transfer*, arXiv:2203.03466). Under the standard
 # parametrization (SP) the optimum drifts: with Adam every one of the n inputs of a hidden or
 # readout unit moves by about the learning rate, so the unit's change grows like n · lr and the
-# best lr shrinks like 1/n (notebook 06 measured that growth directly).
+# best lr shrinks like 1/n (notebook 07 measured that growth directly).
 #
 # We sweep the Adam learning rate on a log2 grid for a depth-2 MLP on the 8×8 digits at widths
 # 32 … 1024 (a 32× range), in SP and in muP (the `mup` package, base width 32), with three
@@ -36,19 +36,8 @@ import sys
 if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "mup==1.0.0",
-            "neural-tangents==0.6.5",
-            "git+https://github.com/ntk-lab/ntk",
-        ],
-        check=True,
-    )
+    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
 
 # %%
 # %matplotlib inline
@@ -60,13 +49,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
-from ntk.models_mup import WideMLP_MuP
-from ntk.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
 
-from ntk.data import load_digits_task
-from ntk.models import WideMLP
-from ntk.training import TrainingDivergedError, train
+from ntk.chapters.mutransfer import at_transferred_lr, train_mlp
+from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
 
 # %% [markdown]
 # ## The experiment
@@ -77,56 +62,12 @@ from ntk.training import TrainingDivergedError, train
 # question is how well the optimizer does at each width). SP is `WideMLP` with `torch.optim.Adam`;
 # muP is `WideMLP_MuP` (`MuReadout`, zero readout at init) with `mup.MuAdam`, which equals SP at
 # the base width 32. A run whose loss becomes NaN or infinite counts as diverged (loss inf).
+# That run is `train_mlp` in `ntk/chapters/mutransfer.py`.
 
 # %%
-task = load_digits_task(seed=0)
-STEPS, BATCH, BASE = 30, 128, 32
 WIDTHS = [32, 64, 128, 256, 512, 1024]
 LOG2_LRS = [float(a) for a in range(-12, -1)]  # 2^-12 ... 2^-2
 SEEDS = [0, 1, 2]
-
-
-def train_mlp(
-    parametrization: str, width: int, lr: float, seed: int, optimizer: str = "adam", depth: int = 2
-) -> float:
-    """Final training loss of one run (inf if it diverged): SP with `optimizer`, muP with its
-    mup counterpart (MuAdam / MuSGD)."""
-    torch.manual_seed(seed)  # the init depends on (seed, width) only
-    if parametrization == "sp":
-        model = WideMLP(64, width, 10, depth=depth, weight_std=math.sqrt(2))
-    else:
-        model = WideMLP_MuP(
-            64,
-            width,
-            10,
-            depth=depth,
-            weight_std=math.sqrt(2),
-            base_width=BASE,
-            readout_zero_init=True,
-        )
-        optimizer = "mu" + optimizer
-    try:
-        history = train(
-            model,
-            task.x_train,
-            task.y_train,
-            loss="cross_entropy",
-            optimizer=optimizer,
-            lr=lr,
-            steps=STEPS,
-            batch_size=BATCH,
-            log_every=STEPS,
-            seed=seed,
-            track_features=False,
-            track_weights=False,
-            progress=False,
-            lr_schedule=lambda step: 1 - step / STEPS,
-        )
-    except TrainingDivergedError:
-        return math.inf
-    return history.final()["train_loss"]
-
-
 # %% [markdown]
 # `lr_sweep` runs every (parametrization, width, log2 lr, seed) cell, two processes at a time,
 # and appends each result to a CSV file as it finishes: run it again (after an interruption,
@@ -153,9 +94,7 @@ print(table.round(3).to_string())
 # seed mean ± standard error, stars at each width's optimum.
 
 # %%
-fig = plot_transfer(
-    results, ["sp", "mup"], titles=["standard parametrization (Adam)", "muP (MuAdam)"]
-)
+fig = plot_transfer(results, ["sp", "mup"], titles=["SP (Adam)", "muP (MuAdam)"])
 for ax in fig.axes:
     ax.set_yscale("log")
     ax.set_ylim(0.01, 3.0)
@@ -183,11 +122,7 @@ print("\ndrift of the optimal log2 lr over widths 32-1024:", drift.round(2).to_d
 # gains flatten on this small dataset.
 
 # %%
-mup_opt = opt[opt["parametrization"] == "mup"].set_index("width")
-transferred = float(mup_opt.loc[min(WIDTHS), "log2_lr_opt"])
-at_transfer = summary.query("parametrization == 'mup' and log2_lr == @transferred").set_index(
-    "width"
-)[["mean", "stderr"]]
+transferred, at_transfer = at_transferred_lr(summary, opt)
 print(f"transferred log2 lr: {transferred:g}")
 print(at_transfer.round(4).to_string())
 
@@ -253,9 +188,7 @@ sgd_table = sgd_summary.pivot_table(
 print(sgd_table.round(3).to_string())
 
 # %%
-fig = plot_transfer(
-    sgd_results, ["sp", "mup"], titles=["standard parametrization (SGD)", "muP (MuSGD)"]
-)
+fig = plot_transfer(sgd_results, ["sp", "mup"], titles=["SP (SGD)", "muP (MuSGD)"])
 for ax in fig.axes:
     ax.set_yscale("log")
     ax.set_ylim(0.03, 3.0)
@@ -277,12 +210,7 @@ print("\ndrift of the optimal log2 lr over widths 32-1024:", sgd_drift.round(2).
 sgd_grid_step = float(np.diff(SGD_LOG2_LRS).max())
 sgd_mup_drift, sgd_sp_drift = float(sgd_drift["mup"]), float(sgd_drift["sp"])
 print(f"SGD: muP drift {sgd_mup_drift:g} (grid step {sgd_grid_step:g}); SP drift {sgd_sp_drift:g}")
-sgd_transferred = float(
-    sgd_opt.query("parametrization == 'mup'").set_index("width").loc[min(WIDTHS), "log2_lr_opt"]
-)
-sgd_at_transfer = sgd_summary.query(
-    "parametrization == 'mup' and log2_lr == @sgd_transferred"
-).set_index("width")[["mean", "stderr"]]
+sgd_transferred, sgd_at_transfer = at_transferred_lr(sgd_summary, sgd_opt)
 sgd_loss, sgd_err = sgd_at_transfer["mean"].to_numpy(), sgd_at_transfer["stderr"].to_numpy()
 sgd_gain = sgd_loss[0] - sgd_loss[-1]
 print(

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 06 · Coordinate checks: is muP set up right?
+# # 07 - Coordinate checks: is muP set up right?
 #
 # A parametrization is *width-stable* when every activation, and every change of an activation
 # caused by training, has entries of size Θ(1) as the width n → ∞. The **coordinate check**
@@ -24,7 +24,8 @@
 # package's `MuReadout`/`MuAdam`, and our `Parametrization` on a plain `WideMLP`); we check our
 # hook-based tool against `mup.coord_check.get_coord_data`; and we watch the same effect in
 # weight space through the spectral condition of Yang, Simon & Bernstein (2023,
-# arXiv:2310.17813).
+# arXiv:2310.17813). The plumbing (spectral logging, mup's runner, exponent tables) is in
+# `ntk/chapters/coordinate_checks.py`.
 #
 # Runs in about 1-2 minutes on a 2-core CPU.
 
@@ -34,37 +35,28 @@ import sys
 if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "mup==1.0.0",
-            "neural-tangents==0.6.5",
-            "git+https://github.com/ntk-lab/ntk",
-        ],
-        check=True,
-    )
+    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
 
 # %%
 # %matplotlib inline
 import math
 
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 import torch
 from mup import MuAdam
-from mup.coord_check import get_coord_data
-from ntk.coord_check import coord_check, fit_exponents, from_mup, plot_coord_check
-from ntk.models_mup import WideMLP_MuP
-from ntk.parametrization import Parametrization, ParametrizationConfig
-from ntk.spectral import SpectralMonitor, plot_spectral
 
+from ntk.chapters.coordinate_checks import (
+    SpectralLog,
+    exponent_table,
+    mup_coord_data,
+    spectral_exponents,
+)
 from ntk.data import load_digits_task
-from ntk.models import WideMLP
+from ntk.models import WideMLP, WideMLP_MuP
+from ntk.scaling import Parametrization, ParametrizationConfig
+from ntk.scaling.coord_check import coord_check, plot_coord_check
+from ntk.scaling.spectral import plot_spectral
 
 # %% [markdown]
 # ## Setup
@@ -102,20 +94,7 @@ def mup_model(width):
     return model, MuAdam(model.parameters(), lr=LR)
 
 
-spectral_rows = []
-
-
-def spectral_logger(label):
-    """An `on_step` callback: a SpectralMonitor per (width, seed), logged at every step."""
-    monitors = {}
-
-    def on_step(model, width, seed, step):
-        if step == 0:
-            monitors[width, seed] = SpectralMonitor(model)
-        for row in monitors[width, seed].log(step):
-            spectral_rows.append(dict(row, width=width, seed=seed, model=label))
-
-    return on_step
+spectral = SpectralLog()  # a SpectralMonitor per (width, seed), logged at every step
 
 
 # %% [markdown]
@@ -123,10 +102,10 @@ def spectral_logger(label):
 
 # %%
 cc_sp = coord_check(
-    sp_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral_logger("SP")
+    sp_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral.on_step("SP")
 )
 cc_mup = coord_check(
-    mup_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral_logger("muP")
+    mup_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral.on_step("muP")
 )
 cc_sp.head()
 
@@ -146,11 +125,6 @@ for df, name in [(cc_sp, "SP, Adam"), (cc_mup, "muP (mup package), MuAdam")]:
 
 
 # %%
-def exponent_table(df):
-    fits = fit_exponents(df).query("step > 0")
-    return fits.pivot_table(index=["module", "quantity"], columns="step", values="exponent")
-
-
 exp_sp, exp_mup = exponent_table(cc_sp), exponent_table(cc_mup)
 print("SP\n", exp_sp.round(2).to_string(), "\n\nmuP\n", exp_mup.round(2).to_string())
 
@@ -161,27 +135,12 @@ print("SP\n", exp_sp.round(2).to_string(), "\n\nmuP\n", exp_mup.round(2).to_stri
 # ## Our check next to the `mup` package's
 #
 # `mup.coord_check.get_coord_data` seeds once per seed and then builds its widths in order, so
-# we call it one width at a time: each model's init then depends only on (seed, width), as in
-# `coord_check`. Its forward pass t is our step t − 1 and its `l1` our `act_size`.
+# `mup_coord_data` calls it one width at a time: each model's init then depends only on
+# (seed, width), as in `coord_check`. Its forward pass t is our step t − 1 and its `l1` our
+# `act_size`.
 
 # %%
-frames = []
-for width in WIDTHS:
-    d = get_coord_data(
-        {width: lambda w=width: mup_model(w)[0]},
-        [(x, y)],
-        optimizer="adam",
-        lr=LR,
-        mup=True,
-        nsteps=STEPS + 1,
-        nseeds=len(SEEDS),
-        cuda=False,
-        show_progress=False,
-    )
-    d = from_mup(d)
-    d["seed"] = np.repeat(SEEDS, len(d) // len(SEEDS))  # mup loops over seeds outermost
-    frames.append(d)
-cc_pkg = pd.concat(frames, ignore_index=True)
+cc_pkg = mup_coord_data(lambda w: mup_model(w)[0], WIDTHS, (x, y), lr=LR, steps=STEPS, seeds=SEEDS)
 both = cc_mup.merge(cc_pkg, on=["width", "module", "step", "seed"], suffixes=("", "_mup"))
 max_rel_diff = float(((both["act_size"] - both["act_size_mup"]).abs() / both["act_size_mup"]).max())
 print(f"{len(both)} matched records of {len(cc_mup)}; max relative difference {max_rel_diff:.1e}")
@@ -190,14 +149,14 @@ print(f"{len(both)} matched records of {len(cc_mup)}; max relative difference {m
 fig, axes = plt.subplots(2, STEPS + 1, figsize=(12, 5.6), sharey=True)
 plot_coord_check(cc_mup, "act_size", axes=axes[0])
 plot_coord_check(cc_pkg, "act_size", axes=axes[1])
-axes[0, 0].set_ylabel("ntk.coord_check\nact_size")
+axes[0, 0].set_ylabel("ntk.scaling.coord_check\nact_size")
 axes[1, 0].set_ylabel("mup get_coord_data\nl1")
 plt.show()
 
 # %% [markdown]
 # ## muP from `Parametrization` on a plain `WideMLP`
 #
-# `ntk.parametrization` applies the abc-rules of Everett et al. (2024, arXiv:2407.05872) to any
+# `ntk.scaling.parametrization` applies the abc-rules of Everett et al. (2024, arXiv:2407.05872) to any
 # model: it re-initializes, wraps each layer in a `ScaledModule` that multiplies its output by
 # $(n/n_0)^{-a}$ and returns per-layer Adam learning rates $\propto (n/n_0)^{-c}$. We record
 # the wrappers' (scaled) outputs and skip the raw `.module` inside them. As above we zero the
@@ -237,7 +196,7 @@ cc_abc_mup = coord_check(
     steps=STEPS,
     seeds=SEEDS,
     modules=outer,
-    on_step=spectral_logger("muP (Parametrization)"),
+    on_step=spectral.on_step("muP (Parametrization)"),
 )
 cc_abc_sp = coord_check(
     abc_model(**SP_GLOBAL_LR), WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, modules=outer
@@ -261,22 +220,16 @@ plt.show()
 # itself is too large at init (std $1/\sqrt{n}$ instead of $1/n$); under muP all ratios are flat.
 
 # %%
-spectral = pd.DataFrame(spectral_rows)
-last = spectral[spectral["step"] == STEPS]
+spectral_table = spectral.frame()
+last = spectral_table[spectral_table["step"] == STEPS]
 for label in ["SP", "muP", "muP (Parametrization)"]:
     plot_spectral(last[last["model"] == label], x="width", title=f"{label}, after {STEPS} steps")
     plt.show()
 
 
 # %%
-def spectral_exponents(label):
-    d = last[last["model"] == label].rename(columns={"layer": "module"})
-    fits = fit_exponents(d, ["rel_w", "rel_dw"])
-    return fits.pivot_table(index="module", columns="quantity", values="exponent")
-
-
-spec_sp, spec_mup = spectral_exponents("SP"), spectral_exponents("muP")
-spec_abc = spectral_exponents("muP (Parametrization)")
+spec_sp, spec_mup = spectral_exponents(last, "SP"), spectral_exponents(last, "muP")
+spec_abc = spectral_exponents(last, "muP (Parametrization)")
 print("exponents of ||.|| / sqrt(fan_out/fan_in) against width, after", STEPS, "steps")
 print("SP\n", spec_sp.round(2).to_string())
 print("muP\n", spec_mup.round(2).to_string())

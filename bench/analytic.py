@@ -20,10 +20,10 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from ntk.kernels import MLPKernel  # noqa: E402
+from ntk.kernels import MLPKernel
 
 REPEATS = 7
 

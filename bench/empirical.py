@@ -1,6 +1,6 @@
 """Benchmark: empirical NTK of wide ReLU MLPs, ours vs neural-tangents, in one run.
 
-    python bench/empirical.py            # the issue's sizes (a few minutes on 2 cores)
+    python bench/empirical.py            # the sizes of the README's benchmark table (minutes)
     python bench/empirical.py --quick    # small sizes, for a smoke test
 
 Rows (ratio = reference_s / ours_s, so > 1 means we are faster):
@@ -26,11 +26,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+from torch import nn
 
-from ntk.empirical import empirical_ntk  # noqa: E402
+from ntk.kernels.empirical import empirical_ntk
 
 
 def relu_mlp(d: int, width: int, depth: int, seed: int = 0) -> nn.Sequential:

@@ -18,7 +18,7 @@ import time
 import mup
 import torch
 
-from ntk.models_mup import WideMLP_MuP
+from ntk.models.mlp import WideMLP_MuP
 from ntk.training import train
 
 WIDTH = 10_000
@@ -37,8 +37,9 @@ def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def step_seconds(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: int,
-                 steps: int) -> float:  # fmt: skip
+def step_seconds(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: int, steps: int
+) -> float:
     """Median seconds per update of `train` (full batch of `batch` rows), logs excluded."""
     x = torch.randn(batch, IN_FEATURES)
     y = torch.randn(batch, 1)
@@ -47,8 +48,18 @@ def step_seconds(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch
     def timer(state) -> None:  # called after every update
         stamps.append(time.perf_counter())
 
-    train(model, x, y, steps=steps + 1, optimizer=optimizer, log_every=steps + 1,
-          track_features=False, track_weights=False, callbacks=[timer], progress=False)  # fmt: skip
+    train(
+        model,
+        x,
+        y,
+        steps=steps + 1,
+        optimizer=optimizer,
+        log_every=steps + 1,
+        track_features=False,
+        track_weights=False,
+        callbacks=[timer],
+        progress=False,
+    )
     return statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
 
 
@@ -67,17 +78,30 @@ def run(batches: tuple[int, ...] = (256, 1024), steps: int = 3) -> list[dict]:
         for batch in batches:
             seconds = step_seconds(model, make(), batch, steps)
             flops = 6 * params * batch / seconds
-            rows.append({"optimizer": name, "width": WIDTH, "params": params, "batch": batch,
-                         "s_per_step": seconds, "flop_per_s": flops, "peak_flop_per_s": peak,
-                         "fraction_of_peak": flops / peak})  # fmt: skip
+            rows.append(
+                {
+                    "optimizer": name,
+                    "width": WIDTH,
+                    "params": params,
+                    "batch": batch,
+                    "s_per_step": seconds,
+                    "flop_per_s": flops,
+                    "peak_flop_per_s": peak,
+                    "fraction_of_peak": flops / peak,
+                }
+            )
     return rows
 
 
 if __name__ == "__main__":
     rows = run()
-    print(f"matmul peak: {rows[0]['peak_flop_per_s'] / 1e9:.0f} GFLOP/s (float32, "
-          f"{torch.get_num_threads()} threads); model params {rows[0]['params']:.3g}")  # fmt: skip
+    print(
+        f"matmul peak: {rows[0]['peak_flop_per_s'] / 1e9:.0f} GFLOP/s (float32, "
+        f"{torch.get_num_threads()} threads); model params {rows[0]['params']:.3g}"
+    )
     print(f"{'optimizer':16s} {'batch':>6s} {'s/step':>8s} {'GFLOP/s':>8s} {'of peak':>8s}")
     for r in rows:
-        print(f"{r['optimizer']:16s} {r['batch']:6d} {r['s_per_step']:8.3f} "
-              f"{r['flop_per_s'] / 1e9:8.1f} {100 * r['fraction_of_peak']:7.1f}%")  # fmt: skip
+        print(
+            f"{r['optimizer']:16s} {r['batch']:6d} {r['s_per_step']:8.3f} "
+            f"{r['flop_per_s'] / 1e9:8.1f} {100 * r['fraction_of_peak']:7.1f}%"
+        )

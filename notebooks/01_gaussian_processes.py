@@ -25,7 +25,7 @@
 #    fitted: same mean, same uncertainty;
 # 5. our analytic kernel equals neural-tangents' `kernel_fn`.
 #
-# The experiment code lives in `ntk/gaussian_process_demo.py` (also a script:
+# The experiment code lives in `ntk/chapters/gaussian_processes.py` (also a script:
 # `python ntk/gaussian_process_demo.py --out figures`). Runs in about 1 minute on a 2-core CPU
 # (under 3 minutes on a busy one).
 
@@ -35,19 +35,8 @@ import sys
 if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "mup==1.0.0",
-            "neural-tangents==0.6.5",
-            "git+https://github.com/ntk-lab/ntk",
-        ],
-        check=True,
-    )
+    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
 
 # %%
 import math
@@ -57,7 +46,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ntk import gaussian_process_demo as gpd
+from ntk.chapters import gaussian_processes as gpd
+from ntk.chapters._plots import plot_error_vs_width
+from ntk.fitting import fit_power_law
 
 WIDTHS = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 SEED = 0
@@ -66,7 +57,7 @@ SEED = 0
 # ## 1. The output at one input
 #
 # Take one hidden layer of width n, f(x) = (σ_w / √n) Σ_i v_i φ(z_i(x)) + σ_b c, with every
-# weight N(0, 1) (NTK parametrization; the standard one gives the same distribution). Given
+# weight N(0, 1) (NTK parametrization; SP gives the same distribution). Given
 # the hidden layer, f(x) is *exactly* Gaussian, because v and c are, with variance
 #
 # $$\hat K(x, x) = \frac{\sigma_w^2}{n} \sum_{i=1}^n \phi(z_i(x))^2 + \sigma_b^2 ,$$
@@ -125,8 +116,8 @@ plt.show()
 kurt1 = gpd.kurtosis_vs_width(samples, depth=1, **net)
 samples2 = gpd.sample_outputs([16, 32, 64, 128, 256], n_members=2000, depth=2, seed=SEED, **net)
 kurt2 = gpd.kurtosis_vs_width(samples2, depth=2, **net)
-fit1 = gpd.fit_power_law(kurt1.width, kurt1.excess_kurtosis)
-fit2 = gpd.fit_power_law(kurt2.width, kurt2.excess_kurtosis)
+fit1 = fit_power_law(kurt1.width, kurt1.excess_kurtosis)
+fit2 = fit_power_law(kurt2.width, kurt2.excess_kurtosis)
 print(
     kurt1[["width", "excess_kurtosis", "theory", "sample_kurtosis"]].round(4).to_string(index=False)
 )
@@ -154,12 +145,12 @@ plt.show()
 # %%
 errs = gpd.nngp_error_vs_width(WIDTHS[2:], n_networks=6, depth=2, seed=SEED)
 mean_err = errs.groupby("width").rel_error.mean()
-fit_nngp = gpd.fit_power_law(mean_err.index, mean_err.values)
+fit_nngp = fit_power_law(mean_err.index, mean_err.values)
 print(mean_err.round(4).to_string())
 print(f"fitted slope {fit_nngp.exponent:.3f}")
 
 fig, ax = plt.subplots(figsize=(5.5, 4))
-gpd.plot_error_vs_width(errs, fit_nngp, ax, r"$\|\hat K - K\|_F / \|K\|_F$")
+plot_error_vs_width(errs, fit_nngp, ax, r"$\|\hat K - K\|_F / \|K\|_F$")
 ax.set_title("empirical NNGP kernel of one network")
 plt.show()
 
@@ -215,7 +206,7 @@ plt.show()
 # Each network is then a posterior sample of a GP with kernel K̂; as n → ∞, K̂ → K, so the
 # ensemble of networks reproduces the **NNGP posterior** (Lee et al. 2018). Here: 512 networks
 # of width 2048, one hidden ReLU layer, σ_w = 1.5, σ_b = 1, noise σ² = 0.01; the GP posterior
-# is `ntk.predict.gp_posterior`.
+# is `ntk.kernels.gp_posterior`.
 
 # %%
 reg = gpd.gp_vs_readout_ensemble(width=2048, n_members=512, seed=SEED)
@@ -234,7 +225,7 @@ print(f"ensemble std / GP std: min {std_ratio.min():.3f}, max {std_ratio.max():.
 #
 # `MLPKernel` against `neural_tangents.stax.serial(...)`'s `kernel_fn` (float64) on the same
 # inputs, for ReLU and erf, depths 1 and 3, with biases, in both parametrizations (the
-# "standard" NTK depends on the width, 512 here).
+# SP ("sp") NTK depends on the width, 512 here).
 
 # %%
 # NBVAL_IGNORE_OUTPUT (errors at the round-off level may differ between machines)
@@ -261,8 +252,10 @@ print(f"empirical NNGP error slope: {fit_nngp.exponent:.3f} (theory -1/2, CLT)")
 assert abs(fit_nngp.exponent + 0.5) <= 0.15
 
 # depth makes ReLU kernels flatter (rho up) and chaotic erf kernels sharper (rho down)
-rho = {name: df.pivot(index="angle", columns="depth", values="correlation") for name, df in
-       [("relu", angle_relu), ("erf", angle_erf)]}  # fmt: skip
+rho = {
+    name: df.pivot(index="angle", columns="depth", values="correlation")
+    for name, df in [("relu", angle_relu), ("erf", angle_erf)]
+}
 inner = rho["relu"].index < 3.0  # away from the antipode, where erf's rho is pinned at -1
 assert (rho["relu"].diff(axis=1).iloc[:, 1:] >= -1e-12).all().all()
 assert (rho["erf"][inner].abs().diff(axis=1).iloc[:, 1:] <= 1e-12).all().all()
@@ -274,8 +267,10 @@ print("width-1024 network vs analytic correlation, max gap per depth:")
 print(pd.DataFrame(gap_angle).round(3).T.to_string())
 assert gap_angle["relu"].max() < 0.1 and gap_angle["erf"][[1, 2]].max() < 0.1
 
-print(f"GP vs network ensemble: mean gap <= {mean_gap.max():.3f} std, std ratio in "
-      f"[{std_ratio.min():.3f}, {std_ratio.max():.3f}]")  # fmt: skip
+print(
+    f"GP vs network ensemble: mean gap <= {mean_gap.max():.3f} std, std ratio in "
+    f"[{std_ratio.min():.3f}, {std_ratio.max():.3f}]"
+)
 assert mean_gap.max() < 0.25 and 0.85 < std_ratio.min() and std_ratio.max() < 1.15
 
 nt_worst = max(nt_check.nngp_rel_err.max(), nt_check.ntk_rel_err.max())

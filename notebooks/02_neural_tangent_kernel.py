@@ -30,7 +30,7 @@
 # 3. a wide trained network against the infinite-width prediction and its own linearization;
 # 4. the NTK eigenspectrum: each eigendirection of the residual decays at its own rate.
 #
-# The experiment code lives in `ntk/ntk_properties.py` (also a script:
+# The experiment code lives in `ntk/chapters/neural_tangent_kernel.py` (also a script:
 # `python ntk/ntk_properties.py --out figures`). Runs in about 1 minute on a 2-core CPU
 # (under 3 minutes on a busy one).
 
@@ -40,26 +40,16 @@ import sys
 if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "mup==1.0.0",
-            "neural-tangents==0.6.5",
-            "git+https://github.com/ntk-lab/ntk",
-        ],
-        check=True,
-    )
+    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ntk import ntk_properties as ntp
-from ntk.gaussian_process_demo import plot_error_vs_width
+from ntk.chapters import neural_tangent_kernel as ntp
+from ntk.chapters._plots import plot_error_vs_width
+from ntk.fitting import fit_mean_power_law
 
 SEED = 0
 
@@ -70,12 +60,12 @@ SEED = 0
 # terms per layer, so it concentrates on the analytic Θ (`ntk.kernels.MLPKernel.ntk`) with
 # O(n^{-1/2}) fluctuations (Jacot et al. 2018; Hanin & Nica 2019 compute the variance for
 # ReLU). **Theory: slope -1/2.** Depth 2, ReLU, σ_w = √2, NTK parametrization, 16 inputs on
-# the sphere, 3 networks per width; Θ̂ from `ntk.empirical.empirical_ntk`.
+# the sphere, 3 networks per width; Θ̂ from `ntk.kernels.empirical_ntk`.
 
 # %%
 WIDTHS = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 init = ntp.ntk_error_vs_width(WIDTHS, net=ntp.Net(depth=2), n_networks=3, seed=SEED)
-fit_init = ntp.fit_mean(init, "rel_error")
+fit_init = fit_mean_power_law(init, "rel_error")
 print(init.groupby("width").rel_error.mean().round(4).to_string())
 print(f"fitted slope {fit_init.exponent:.3f}")
 
@@ -108,7 +98,7 @@ change = {
     name: ntp.ntk_change_vs_width(TRAIN_WIDTHS, net=net, seed=SEED)
     for name, net in ntp.CHANGE_NETS.items()
 }
-fits = {name: ntp.fit_mean(df, "ntk_change") for name, df in change.items()}
+fits = {name: fit_mean_power_law(df, "ntk_change") for name, df in change.items()}
 for name, df in change.items():
     summary = df.groupby("width")[["ntk_change", "initial_loss", "train_loss"]].mean()
     print(f"{name}:\n{summary.to_string(float_format=lambda v: f'{v:.3g}')}")
@@ -126,9 +116,9 @@ plt.show()
 # 2048 (one hidden layer, η = 0.5) and compare its test outputs with
 #
 # * the **infinite-width prediction** from its own f_0 with the analytic Θ
-#   (`ntk.predict.gradient_descent_mse`), and the infinite ensemble's mean ± 2 std
+#   (`ntk.kernels.gradient_descent_mse`), and the infinite ensemble's mean ± 2 std
 #   (`gradient_descent_mse_ensemble`, the band: what other random networks would do);
-# * its **linearization** f_lin(x; θ) = f_0(x) + J_0(x)(θ − θ_0) (`ntk.predict.LinearizedModel`),
+# * its **linearization** f_lin(x; θ) = f_0(x) + J_0(x)(θ − θ_0) (`ntk.kernels.LinearizedModel`),
 #   trained by the same gradient descent.
 #
 # Gradient *descent* with a finite step multiplies each residual eigencomponent by

@@ -19,7 +19,7 @@
 # network barely moves from its initialization and becomes its own linearization
 # (Jacot et al. 2018; Lee et al. 2019). Its hidden features are frozen: training is *kernel
 # regression with the NTK*, and a fixed kernel cannot discover that a target depends only on a
-# low-dimensional projection of the input. muP networks (notebook 04) can.
+# low-dimensional projection of the input. muP networks (notebook 05) can.
 #
 # We measure, on the same data at growing width,
 # 1. the relative change of weights and hidden features during training (fitted log-log slopes
@@ -28,7 +28,7 @@
 # 3. on the task $y = \mathrm{He}_2(\langle u, x\rangle)$ in $d = 32$: test errors of
 #    infinite-width NNGP/NTK regression, of NTK-parametrized networks and of muP networks.
 #
-# The experiment code lives in `ntk/feature_learning_limitations.py` (also a script:
+# The experiment code lives in `ntk/chapters/lazy_regime.py` (also a script:
 # `python ntk/feature_learning_limitations.py`). Runs in about 1-2 minutes on a 2-core CPU.
 
 # %%
@@ -37,17 +37,14 @@ import sys
 if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "mup==1.0.0", "neural-tangents==0.6.5",
-         "git+https://github.com/ntk-lab/ntk"],
-        check=True,
-    )  # fmt: skip
+    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ntk.feature_learning_limitations import plot_lazy_regime, run_feature_task, run_lazy_regime
+from ntk.chapters.lazy_regime import plot_lazy_regime, run_feature_task, run_lazy_regime
 
 pd.set_option("display.precision", 3)
 
@@ -66,11 +63,11 @@ pd.set_option("display.precision", 3)
 #   of training points);
 # * every hidden feature $h_l(x)$ moves by $O(n^{-1/2})$ relative to its size.
 #
-# The network is also compared with its linearization $f_{\rm lin}$ (`ntk.predict.LinearizedModel`,
+# The network is also compared with its linearization $f_{\rm lin}$ (`ntk.kernels.LinearizedModel`,
 # trained by the same loop) and with the analytic prediction of gradient flow with the
 # infinite-width NTK from the network's own initial outputs
 # $f_t = f_0 - \Theta_{*X}\Theta^{-1}(I - e^{-\eta\Theta t/N})(f_0(X) - Y)$
-# (`ntk.predict.gradient_descent_mse` with `ntk.kernels.MLPKernel`). The second distance
+# (`ntk.kernels.gradient_descent_mse` with `ntk.kernels.MLPKernel`). The second distance
 # contains the $O(n^{-1/2})$ fluctuation of the empirical NTK at initialization; the first only
 # the change of the NTK during training, which is smaller (Lee et al. 2019 bound it by
 # $O(n^{-1/2})$; it is $O(n^{-1})$ in perturbation theory, Dyer & Gur-Ari 2020).
@@ -128,8 +125,12 @@ print(f"hidden n x n weight slope {s['weight_change_hidden.1']:+.2f} (theory -1)
 print(
     f"distance slopes: to linearization {s['lin_distance']:+.2f}, to NTK prediction {s['ntk_distance']:+.2f}"
 )
-for name in ("feature_change_hidden.0", "feature_change_hidden.1", "weight_change_hidden.0",
-             "weight_change_readout"):  # fmt: skip
+for name in (
+    "feature_change_hidden.0",
+    "feature_change_hidden.1",
+    "weight_change_hidden.0",
+    "weight_change_readout",
+):
     assert -0.75 < s[name] < -0.3, (name, s[name])
 assert -1.25 < s["weight_change_hidden.1"] < -0.8
 assert s["ntk_distance"] < -0.35 and s["lin_distance"] < -0.35

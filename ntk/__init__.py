@@ -1,54 +1,65 @@
 """ntk: a theory lab for wide neural networks.
 
-Kernels (`MLPKernel`, `empirical_ntk`), predictions (`gp_posterior`,
-`gradient_descent_mse_ensemble`, `gradient_descent_mse`, `LinearizedModel`), models
-(`WideMLP`, `WideMLP_MuP`), training (`train`, `TrainConfig`), abc-parametrizations
-(`Parametrization`, `ParametrizationConfig`, `abc_table`). The tools `ntk.coord_check`,
-`ntk.spectral` and `ntk.sweep`, and the chapter experiments (`ntk.gaussian_process_demo`,
-`ntk.ntk_properties`, `ntk.feature_learning_limitations`, `ntk.feature_learning_mup`) are
-imported on demand.
+The package, by side (each a subpackage; see its docstring):
+
+- `ntk.kernels`: infinite width: analytic NNGP/NTK (`MLPKernel`), empirical NTK
+  (`empirical_ntk`), predictions (`gp_posterior`, `gradient_descent_mse_ensemble`,
+  `gradient_descent_mse`, `LinearizedModel`);
+- `ntk.models`: finite width: `WideMLP` (SP, NTK), `WideMLP_MuP`, `MLPEnsemble`;
+- `ntk.scaling`: abc-rules (`abc_table`), `Parametrization`, coordinate checks, spectral
+  monitoring, muTransfer sweeps;
+- `ntk.training`: `train`, `TrainConfig`, `History`, callbacks;
+- `ntk.data`, `ntk.fitting`, `ntk.reference`: tasks, power-law fits, neural-tangents;
+- `ntk.chapters`: the notebooks' experiments; `ntk.lm`: language models.
+
+The names below are importable from `ntk` directly; each is loaded on first use, so
+`import ntk` itself is cheap.
 """
 
-from ntk.activations import ACTIVATIONS, get_activation
-from ntk.data import load_digits_task, make_low_dim_task
-from ntk.empirical import empirical_ntk
-from ntk.kernels import Kernels, MLPKernel
-from ntk.models import WideMLP
-from ntk.models_mup import WideMLP_MuP, setup_mup_scaling
-from ntk.parametrization import Parametrization, ParametrizationConfig
-from ntk.predict import (
-    LinearizedModel,
-    Prediction,
-    gp_posterior,
-    gradient_descent_mse,
-    gradient_descent_mse_ensemble,
-)
-from ntk.tables import abc_table
-from ntk.training import History, TrainConfig, TrainingDivergedError, train
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ACTIVATIONS",
-    "History",
-    "Kernels",
-    "LinearizedModel",
-    "MLPKernel",
-    "Parametrization",
-    "ParametrizationConfig",
-    "Prediction",
-    "TrainConfig",
-    "TrainingDivergedError",
-    "WideMLP",
-    "WideMLP_MuP",
-    "abc_table",
-    "empirical_ntk",
-    "get_activation",
-    "gp_posterior",
-    "gradient_descent_mse",
-    "gradient_descent_mse_ensemble",
-    "load_digits_task",
-    "make_low_dim_task",
-    "setup_mup_scaling",
-    "train",
-]
+# public name -> module that defines it
+_EXPORTS = {
+    "ACTIVATIONS": "ntk.kernels.activations",
+    "get_activation": "ntk.kernels.activations",
+    "Kernels": "ntk.kernels.analytic",
+    "MLPKernel": "ntk.kernels.analytic",
+    "empirical_ntk": "ntk.kernels.empirical",
+    "LinearizedModel": "ntk.kernels.predict",
+    "Prediction": "ntk.kernels.predict",
+    "gp_posterior": "ntk.kernels.predict",
+    "gradient_descent_mse": "ntk.kernels.predict",
+    "gradient_descent_mse_ensemble": "ntk.kernels.predict",
+    "MLPEnsemble": "ntk.models.ensemble",
+    "WideMLP": "ntk.models.mlp",
+    "WideMLP_MuP": "ntk.models.mlp",
+    "setup_mup_scaling": "ntk.models.mup_shapes",
+    "abc_table": "ntk.scaling.abc_rules",
+    "Parametrization": "ntk.scaling.parametrization",
+    "ParametrizationConfig": "ntk.scaling.parametrization",
+    "History": "ntk.training.config",
+    "TrainConfig": "ntk.training.config",
+    "TrainingDivergedError": "ntk.training.config",
+    "train": "ntk.training.loop",
+    "load_digits_task": "ntk.data",
+    "make_low_dim_task": "ntk.data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ntk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

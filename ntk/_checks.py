@@ -1,10 +1,19 @@
-"""Argument checks shared by the package: clear errors that name the argument."""
+"""Argument checks shared by the package: clear errors that name the argument.
+
+Every module validates its arguments through these functions (and adds one here rather than
+writing a local one), so that the same mistake gives the same kind of error everywhere:
+TypeError for a value of the wrong type, ValueError for a value of the right type out of range.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 
 import torch
+
+# "standard" is what many papers and older code call SP; we accept it as an input alias.
+PARAMETRIZATION_ALIASES = {"standard": "sp"}
 
 
 def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
@@ -15,13 +24,93 @@ def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
     return value
 
 
-def check_nonnegative(name: str, value: float) -> float:
-    """A finite float >= 0 (a std, a regularizer, a time)."""
+def check_choices(name: str, values: Sequence[str], choices: Iterable[str]) -> list[str]:
+    """A non-empty sequence (not a string) whose entries are all in `choices`."""
+    choices = tuple(choices)
+    if isinstance(values, str):
+        raise TypeError(
+            f"{name} must be a sequence of names from {choices}, not the string {values!r}"
+        )
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must be a non-empty sequence of {choices}")
+    for i, value in enumerate(values):
+        check_choice(f"{name}[{i}]", value, choices)
+    return values
+
+
+def check_parametrization(name: str, value: str, choices: Iterable[str]) -> str:
+    """A parametrization name from `choices`, with "standard" read as "sp"."""
+    if isinstance(value, str):
+        value = PARAMETRIZATION_ALIASES.get(value, value)
+    return check_choice(name, value, choices)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """A real bool (1, "yes" and None are refused: they hide mistakes)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_callable(name: str, value: object, what: str) -> object:
+    """A callable; `what` describes its signature in the error (e.g. "step -> factor")."""
+    if not callable(value):
+        raise TypeError(f"{name} must be a callable {what}, got {value!r}")
+    return value
+
+
+def _check_real(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    """A finite float >= 0 (a std, a regularizer, a time)."""
+    _check_real(name, value)
     if not (value >= 0) or value != value or value == float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return float(value)
+
+
+def check_positive(name: str, value: float) -> float:
+    """A finite float > 0 (a learning rate, a multiplier, a prefactor)."""
+    _check_real(name, value)
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_fraction(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """A number in (0, 1), or in [0, 1) with `allow_zero` (a test fraction, a decay)."""
+    interval = "[0, 1)" if allow_zero else "(0, 1)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in {interval}, got {value!r}")
+    if not (0.0 <= value < 1.0) or (value == 0.0 and not allow_zero):
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return float(value)
+
+
+def is_finite_number(value: object) -> bool:
+    """True for a finite real number (bools and strings are not numbers here)."""
+    if isinstance(value, (bool, str)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def check_numbers(name: str, values: Sequence[float], length: int, what: str) -> list[float]:
+    """A sequence of `length` finite numbers; `what` says what the length counts."""
+    if isinstance(values, str) or not hasattr(values, "__len__"):
+        raise TypeError(f"{name} must be a list of numbers ({what}), got {type(values).__name__}")
+    if len(values) != length:
+        raise ValueError(f"{name} must have {what} ({length}), got {len(values)}")
+    for i, v in enumerate(values):
+        if not is_finite_number(v):
+            raise ValueError(f"{name}[{i}] must be a finite number, got {v!r}")
+    return [float(v) for v in values]
 
 
 def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
@@ -31,6 +120,32 @@ def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_float_dtype(name: str, dtype: object) -> torch.dtype:
+    """A floating torch.dtype (an integer dtype would truncate inputs silently)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}"
+        )
+    return dtype
+
+
+def check_module(name: str, value: object) -> torch.nn.Module:
+    """A torch.nn.Module."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+    return value
+
+
+def as_tensor(name: str, x: object) -> torch.Tensor:
+    """`x` as a tensor (numpy arrays and nested lists are converted), else a TypeError."""
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        return torch.as_tensor(x)
+    except Exception as err:  # any failure to convert: re-raised naming the argument
+        raise TypeError(f"{name} must be a tensor or array, got {type(x).__name__}") from err
 
 
 def check_inputs(
@@ -45,11 +160,7 @@ def check_inputs(
 
     Numpy arrays and nested lists are accepted and converted.
     """
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
-            raise TypeError(f"{name} must be a tensor or array, got {type(x).__name__}") from err
+    x = as_tensor(name, x)
     if x.ndim != ndim:
         raise ValueError(
             f"{name} must have {ndim} dimensions (batch first), got shape {tuple(x.shape)}"
@@ -77,4 +188,24 @@ def check_same_features(name1: str, x1: torch.Tensor, name2: str, x2: torch.Tens
         raise ValueError(
             f"{name1} and {name2} must have the same feature shape, got "
             f"{tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}"
+        )
+
+
+def check_forward_input(x: object, in_features: int, weight: torch.Tensor) -> None:
+    """Clear errors for a forward input: a tensor (..., in_features) in the weights' dtype.
+
+    Shape and dtype reads only (no data-dependent checks), so it is free and works under
+    torch.func transforms (vmap, jvp) and the empirical NTK's recorder.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor (N, {in_features}), got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"x must have shape (N, {in_features}) (in_features={in_features} in the last "
+            f"dimension), got {tuple(x.shape)}"
+        )
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled():
+        raise TypeError(
+            f"x has dtype {x.dtype} but the model's parameters are {weight.dtype}; cast one "
+            f"of them (e.g. x.to({weight.dtype}) or model.to({x.dtype}))"
         )

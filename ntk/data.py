@@ -1,4 +1,8 @@
-"""Offline data sets: a low-dimensional-structure task and scikit-learn's digits.
+"""Offline data sets: the tasks every chapter trains on, all deterministic in their seed.
+
+`make_low_dim_task` (a multi-index model on the sphere), `load_digits_task` (scikit-learn's
+8x8 digits), `sphere_task` (a smooth target on the sphere), `toy_regression_task` (1-D
+regression) and `point_on_sphere` (one input of fixed norm).
 
 `make_low_dim_task` draws a (multi-)index model: inputs x in R^d, uniform on the sphere of
 radius sqrt(d) (or x ~ N(0, I_d)), and a target that depends on x only through r << d
@@ -24,7 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ntk._checks import check_choice, check_nonnegative, check_positive_int
+from ntk._checks import (
+    check_callable,
+    check_choice,
+    check_float_dtype,
+    check_fraction,
+    check_nonnegative,
+    check_positive_int,
+)
 
 
 @dataclass
@@ -39,12 +50,6 @@ class Task:
 
     def __iter__(self) -> Iterator[Tensor]:
         return iter((self.x_train, self.y_train, self.x_test, self.y_test))
-
-
-def _check_float_dtype(dtype: object) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
-    return dtype
 
 
 def hermite(z: Tensor, degree: int) -> Tensor:
@@ -104,9 +109,9 @@ def make_low_dim_task(
     check_nonnegative("noise", noise)
     check_choice("input_dist", input_dist, ("sphere", "gaussian"))
     check_positive_int("seed", seed, minimum=0)
-    _check_float_dtype(dtype)
-    if link is not None and not callable(link):
-        raise TypeError(f"link must be None or a callable (tensor -> tensor), got {link!r}")
+    check_float_dtype("dtype", dtype)
+    if link is not None:
+        check_callable("link", link, "(tensor -> tensor) or None")
     gen = torch.Generator().manual_seed(seed)
     g = link if link is not None else (lambda z: hermite(z, degree))
 
@@ -152,12 +157,9 @@ def load_digits_task(
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
-        raise TypeError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    check_fraction("test_fraction", test_fraction)
     check_positive_int("seed", seed, minimum=0)
-    _check_float_dtype(dtype)
+    check_float_dtype("dtype", dtype)
     x, y = load_digits(return_X_y=True)
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=test_fraction, random_state=seed, stratify=y
@@ -181,3 +183,45 @@ def load_digits_task(
         targets(y_te),
         info,
     )
+
+
+def point_on_sphere(in_features: int, seed: int = 0) -> Tensor:
+    """One input with |x|^2 = in_features, so K^1(x, x) = weight_std^2 + bias_std^2: (1, d)."""
+    x = torch.randn(1, in_features, generator=torch.Generator().manual_seed(seed))
+    return x * math.sqrt(in_features) / x.norm()
+
+
+def sphere_task(
+    n_train: int = 16, n_test: int = 64, in_features: int = 4, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Inputs uniform on the sphere of radius sqrt(d); target y = sin(2 <u, x>) + (<v, x>^2 - 1)/2
+    for random unit u, v (smooth but not in the NTK's top eigenspace only). Returns
+    x_train (N, d), y_train (N,), x_test (M, d), all float64."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def sphere(n: int) -> Tensor:
+        x = torch.randn(n, in_features, generator=gen, dtype=torch.float64)
+        return x * math.sqrt(in_features) / x.norm(dim=1, keepdim=True)
+
+    u, v = sphere(2) / math.sqrt(in_features)
+    x_train, x_test = sphere(n_train), sphere(n_test)
+
+    def target(x: Tensor) -> Tensor:
+        return torch.sin(2 * x @ u) + ((x @ v) ** 2 - 1) / 2
+
+    return x_train, target(x_train), x_test
+
+
+def toy_regression_task(
+    n_train: int = 10, n_test: int = 101, noise: float = 0.1, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A 1-D task: y = sin(2x) + noise at n_train points in [-2, 2]; test grid on [-3, 3].
+
+    Returns x_train (N, 1) sorted, y_train (N,), x_test (M, 1), all float64."""
+    gen = torch.Generator().manual_seed(seed)
+    x_train = (4 * torch.rand(n_train, 1, generator=gen, dtype=torch.float64) - 2).sort(0)[0]
+    y_train = torch.sin(2 * x_train[:, 0]) + noise * torch.randn(
+        n_train, generator=gen, dtype=torch.float64
+    )
+    x_test = torch.linspace(-3, 3, n_test, dtype=torch.float64)[:, None]
+    return x_train, y_train, x_test

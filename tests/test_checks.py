@@ -6,8 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from ntk._checks import check_choice, check_inputs, check_nonnegative, check_positive_int
-from ntk.activations import ACTIVATIONS, get_activation
+from ntk._checks import (
+    as_tensor,
+    check_bool,
+    check_choice,
+    check_choices,
+    check_float_dtype,
+    check_fraction,
+    check_inputs,
+    check_nonnegative,
+    check_numbers,
+    check_parametrization,
+    check_positive,
+    check_positive_int,
+)
+from ntk.kernels.activations import ACTIVATIONS, get_activation
 
 
 def test_check_inputs_converts_and_validates():
@@ -46,3 +59,37 @@ def test_activations_resolve():
     assert set(ACTIVATIONS) >= {"relu", "erf", "tanh"}
     with pytest.raises(ValueError, match="activation must be a callable or one of"):
         get_activation("swishy")
+
+
+def test_the_shared_checks_name_the_argument():
+    assert check_bool("flag", True) is True
+    with pytest.raises(TypeError, match="flag must be a bool"):
+        check_bool("flag", 1)
+    assert check_positive("lr", 2) == 2.0
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            check_positive("lr", bad)
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        check_positive("lr", "0.1")
+    assert check_fraction("decay", 0.0, allow_zero=True) == 0.0
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+        check_fraction("test_fraction", 0.0)
+    assert check_numbers("a", [0, 0.5], 2, "one per layer") == [0.0, 0.5]
+    with pytest.raises(ValueError, match=r"a\[1\] must be a finite number"):
+        check_numbers("a", [0, float("nan")], 2, "one per layer")
+    with pytest.raises(ValueError, match=r"a must have one per layer \(3\)"):
+        check_numbers("a", [0, 1], 3, "one per layer")
+    assert check_choices("roles", ("x", "y"), ("x", "y")) == ["x", "y"]
+    with pytest.raises(TypeError, match="not the string"):
+        check_choices("roles", "xy", ("x", "y"))
+    with pytest.raises(TypeError, match="dtype must be a floating torch.dtype"):
+        check_float_dtype("dtype", torch.int64)
+    with pytest.raises(TypeError, match="y must be a tensor or array"):
+        as_tensor("y", object())
+
+
+def test_standard_is_read_as_sp_and_nothing_else_is_renamed():
+    assert check_parametrization("p", "standard", ("sp", "ntk")) == "sp"
+    assert check_parametrization("p", "ntk", ("sp", "ntk")) == "ntk"
+    with pytest.raises(ValueError, match="p must be one of"):
+        check_parametrization("p", "mup", ("sp", "ntk"))

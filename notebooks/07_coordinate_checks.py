@@ -1,0 +1,271 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 - Coordinate checks: is muP set up right?
+#
+# A parametrization is *width-stable* when every activation, and every change of an activation
+# caused by training, has entries of size Θ(1) as the width n → ∞. The **coordinate check**
+# (Yang et al. 2022, *Tensor Programs V*, arXiv:2203.03466) tests this directly: train a few
+# steps at a series of widths on one batch and plot the mean absolute coordinate of every
+# module's output against the width. Flat lines: muP is set up right. Lines that grow: some
+# update is too large and the optimal learning rate will shrink with width.
+#
+# We run it on the standard parametrization (SP) and on muP, built two ways (the `mup`
+# package's `MuReadout`/`MuAdam`, and our `Parametrization` on a plain `WideMLP`); we check our
+# hook-based tool against `mup.coord_check.get_coord_data`; and we watch the same effect in
+# weight space through the spectral condition of Yang, Simon & Bernstein (2023,
+# arXiv:2310.17813). The plumbing (spectral logging, mup's runner, exponent tables) is in
+# `ntk/chapters/coordinate_checks.py`.
+#
+# Runs in about 1-2 minutes on a 2-core CPU.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # install only what Colab lacks
+    import subprocess
+
+    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+
+# %%
+# %matplotlib inline
+import math
+
+import matplotlib.pyplot as plt
+import torch
+from mup import MuAdam
+
+from ntk.chapters.coordinate_checks import (
+    SpectralLog,
+    exponent_table,
+    mup_coord_data,
+    spectral_exponents,
+)
+from ntk.data import load_digits_task
+from ntk.models import WideMLP, WideMLP_MuP
+from ntk.scaling import Parametrization, ParametrizationConfig
+from ntk.scaling.coord_check import coord_check, plot_coord_check
+from ntk.scaling.spectral import plot_spectral
+
+# %% [markdown]
+# ## Setup
+#
+# A depth-2 ReLU MLP (He init, σ_w = √2) on one batch of 64 standardized 8×8 digits, trained
+# for 3 Adam steps (learning rate 10⁻²) at widths 64 … 1024, two seeds. muP uses base width 64,
+# where it coincides with SP, and a zero-initialized readout (mup's recommendation: the output
+# at init then vanishes instead of shrinking like n^{-1/2}).
+#
+# For each module output $h \in \mathbb{R}^{N \times n}$ we record
+# $\text{act\_size}_t = \operatorname{mean}|h_t|$ (mup's `l1`) and
+# $\text{delta\_size}_t = \operatorname{mean}|h_t - h_0|$, where $t$ counts the Adam updates
+# so far, and fit $\text{size} \propto n^{e}$ across widths.
+
+# %%
+task = load_digits_task(seed=0)
+x, y = task.x_train[:64], task.y_train[:64]  # (64, 64) inputs, (64,) class labels
+WIDTHS = [64, 128, 256, 512, 1024]
+SEEDS = [0, 1]
+STEPS = 3
+LR = 1e-2
+BASE = 64
+W_STD = math.sqrt(2.0)
+
+
+def sp_model(width):
+    model = WideMLP(64, width, 10, depth=2, weight_std=W_STD)
+    return model, torch.optim.Adam(model.parameters(), lr=LR)
+
+
+def mup_model(width):
+    model = WideMLP_MuP(
+        64, width, 10, depth=2, weight_std=W_STD, base_width=BASE, readout_zero_init=True
+    )
+    return model, MuAdam(model.parameters(), lr=LR)
+
+
+spectral = SpectralLog()  # a SpectralMonitor per (width, seed), logged at every step
+
+
+# %% [markdown]
+# ## SP vs muP (the `mup` package)
+
+# %%
+cc_sp = coord_check(
+    sp_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral.on_step("SP")
+)
+cc_mup = coord_check(
+    mup_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral.on_step("muP")
+)
+cc_sp.head()
+
+# %%
+for df, name in [(cc_sp, "SP, Adam"), (cc_mup, "muP (mup package), MuAdam")]:
+    plot_coord_check(
+        df, "delta_size", steps=range(1, STEPS + 1), title=f"{name}: mean |h_t - h_0| against width"
+    )
+    plt.show()
+
+# %% [markdown]
+# Under SP the readout's change grows about like n (under Adam each of its n incoming weights
+# moves by about the learning rate, and the n contributions add up coherently) and the second
+# hidden layer's like n^{0.7-0.9}; under muP every line is flat. (The readout's line lies under
+# that of `<output>`, the model's output: the same tensor.) The fitted exponents, per module and
+# step:
+
+
+# %%
+exp_sp, exp_mup = exponent_table(cc_sp), exponent_table(cc_mup)
+print("SP\n", exp_sp.round(2).to_string(), "\n\nmuP\n", exp_mup.round(2).to_string())
+
+# %% [markdown]
+# (The hidden updates of muP at step 1 are exactly 0: with a zero readout the first gradient
+# reaches only the readout. No exponent is fitted there.)
+#
+# ## Our check next to the `mup` package's
+#
+# `mup.coord_check.get_coord_data` seeds once per seed and then builds its widths in order, so
+# `mup_coord_data` calls it one width at a time: each model's init then depends only on
+# (seed, width), as in `coord_check`. Its forward pass t is our step t − 1 and its `l1` our
+# `act_size`.
+
+# %%
+cc_pkg = mup_coord_data(lambda w: mup_model(w)[0], WIDTHS, (x, y), lr=LR, steps=STEPS, seeds=SEEDS)
+both = cc_mup.merge(cc_pkg, on=["width", "module", "step", "seed"], suffixes=("", "_mup"))
+max_rel_diff = float(((both["act_size"] - both["act_size_mup"]).abs() / both["act_size_mup"]).max())
+print(f"{len(both)} matched records of {len(cc_mup)}; max relative difference {max_rel_diff:.1e}")
+
+# %%
+fig, axes = plt.subplots(2, STEPS + 1, figsize=(12, 5.6), sharey=True)
+plot_coord_check(cc_mup, "act_size", axes=axes[0])
+plot_coord_check(cc_pkg, "act_size", axes=axes[1])
+axes[0, 0].set_ylabel("ntk.scaling.coord_check\nact_size")
+axes[1, 0].set_ylabel("mup get_coord_data\nl1")
+plt.show()
+
+# %% [markdown]
+# ## muP from `Parametrization` on a plain `WideMLP`
+#
+# `ntk.scaling.parametrization` applies the abc-rules of Everett et al. (2024, arXiv:2407.05872) to any
+# model: it re-initializes, wraps each layer in a `ScaledModule` that multiplies its output by
+# $(n/n_0)^{-a}$ and returns per-layer Adam learning rates $\propto (n/n_0)^{-c}$. We record
+# the wrappers' (scaled) outputs and skip the raw `.module` inside them. As above we zero the
+# readout at init. For contrast, SP as it is used in practice is the abc-rule a = (0, 0, 0),
+# b = (0, ½, ½) with one global learning rate, c = (0, 0, 0). (The table's `"sp"` entry instead
+# scales the hidden and readout learning rates like 1/n, the largest stable choice, Everett et
+# al.'s "SP with per-layer learning rates".)
+
+
+# %%
+SP_GLOBAL_LR = dict(parametrization=None, a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0, 0, 0])
+
+
+def abc_model(**rule):
+    def make(width):
+        model = WideMLP(64, width, 10, depth=2, weight_std=W_STD)
+        config = ParametrizationConfig(
+            **rule, optimizer="adam", lr_prefactor=LR, base_width=BASE, std_prefactor=W_STD
+        )
+        param = Parametrization(model, config)
+        with torch.no_grad():  # zero readout at init, as for the mup model above
+            model.readout.weight.zero_()
+            model.readout.bias.zero_()
+        return model, torch.optim.Adam(param.param_groups)
+
+    return make
+
+
+def outer(name):
+    return not name.endswith(".module")
+
+
+cc_abc_mup = coord_check(
+    abc_model(parametrization="mup"),
+    WIDTHS,
+    (x, y),
+    steps=STEPS,
+    seeds=SEEDS,
+    modules=outer,
+    on_step=spectral.on_step("muP (Parametrization)"),
+)
+cc_abc_sp = coord_check(
+    abc_model(**SP_GLOBAL_LR), WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, modules=outer
+)
+exp_abc_mup, exp_abc_sp = exponent_table(cc_abc_mup), exponent_table(cc_abc_sp)
+print("Parametrization: muP\n", exp_abc_mup.round(2).to_string())
+print("\nParametrization: SP, global learning rate\n", exp_abc_sp.round(2).to_string())
+
+# %%
+plot_coord_check(cc_abc_mup, "act_size", title="Parametrization('mup'): mean |h_t| against width")
+plt.show()
+
+# %% [markdown]
+# ## The spectral view
+#
+# Yang, Simon & Bernstein (2023) state muP as a condition on weights: for a layer with
+# $W \in \mathbb{R}^{\text{fan\_out} \times \text{fan\_in}}$, both $\|W\|_*$ and
+# $\|\Delta W\|_*$ should be $\Theta(\sqrt{\text{fan\_out}/\text{fan\_in}})$ (spectral norms).
+# The `SpectralMonitor` logged during the runs above divides by that scale. After 3 steps, under
+# SP the hidden and readout updates are too large by a factor growing like n, and the SP readout
+# itself is too large at init (std $1/\sqrt{n}$ instead of $1/n$); under muP all ratios are flat.
+
+# %%
+spectral_table = spectral.frame()
+last = spectral_table[spectral_table["step"] == STEPS]
+for label in ["SP", "muP", "muP (Parametrization)"]:
+    plot_spectral(last[last["model"] == label], x="width", title=f"{label}, after {STEPS} steps")
+    plt.show()
+
+
+# %%
+spec_sp, spec_mup = spectral_exponents(last, "SP"), spectral_exponents(last, "muP")
+spec_abc = spectral_exponents(last, "muP (Parametrization)")
+print("exponents of ||.|| / sqrt(fan_out/fan_in) against width, after", STEPS, "steps")
+print("SP\n", spec_sp.round(2).to_string())
+print("muP\n", spec_mup.round(2).to_string())
+print("muP (Parametrization)\n", spec_abc.round(2).to_string())
+
+# %% [markdown]
+# ## Checks
+
+# %%
+mup_max = float(exp_mup.abs().max().max())
+abc_max = float(exp_abc_mup.abs().max().max())
+sp_readout = float(exp_sp.loc[("readout", "delta_size")].min())
+sp_hidden = float(exp_sp.loc[("hidden.1", "delta_size")].min())
+abc_sp_readout = float(exp_abc_sp.loc[("readout", "delta_size")].min())
+abc_sp_hidden = float(exp_abc_sp.loc[("hidden.1", "delta_size")].min())
+print(f"muP (mup package): max |exponent| over modules, steps 1-{STEPS}: {mup_max:.3f}")
+print(f"muP (Parametrization): max |exponent|: {abc_max:.3f}")
+print(f"SP: smallest readout update exponent {sp_readout:.2f}, hidden {sp_hidden:.2f}")
+print(
+    f"SP (Parametrization): smallest readout update exponent {abc_sp_readout:.2f}, "
+    f"hidden {abc_sp_hidden:.2f}"
+)
+print(f"agreement with mup.get_coord_data: max relative difference {max_rel_diff:.1e}")
+assert len(both) == len(cc_mup) == len(cc_pkg) and max_rel_diff < 1e-5
+assert mup_max < 0.1, exp_mup
+assert abc_max < 0.1, exp_abc_mup
+assert sp_readout > 0.7 and sp_hidden > 0.5, exp_sp
+assert abc_sp_readout > 0.7 and abc_sp_hidden > 0.5, exp_abc_sp
+
+# %%
+mup_spec = float(spec_mup["rel_dw"].abs().max())
+abc_spec = float(spec_abc["rel_dw"].abs().max())
+sp_spec = float(spec_sp.loc[["hidden.1", "readout"], "rel_dw"].min())
+print(
+    f"spectral: muP updates max |exponent| {mup_spec:.3f}, Parametrization muP (updates) "
+    f"{abc_spec:.3f}, SP hidden/readout updates >= {sp_spec:.2f}"
+)
+assert mup_spec < 0.1 and abc_spec < 0.1
+assert sp_spec > 0.7

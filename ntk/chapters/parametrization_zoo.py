@@ -1,0 +1,136 @@
+"""Chapter 06 experiments: SP, NTK, muP and MFP as abc-rules, applied with `Parametrization`.
+
+The notebook `notebooks/06_parametrization_zoo.py` prints the rules (`ntk.scaling.abc_rules`)
+and calls these functions for the parts that train networks: the abc-symmetry in training
+(`adam_losses`), the output and feature scales across widths after one Adam step
+(`probe_scales`), and one cell of the learning-rate sweep (`sweep_cell`). All train a depth-2
+MLP on one-hot 8x8 digits with the MSE 0.5 * sum_k (f_k - y_k)^2 averaged over examples.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ntk.data import Task, load_digits_task
+from ntk.fitting import fit_loglog_slope
+from ntk.models import WideMLP
+from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
+from ntk.training import TrainConfig, TrainingDivergedError, train
+
+# SP as most people run it: one global learning rate (c = 0 everywhere); a = 0, b = (0, 1/2, 1/2)
+SP_GLOBAL_LR = "sp, global lr"
+SP_GLOBAL_LR_RULE = dict(a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0, 0, 0])
+
+
+@functools.cache
+def digits() -> Task:
+    """The chapter's data: standardized digits with one-hot targets (deterministic)."""
+    return load_digits_task(one_hot=True)
+
+
+def config(name: str, lr: float, base_width: int, **kwargs: object) -> ParametrizationConfig:
+    """Adam config of a named parametrization, or of SP with one global lr (`SP_GLOBAL_LR`)."""
+    if name == SP_GLOBAL_LR:
+        return ParametrizationConfig(
+            None, "adam", **SP_GLOBAL_LR_RULE, lr_prefactor=lr, base_width=base_width, **kwargs
+        )
+    return ParametrizationConfig(name, "adam", lr_prefactor=lr, base_width=base_width, **kwargs)
+
+
+def _mse(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((model(x) - y) ** 2).sum(1).mean()
+
+
+def adam_losses(
+    name: str,
+    width: int,
+    eps_scaled: bool,
+    steps: int = 20,
+    lr: float = 2.0**-7,
+    base: int = 32,
+    n: int = 256,
+) -> np.ndarray:
+    """Full-batch Adam losses of a float64 parametrized MLP on the first `n` digits.
+
+    With `eps_scaled`, Adam's eps = 1e-8 scales per layer as (n / n0)^-a (`adam_eps`), which
+    makes abc-equivalent parametrizations train identically; else one global eps = 1e-8.
+    """
+    task = digits()
+    x, y = task.x_train[:n].double(), task.y_train[:n].double()
+    torch.manual_seed(0)
+    model = WideMLP(64, width, 10, depth=2).double()
+    cfg = config(name, lr, base, adam_eps=1e-8 if eps_scaled else None)
+    opt = torch.optim.Adam(Parametrization(model, cfg).param_groups, eps=1e-8)
+    out = []
+    for _ in range(steps):
+        loss = _mse(model, x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.append(loss.item())
+    return np.array(out)
+
+
+def probe_scales(
+    cfg: ParametrizationConfig, width: int, steps: int = 1, seed: int = 0, probe_size: int = 128
+) -> dict[str, float]:
+    """Output RMS at init, and after `steps` Adam steps (batches of 64) the relative change of
+    the last hidden features and the RMS change of the output, on a fixed probe batch."""
+    task = digits()
+    probe = task.x_train[:probe_size]
+    torch.manual_seed(seed)
+    model = WideMLP(64, width, 10, depth=2)
+    opt = torch.optim.Adam(Parametrization(model, cfg).param_groups)
+    with torch.no_grad():
+        h0, f0 = model.features(probe), model(probe)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(task.x_train), (64,), generator=g)
+        loss = _mse(model, task.x_train[idx], task.y_train[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        h1, f1 = model.features(probe), model(probe)
+    return dict(
+        out_init=f0.pow(2).mean().sqrt().item(),
+        feature_change=((h1 - h0).norm() / h0.norm()).item(),
+        out_change=(f1 - f0).pow(2).mean().sqrt().item(),
+    )
+
+
+def slopes_by_parametrization(df: pd.DataFrame, column: str) -> pd.Series:
+    """Log-log slope of `column` against width, per parametrization (in order of appearance)."""
+    return df.groupby("parametrization", sort=False).apply(
+        lambda s: fit_loglog_slope(s.width, s[column]), include_groups=False
+    )
+
+
+def sweep_cell(parametrization: str, width: int, lr: float, seed: int, steps: int = 30) -> float:
+    """One cell of the learning-rate sweep (`ntk.scaling.sweep.lr_sweep`): Adam on a
+    parametrized MLP (base width 32), batches of 128; the score is the mean training loss at
+    steps 10, 20, 30 (fast, stable progress), inf if training diverged."""
+    task = digits()
+    torch.manual_seed(seed)
+    model = WideMLP(64, width, 10, depth=2)
+    opt = torch.optim.Adam(Parametrization(model, config(parametrization, lr, 32)).param_groups)
+    tc = TrainConfig(
+        steps=steps,
+        loss="mse",
+        batch_size=128,
+        log_every=10,
+        seed=seed,
+        track_features=False,
+        track_weights=False,
+        progress=False,
+    )
+    try:
+        history = train(model, task.x_train, task.y_train, config=tc, optimizer=opt)
+        return float(np.mean(history.train_loss[1:]))  # steps 10, 20, 30
+    except TrainingDivergedError:
+        return math.inf

@@ -1,0 +1,95 @@
+"""Bivariate Gauss-Hermite quadrature of the activation kernels, for any activation.
+
+For an elementwise phi without a closed form, the analytic kernels (`ntk.kernels.analytic`)
+need K = E[phi(u) phi(v)] and Kdot = E[phi'(u) phi'(v)] over (u, v) ~ N(0, Lambda). With
+u = sqrt(q1) z1, v = sqrt(q2) (rho z1 + sqrt(1 - rho^2) z2), z ~ N(0, I), both are sums over
+deg^2 Gauss-Hermite nodes (the scheme of neural-tangents' `stax.ElementwiseNumerical`),
+phi' from torch autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ntk.kernels.activations import get_activation
+
+QUADRATURE_NODES = 1 << 20  # node evaluations per quadrature chunk (8 MB per float64 array)
+
+
+def gauss_hermite(degree: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Physicists' Gauss-Hermite nodes and weights: int e^{-x^2} g(x) dx ~ sum w_i g(x_i)."""
+    x, w = np.polynomial.hermite.hermgauss(degree)
+    return (
+        torch.as_tensor(x, dtype=like.dtype, device=like.device),
+        torch.as_tensor(w, dtype=like.dtype, device=like.device),
+    )
+
+
+def f_df(
+    activation: str | Callable[[Tensor], Tensor], u: Tensor, want_df: bool
+) -> tuple[Tensor, Tensor | None]:
+    """phi(u) and phi'(u) (autograd of the elementwise callable)."""
+    fn = get_activation(activation)
+    if not want_df:
+        with torch.no_grad():
+            return fn(u), None
+    with torch.enable_grad():
+        u = u.detach().requires_grad_(True)
+        f = fn(u)
+        (df,) = torch.autograd.grad(f, u, torch.ones_like(f))
+    return f.detach(), df
+
+
+def quadrature_diag(
+    activation: str | Callable[[Tensor], Tensor], degree: int, q: Tensor
+) -> tuple[Tensor, Tensor]:
+    """K(x, x) = E[phi(u)^2] and Kdot(x, x) = E[phi'(u)^2], u ~ N(0, q), shape (N,)."""
+    nodes, weights = gauss_hermite(degree, q)
+    # E[f(u)^2], u ~ N(0, q): sum_i w_i f(sqrt(2 q) x_i)^2 / sqrt(pi)
+    u = torch.sqrt(2 * q)[:, None] * nodes  # (N, deg)
+    f, df = f_df(activation, u, want_df=True)
+    scale = 1 / math.sqrt(math.pi)
+    return (f * f) @ weights * scale, (df * df) @ weights * scale
+
+
+def quadrature_block(
+    activation: str | Callable[[Tensor], Tensor],
+    degree: int,
+    s: Tensor,
+    root1: Tensor,
+    inv1: Tensor,
+    root2: Tensor,
+    inv2: Tensor,
+    want_kdot: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """E[phi(u) phi(v)] (and with phi') for a (B, M) block of Sigma by bivariate Gauss-Hermite.
+
+    root = sqrt(q), inv = 1 / sqrt(q) of the rows (1) and columns (2); with `degree` nodes x_i:
+    E[g(u) g(v)] ~ sum_ij w_i w_j g(sqrt(2 q1) x_i) g(sqrt(2 q2) (rho x_i + r x_j)) / pi.
+    """
+    x, w = gauss_hermite(degree, s)
+    deg = x.shape[0]
+    u = (math.sqrt(2.0) * root1)[:, None] * x  # (B, deg)
+    fu, dfu = f_df(activation, u, want_kdot)
+    fu, dfu = fu * (w / math.pi), None if dfu is None else dfu * (w / math.pi)
+    k = torch.empty_like(s)
+    kdot = torch.empty_like(s) if want_kdot else None
+    # columns in chunks: the (B, m, deg, deg) node values stay within ~1M entries
+    m = max(1, QUADRATURE_NODES // (s.shape[0] * deg * deg))
+    for c0 in range(0, s.shape[1], m):
+        cols = slice(c0, c0 + m)
+        rho = (s[:, cols] * inv1[:, None] * inv2[cols]).clamp_(-1.0, 1.0)  # (B, m)
+        r = (1 - rho * rho).clamp_(min=0.0).sqrt_()
+        s2 = math.sqrt(2.0) * root2[cols, None, None]  # (m, 1, 1)
+        v = (rho[..., None, None] * x[:, None] + r[..., None, None] * x) * s2  # (B,m,i,j)
+        fv, dfv = f_df(activation, v, want_kdot)
+        # sum_i w_i g(u_i) sum_j w_j g(v_ij) / pi
+        k[:, cols] = torch.einsum("bi,bmi->bm", fu, fv @ w)
+        if want_kdot:
+            kdot[:, cols] = torch.einsum("bi,bmi->bm", dfu, dfv @ w)
+    return k, kdot

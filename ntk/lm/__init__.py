@@ -1,0 +1,1 @@
+"""Language models (transformers) trained and scaled with the lab's tools."""

@@ -1,0 +1,285 @@
+"""Coordinate checks: does every activation keep its size as the width grows?
+
+A parametrization is set up right (Yang & Hu 2021, "Feature Learning in Infinite-Width Neural
+Networks", arXiv:2011.14522; Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466) when,
+for every module output h in R^{N x n} (N examples, n coordinates),
+
+    act_size(t)   = mean_{i,a} |h_t[i, a]|            (mup's "l1" statistic)
+    delta_size(t) = mean_{i,a} |h_t[i, a] - h_0[i, a]|  (the change since initialization)
+
+are Theta(1) in the width n after every training step t. We train a few steps on one fixed
+batch at a series of widths, record both numbers with forward hooks, and fit the exponent
+`size ~ width^exponent` per module and step: near 0 under muP; under the standard
+parametrization with a width-independent learning rate the readout and the hidden updates
+grow (exponent > 0), which is why SP's optimal learning rate shrinks with width.
+
+`step` counts the optimizer updates made before the forward pass that produced the record,
+so step 0 is initialization. `mup.coord_check.get_coord_data` calls the same forward pass
+t = step + 1 and records `l1` = act_size (`from_mup` converts its table).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ntk._checks import check_positive_int
+from ntk.fitting import loglog_fit
+
+ROOT = "<output>"  # name used for the model itself (named_modules() calls it "")
+QUANTITIES = ("act_size", "delta_size")
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+ModelFactory = Callable[[int], "nn.Module | tuple[nn.Module, torch.optim.Optimizer]"]
+OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
+ModuleFilter = Callable[[str], bool] | Iterable[str] | None
+
+
+def _module_selector(modules: ModuleFilter) -> Callable[[str, nn.Module], bool]:
+    """Turn the user's filter (None, a predicate on names, or a list of names) into a test."""
+    if modules is None:
+        return lambda name, m: name == ROOT or not isinstance(m, _CONTAINERS)
+    if callable(modules):
+        return lambda name, m: bool(modules(name))
+    if isinstance(modules, str):
+        raise TypeError("modules must be a callable or a list of module names, not a str")
+    names = set(modules)
+    return lambda name, m: name in names
+
+
+def _build(make_model: ModelFactory, width: int, optimizer: OptimizerFactory | None):
+    out = make_model(width)
+    if isinstance(out, tuple):
+        if len(out) != 2 or not isinstance(out[0], nn.Module):
+            raise TypeError("make_model(width) must return a model or a (model, optimizer) pair")
+        return out
+    if not isinstance(out, nn.Module):
+        raise TypeError(f"make_model(width) must return an nn.Module, got {type(out).__name__}")
+    if optimizer is None:
+        raise ValueError(
+            "optimizer (a function model -> optimizer) is required when make_model "
+            "returns only a model"
+        )
+    return out, optimizer(out)
+
+
+def coord_check(
+    make_model: ModelFactory,
+    widths: Sequence[int],
+    data: tuple[Tensor, Tensor],
+    *,
+    optimizer: OptimizerFactory | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    steps: int = 3,
+    seeds: Sequence[int] = (0,),
+    modules: ModuleFilter = None,
+    on_step: Callable[[nn.Module, int, int, int], None] | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Train each width for `steps` updates on the fixed batch `data`; record coordinate sizes.
+
+    Args:
+        make_model: `make_model(width)` returns a model, or a `(model, optimizer)` pair.
+        widths: the widths to compare (any notion of width; it is the x axis of the fits).
+        data: one batch `(x, y)`, reused at every step (as mup's default `fix_data=True`).
+        optimizer: `optimizer(model)` builds the optimizer when `make_model` returns a model.
+        loss_fn: `loss_fn(model(x), y)`, a scalar; cross-entropy by default.
+        steps: number of optimizer updates; records are taken at steps 0..steps.
+        seeds: `torch.manual_seed(seed)` runs right before each `make_model(width)` call.
+        modules: which modules to record: None (every non-container module and the model
+            output, named `ROOT`), a predicate on names, or a list of names.
+        on_step: called as `on_step(model, width, seed, step)` after each forward pass at
+            steps 0..steps (e.g. to log a `SpectralMonitor`).
+        progress: show a tqdm bar over (seed, width).
+
+    Returns:
+        a tidy DataFrame with columns width, module, module_type, step, seed, act_size,
+        delta_size (one row per recorded tensor output).
+    """
+    check_positive_int("steps", steps, minimum=0)
+    widths = list(widths)
+    seeds = list(seeds)
+    if not widths:
+        raise ValueError("widths must be a non-empty list of ints")
+    if not seeds:
+        raise ValueError("seeds must be a non-empty list of ints")
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise TypeError("data must be one batch (x, y) of tensors")
+    x, y = data
+    select = _module_selector(modules)
+    records: list[dict] = []
+    jobs = [(seed, width) for seed in seeds for width in widths]
+    if progress:
+        from tqdm import tqdm
+
+        jobs = tqdm(jobs, desc="coord check", mininterval=1.0)
+    for seed, width in jobs:
+        torch.manual_seed(seed)
+        model, opt = _build(make_model, width, optimizer)
+        model.train()
+        _run_one(model, opt, x, y, loss_fn, steps, select, width, seed, records, on_step)
+    return pd.DataFrame.from_records(
+        records,
+        columns=["width", "module", "module_type", "step", "seed", *QUANTITIES],
+    )
+
+
+def _run_one(model, opt, x, y, loss_fn, steps, select, width, seed, records, on_step) -> None:
+    init: dict[str, Tensor] = {}  # name -> h_0 on the fixed batch
+    state = {"step": 0}
+
+    def hook_for(name: str, kind: str):
+        def hook(module, inputs, output):
+            if not isinstance(output, Tensor):
+                return  # tuples, dicts: not coordinates of one tensor
+            with torch.no_grad():
+                h = output.detach()
+                step = state["step"]
+                if step == 0:
+                    init[name] = h.clone()
+                h0 = init.get(name)
+                delta = (h - h0).abs().mean().item() if h0 is not None else math.nan
+                records.append(
+                    dict(
+                        width=width,
+                        module=name,
+                        module_type=kind,
+                        step=step,
+                        seed=seed,
+                        act_size=h.abs().mean().item(),
+                        delta_size=delta,
+                    )
+                )
+
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        name = name or ROOT
+        if select(name, module):
+            handles.append(module.register_forward_hook(hook_for(name, type(module).__name__)))
+    try:
+        for step in range(steps + 1):
+            state["step"] = step
+            out = model(x)
+            if on_step is not None:
+                on_step(model, width, seed, step)
+            if step == steps:
+                break  # the last forward pass only measures
+            loss = loss_fn(out, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def from_mup(df: pd.DataFrame) -> pd.DataFrame:
+    """Convert `mup.coord_check.get_coord_data` output to this module's columns.
+
+    mup's forward pass t (1-based) is our step t - 1, its `l1` our act_size, its root module ""
+    our `ROOT`. Seeds are mup's loop index, which it passes to `torch.manual_seed`.
+    """
+    out = pd.DataFrame(
+        {
+            "width": df["width"].to_numpy(),
+            "module": df["module"].replace({"": ROOT}).to_numpy(),
+            "step": df["t"].to_numpy() - 1,
+            "act_size": df["l1"].to_numpy(),
+        }
+    )
+    return out
+
+
+def fit_exponents(
+    df: pd.DataFrame, quantities: Sequence[str] = QUANTITIES, *, min_size: float = 0.0
+) -> pd.DataFrame:
+    """Least-squares slope of log size against log width, per module, step and quantity.
+
+    The seed mean of each quantity is fitted as `log size = c + exponent * log width`
+    (`ntk.fitting.loglog_fit`).
+    Points with size <= `min_size` (e.g. delta_size at step 0, which is exactly 0) are left
+    out; a group with fewer than two widths left gets exponent NaN.
+
+    Returns a DataFrame with columns module, step, quantity, exponent, stderr (the slope's
+    standard error from the residuals; NaN with two widths), n_widths.
+    """
+    missing = {"width", "module", "step", *quantities} - set(df.columns)
+    if missing:
+        raise ValueError(f"df lacks columns {sorted(missing)}; pass a coord_check() table")
+    rows = []
+    means = df.groupby(["module", "step", "width"], sort=True)[list(quantities)].mean()
+    for (module, step), group in means.groupby(level=["module", "step"], sort=True):
+        width = group.index.get_level_values("width").to_numpy(dtype=float)
+        for q in quantities:
+            size = group[q].to_numpy(dtype=float)
+            keep = np.isfinite(size) & (size > min_size) & (size > 0)
+            slope, _, stderr = loglog_fit(width[keep], size[keep])
+            rows.append(
+                dict(
+                    module=module,
+                    step=step,
+                    quantity=q,
+                    exponent=slope,
+                    stderr=stderr,
+                    n_widths=int(keep.sum()),
+                )
+            )
+    return pd.DataFrame(
+        rows, columns=["module", "step", "quantity", "exponent", "stderr", "n_widths"]
+    )
+
+
+def plot_coord_check(
+    df: pd.DataFrame,
+    quantity: str = "act_size",
+    *,
+    steps: Sequence[int] | None = None,
+    axes=None,
+    title: str | None = None,
+):
+    """One log-log panel per step: seed-mean `quantity` against width, one line per module.
+
+    Error bars are the standard error over seeds. Returns the matplotlib figure. Unlike
+    `mup.coord_check.plot_coord_data`, this does not change the global plotting style.
+    """
+    import matplotlib.pyplot as plt
+
+    if quantity not in df.columns:
+        raise ValueError(f"quantity must be a column of df such as {QUANTITIES}, got {quantity!r}")
+    steps = sorted(df["step"].unique()) if steps is None else list(steps)
+    if axes is None:
+        fig, axes = plt.subplots(
+            1, len(steps), figsize=(3.2 * len(steps), 3.0), sharey=True, squeeze=False
+        )
+        axes = axes[0]
+    fig = axes[0].figure
+    modules = list(dict.fromkeys(df["module"]))  # first-seen order: input to output
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(modules), 1)))
+    stats = df.groupby(["step", "module", "width"])[quantity].agg(["mean", "std", "count"])
+    for ax, step in zip(axes, steps, strict=False):
+        for module, color in zip(modules, colors, strict=True):
+            if (step, module) not in stats.index.droplevel("width"):
+                continue
+            s = stats.loc[(step, module)]
+            if not (s["mean"] > 0).any():
+                continue  # nothing to draw on a log axis (delta at step 0)
+            err = (s["std"] / np.sqrt(s["count"])).fillna(0.0)
+            ax.errorbar(s.index, s["mean"], yerr=err, color=color, marker="o", ms=3, label=module)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_title(f"step {step}")
+        ax.set_xlabel("width")
+    axes[0].set_ylabel(quantity)
+    axes[-1].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,316 @@
+"""Spectral monitoring: the operator norms of each weight and of its change during training.
+
+Yang, Simon & Bernstein 2023 ("A Spectral Condition for Feature Learning", arXiv:2310.17813)
+show that feature learning at every width needs, for each layer l with weight W_l of shape
+(fan_out, fan_in),
+
+    ||W_l||_*  = Theta(sqrt(fan_out / fan_in))   and   ||Delta W_l||_* = Theta(sqrt(fan_out / fan_in)),
+
+with ||.||_* the spectral norm (largest singular value) and Delta W_l = W_l - W_l(0). muP
+satisfies both; the standard parametrization at a width-independent learning rate makes the
+updates of hidden and readout layers too large. `SpectralMonitor` logs, every `every` steps,
+sigma(W) and sigma(Delta W) divided by sqrt(fan_out / fan_in): quantities that stay O(1) in the
+width exactly when the condition holds.
+
+To be cheap enough to leave on, the norms come from a few products with W^T W per call,
+warm-started from the previous call's top right singular vector: weights move slowly, so the
+estimate stays converged. By default the products build a small Krylov subspace (Lanczos, the
+Rayleigh-Ritz refinement of power iteration: same cost, much faster convergence at the edge of
+a random matrix's spectrum); `power_iteration` is the plain version. Both are lower bounds
+that approach sigma from below; `exact=True` uses an SVD instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from ntk._checks import check_choice, check_positive_int
+
+Multipliers = Mapping[str, float] | Callable[[str, nn.Module], float] | None
+
+
+@torch.no_grad()
+def power_iteration(
+    w: Tensor, v: Tensor | None = None, n_iter: int = 3, *, generator: torch.Generator | None = None
+) -> tuple[float, Tensor]:
+    """Largest singular value of the matrix `w` (m, n) by `n_iter` steps of power iteration.
+
+    Iterates v <- W^T W v / ||W^T W v|| from `v` (n,) (a random start if None) and returns
+    (||W v||, v). The estimate never exceeds the true value and converges at the rate
+    (sigma_2 / sigma_1)^(2 n_iter). A zero matrix gives 0.
+    """
+    if w.ndim != 2:
+        raise ValueError(f"w must be a matrix (2 dimensions), got shape {tuple(w.shape)}")
+    check_positive_int("n_iter", n_iter, minimum=0)
+    w = w.detach()
+    if v is None:
+        v = torch.randn(w.shape[1], generator=generator, dtype=w.dtype).to(w.device)
+    v = v / v.norm().clamp_min(torch.finfo(w.dtype).tiny)
+    for _ in range(n_iter):
+        u = w @ v  # (m,)
+        v_new = w.T @ u  # (n,)
+        norm = v_new.norm()
+        if norm == 0:  # v is in the null space (or w == 0): the estimate stays ||w v||
+            break
+        v = v_new / norm
+    return float((w @ v).norm()), v
+
+
+@torch.no_grad()
+def lanczos(
+    w: Tensor, v: Tensor | None = None, n_iter: int = 5, *, generator: torch.Generator | None = None
+) -> tuple[float, Tensor]:
+    """Largest singular value of `w` (m, n) from an `n_iter`-dimensional Krylov subspace.
+
+    Lanczos on W^T W started at `v` (n,): the Rayleigh-Ritz estimate over
+    span{v, W^T W v, ..., (W^T W)^(n_iter - 1) v}, which contains the power-iteration iterate,
+    so for the same number of products with W it is never worse and near a spectral edge
+    without a gap (a random matrix) far better: error ~ 1/k^2 instead of ~ 1/k. Returns
+    (||W v*||, v*) with v* the top Ritz vector, a warm start for the next call. Fully
+    reorthogonalized (k is small), a lower bound on the true value.
+    """
+    if w.ndim != 2:
+        raise ValueError(f"w must be a matrix (2 dimensions), got shape {tuple(w.shape)}")
+    check_positive_int("n_iter", n_iter)
+    w = w.detach()
+    n = w.shape[1]
+    k = min(n_iter, n)
+    if v is None:
+        v = torch.randn(n, generator=generator, dtype=w.dtype).to(w.device)
+    basis = torch.zeros(k, n, dtype=w.dtype, device=w.device)  # orthonormal Krylov basis
+    basis[0] = v / v.norm().clamp_min(torch.finfo(w.dtype).tiny)
+    alpha = torch.zeros(k, dtype=w.dtype, device=w.device)
+    beta = torch.zeros(k, dtype=w.dtype, device=w.device)
+    m = k
+    for j in range(k):
+        z = w.T @ (w @ basis[j])  # (n,): W^T W q_j
+        alpha[j] = basis[j] @ z
+        for _ in range(2):  # twice is enough (Giraud et al. 2005)
+            z = z - basis[: j + 1].T @ (basis[: j + 1] @ z)
+        b = z.norm()
+        if j == k - 1 or b <= 1e-6 * alpha[: j + 1].abs().max().clamp_min(1e-30):
+            m = j + 1  # invariant subspace found (or budget spent): the Ritz values are exact
+            break
+        beta[j] = b
+        basis[j + 1] = z / b
+    tri = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
+    _, vecs = torch.linalg.eigh(tri)
+    top = basis[:m].T @ vecs[:, -1]  # (n,) top Ritz vector
+    top = top / top.norm().clamp_min(torch.finfo(w.dtype).tiny)
+    return float((w @ top).norm()), top
+
+
+def _weight_matrix(module: nn.Module) -> tuple[Tensor, int, int] | None:
+    """The module's weight as (fan_out, fan_in) with its fans, or None if it has none."""
+    # only the module that owns the weight: wrappers that forward attribute access to an inner
+    # module (ntk.scaling.parametrization.ScaledModule) must not count the same matrix twice
+    w = module._parameters.get("weight", None)
+    if not isinstance(w, Tensor) or w.ndim < 2:
+        return None
+    if isinstance(module, nn.Embedding):  # rows are looked up: a one-hot input of dim num
+        w = w.T
+    w = w.reshape(w.shape[0], -1)  # convolutions: (out, in * kernel)
+    return w, w.shape[1], w.shape[0]
+
+
+def _default_multiplier(name: str, module: nn.Module, modules: dict[str, nn.Module]) -> float:
+    """The constant that multiplies the stored weight in forward.
+
+    mup's MuReadout divides its input by width_mult and multiplies it by output_mult; a
+    wrapper with a numeric `multiplier` around a single module (`ntk.scaling.parametrization`'s
+    ScaledModule) scales its output; other layers use the weight as it is.
+    """
+    mult = 1.0
+    if hasattr(module, "output_mult") and hasattr(module, "width_mult"):
+        mult *= float(module.output_mult) / float(module.width_mult())
+    parts = name.split(".")
+    for k in range(len(parts) - 1, 0, -1):  # ancestors, nearest first
+        parent = modules.get(".".join(parts[:k]))
+        factor = getattr(parent, "multiplier", None)
+        if isinstance(factor, (int, float)) and len(list(parent.children())) == 1:
+            mult *= float(factor)
+    return mult
+
+
+class SpectralMonitor:
+    """Log sigma(W) and sigma(W - W0) relative to sqrt(fan_out / fan_in), layer by layer.
+
+    Args:
+        model: any module; every submodule with a weight of >= 2 dimensions is a layer
+            (convolutions are flattened to (out, in * kernel)).
+        every: log when `step % every == 0` (call the monitor every step; it skips cheaply).
+        n_iter: products with W^T W per call and matrix (warm-started from the last call).
+        n_iter_init: products the first time a matrix is seen.
+        method: "lanczos" (a Krylov subspace; the default, more accurate per product) or
+            "power" (plain power iteration).
+        layers: None (all), a predicate on module names, or a list of names.
+        multipliers: constant factors the forward pass applies to a layer's stored weight,
+            as {name: factor} or `f(name, module)`. By default: mup's MuReadout
+            output_mult / width_mult times the `multiplier` of single-module wrappers around
+            the layer (`ntk.scaling.parametrization.ScaledModule`), else 1. Multipliers applied
+            elsewhere in forward (e.g. `WideMLP(parametrization="ntk")`) must be passed:
+            `multipliers=lambda name, m: model.multipliers(m)[0]`.
+        exact: use torch.linalg.matrix_norm(ord=2) (an SVD) instead of power iteration.
+        seed: seed of the private generator of the random start vectors (the global torch RNG
+            is left alone, so monitoring does not change training).
+
+    Use `monitor(step)` inside a training loop, or `monitor.attach(optimizer)` to log after
+    every optimizer step; `monitor.dataframe()` returns the log with columns step, layer,
+    fan_in, fan_out, scale = sqrt(fan_out / fan_in), sigma_w, sigma_dw, rel_w, rel_dw.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        every: int = 1,
+        n_iter: int = 5,
+        n_iter_init: int = 30,
+        method: str = "lanczos",
+        layers: Callable[[str], bool] | Iterable[str] | None = None,
+        multipliers: Multipliers = None,
+        exact: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.every = check_positive_int("every", every)
+        self.n_iter = check_positive_int("n_iter", n_iter)
+        self.n_iter_init = check_positive_int("n_iter_init", n_iter_init)
+        self.exact = bool(exact)
+        check_choice("method", method, ("lanczos", "power"))
+        self._estimate = lanczos if method == "lanczos" else power_iteration
+        self.generator = torch.Generator().manual_seed(seed)
+        if layers is None:
+            keep = lambda name: True  # noqa: E731
+        elif callable(layers):
+            keep = layers
+        else:
+            names = set(layers)
+            keep = names.__contains__
+        modules = dict(model.named_modules())
+        self.layers: dict[str, nn.Module] = {
+            (name or "<model>"): m
+            for name, m in modules.items()
+            if _weight_matrix(m) is not None and keep(name)
+        }
+        if not self.layers:
+            raise ValueError("model has no layer with a weight matrix (after the layers filter)")
+        self.multiplier: dict[str, float] = {}
+        for name, m in self.layers.items():
+            if multipliers is None:
+                self.multiplier[name] = _default_multiplier(name, m, modules)
+            elif callable(multipliers):
+                self.multiplier[name] = float(multipliers(name, m))
+            else:
+                self.multiplier[name] = float(multipliers.get(name, 1.0))
+        self.w0 = {name: _weight_matrix(m)[0].detach().clone() for name, m in self.layers.items()}
+        self._v: dict[tuple[str, str], Tensor] = {}  # warm starts, keyed (layer, "w" | "dw")
+        self.records: list[dict] = []
+        self._calls = 0
+
+    def _sigma(self, key: tuple[str, str], w: Tensor) -> float:
+        if self.exact:
+            return float(torch.linalg.matrix_norm(w.detach(), ord=2))
+        v = self._v.get(key)
+        sigma, self._v[key] = self._estimate(
+            w, v, self.n_iter if v is not None else self.n_iter_init, generator=self.generator
+        )
+        return sigma
+
+    @torch.no_grad()
+    def log(self, step: int) -> list[dict]:
+        """Measure every layer now and append the rows (also returned) to the log."""
+        rows = []
+        for name, module in self.layers.items():
+            w, fan_in, fan_out = _weight_matrix(module)
+            mult = abs(self.multiplier[name])
+            scale = math.sqrt(fan_out / fan_in)
+            sigma_w = mult * self._sigma((name, "w"), w)
+            sigma_dw = mult * self._sigma((name, "dw"), w - self.w0[name])
+            rows.append(
+                dict(
+                    step=step,
+                    layer=name,
+                    fan_in=fan_in,
+                    fan_out=fan_out,
+                    scale=scale,
+                    sigma_w=sigma_w,
+                    sigma_dw=sigma_dw,
+                    rel_w=sigma_w / scale,
+                    rel_dw=sigma_dw / scale,
+                )
+            )
+        self.records.extend(rows)
+        return rows
+
+    def __call__(self, step: int | None = None) -> bool:
+        """Log if `step` (by default the number of calls so far) is a multiple of `every`."""
+        step = self._calls if step is None else step
+        self._calls += 1
+        if step % self.every:
+            return False
+        self.log(step)
+        return True
+
+    def attach(self, optimizer: torch.optim.Optimizer):
+        """Log at step 0 now, then after every optimizer step (steps counted from 1).
+
+        Returns the hook handle; `handle.remove()` stops logging.
+        """
+        self(0)
+        return optimizer.register_step_post_hook(lambda opt, args, kwargs: self())
+
+    def dataframe(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(
+            self.records,
+            columns=[
+                "step",
+                "layer",
+                "fan_in",
+                "fan_out",
+                "scale",
+                "sigma_w",
+                "sigma_dw",
+                "rel_w",
+                "rel_dw",
+            ],
+        )
+
+
+def plot_spectral(df: pd.DataFrame, x: str = "width", *, axes=None, title: str | None = None):
+    """Two log-log panels, rel_w and rel_dw against `x` ("width" or "step"), one line per layer.
+
+    `df` is a `SpectralMonitor.dataframe()`, or several concatenated with a `width` column
+    (the seed mean is plotted). Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if x not in df.columns:
+        raise ValueError(f"x must be a column of df ('width' or 'step'), got {x!r}")
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.0))
+    fig = axes[0].figure
+    layers = list(dict.fromkeys(df["layer"]))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(layers), 1)))
+    for ax, q, label in zip(axes, ["rel_w", "rel_dw"], ["||W||", "||W - W0||"], strict=True):
+        for layer, color in zip(layers, colors, strict=True):
+            s = df[df["layer"] == layer].groupby(x)[q].mean()
+            s = s[s > 0]
+            ax.plot(s.index, s.to_numpy(), marker="o", ms=3, color=color, label=layer)
+        if x == "width":
+            ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel(x)
+        ax.set_title(f"{label} / sqrt(fan_out / fan_in)")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -488,5 +488,15 @@ class LinearizedModel(nn.Module):
         if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype:
             x = x.to(dtype)  # as ntk.kernels.empirical does: float64 data into a float32 network
         delta = {k: p - theta0[k] for k, p in zip(self._names, self.params, strict=True)}
-        f0, jd = jvp(lambda params: functional_call(self.model, params, (x,)), (theta0,), (delta,))
+        try:
+            f0, jd = jvp(
+                lambda params: functional_call(self.model, params, (x,)), (theta0,), (delta,)
+            )
+        except NotImplementedError as err:  # an op without a forward-mode derivative
+            raise NotImplementedError(
+                "LinearizedModel computes J (θ - θ_0) with forward-mode AD (torch.func.jvp), "
+                f"which this model does not support ({str(err).splitlines()[0]}). Hugging Face "
+                "models support it with attn_implementation='eager'; or use the kernel route, "
+                "empirical_ntk + gradient_descent_mse, which needs only reverse mode"
+            ) from err
         return f0 + jd

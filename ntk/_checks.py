@@ -182,6 +182,34 @@ def check_inputs(
     return x
 
 
+def check_batch(
+    name: str, x: object, *, dtype: torch.dtype, keep_integers: bool = False
+) -> torch.Tensor:
+    """A non-empty batch (N, ...) of any shape: floats cast to `dtype` and finite; integers
+    kept as int64 when `keep_integers` (token ids, class labels), else cast to `dtype`."""
+    x = as_tensor(name, x)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty batch (N, ...) with one row per example, got shape "
+            f"{tuple(x.shape)}"
+        )
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers or integer ids, got dtype {x.dtype}")
+    if not x.is_floating_point() and keep_integers:
+        return x.long()
+    x = x.to(dtype)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return x
+
+
+def takes_integer_inputs(model: torch.nn.Module) -> bool:
+    """Integer inputs are token ids for a model that embeds them (nn.Embedding / EmbeddingBag
+    anywhere inside), and numbers to cast to floats for any other model."""
+    kinds = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+    return any(isinstance(m, kinds) for m in model.modules())
+
+
 def check_same_features(name1: str, x1: torch.Tensor, name2: str, x2: torch.Tensor) -> None:
     """Raise if two input batches have different feature dimensions."""
     if x1.shape[1:] != x2.shape[1:]:

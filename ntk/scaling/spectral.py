@@ -147,8 +147,10 @@ def weight_matrices(model: nn.Module) -> tuple[list[_Matrix], list[str]]:
         for g in geoms:
             if id(module) in fused and len(geoms) == 1 and not g.blocks:
                 g = replace(g, blocks=fused[id(module)])
-            label = name or "<model>"
-            label = label if len(geoms) == 1 else f"{label}.{g.param}"
+            if len(geoms) == 1:
+                label = name or "<model>"
+            else:
+                label = f"{name}.{g.param}" if name else g.param
             if not g.blocks:
                 matrices.append(_Matrix(label, name, module, g, None))
             for k, block in enumerate(g.blocks):

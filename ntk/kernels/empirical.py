@@ -278,7 +278,10 @@ def _probe_outputs(model: nn.Module, x1: Tensor) -> int:
             f"x1 with shape {tuple(x1.shape)} does not fit the model: {type(err).__name__}: {err}"
         ) from err
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"model must return a tensor, got {type(out).__name__}")
+        raise TypeError(
+            f"model must return a tensor, got {type(out).__name__}; wrap it in a module whose "
+            "forward returns one tensor (e.g. a Hugging Face model's .logits)"
+        )
     if out.ndim == 0 or out.shape[0] != 1:
         raise ValueError(f"model output must be batch first (N, ...), got {tuple(out.shape)}")
     return max(1, out[0].numel())

@@ -114,3 +114,9 @@ def test_linearized_model_needs_forward_mode_and_says_what_to_do():
         LinearizedModel(model)(x)
     eager, _ = M.gpt2(tied=True, attn_implementation="eager")
     torch.testing.assert_close(LinearizedModel(eager)(x), eager(x))  # θ = θ_0: f_lin = f
+
+
+def test_model_outputs_that_are_not_tensors_are_refused_with_a_hint():
+    wrapped, x = M.gpt2(tied=True)
+    with pytest.raises(TypeError, match=r"CausalLMOutput.*\.logits"):
+        empirical_ntk(wrapped.model, x)

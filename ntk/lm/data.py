@@ -54,7 +54,9 @@ class CharTokenizer:
         try:
             return torch.tensor([self._index[ch] for ch in text], dtype=torch.int64)
         except KeyError as err:
-            raise ValueError(f"text contains {err.args[0]!r}, not in the tokenizer's alphabet") from None
+            raise ValueError(
+                f"text contains {err.args[0]!r}, not in the tokenizer's alphabet"
+            ) from None
 
     def decode(self, ids: Tensor | list[int]) -> str:
         """The text of a 1-d sequence of token ids."""

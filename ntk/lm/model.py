@@ -104,8 +104,10 @@ class GPTConfig:
                 raise TypeError(f"GPTConfig.{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("rope_base", "norm_eps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                0 < value < math.inf
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0 < value < math.inf)
             ):
                 raise ValueError(f"GPTConfig.{name} must be a finite number > 0, got {value!r}")
         if self.rope_base <= 1:
@@ -254,7 +256,9 @@ class GPT(nn.Module):
         if idx.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"idx must hold integer token ids (int64), got dtype {idx.dtype}")
         if idx.ndim != 2 or idx.numel() == 0:
-            raise ValueError(f"idx must have shape (batch, time), non-empty; got {tuple(idx.shape)}")
+            raise ValueError(
+                f"idx must have shape (batch, time), non-empty; got {tuple(idx.shape)}"
+            )
         if idx.shape[1] > self.config.block_size:
             raise ValueError(
                 f"idx has sequence length {idx.shape[1]} > GPTConfig.block_size "

@@ -57,7 +57,9 @@ def test_rope_matches_the_rotation_formula_and_keeps_norms():
             c, s = math.cos(angle), math.sin(angle)
             x0, x1 = x[:, t, :, 2 * i], x[:, t, :, 2 * i + 1]
             torch.testing.assert_close(out[:, t, :, 2 * i], c * x0 - s * x1, rtol=1e-6, atol=1e-6)
-            torch.testing.assert_close(out[:, t, :, 2 * i + 1], s * x0 + c * x1, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(
+                out[:, t, :, 2 * i + 1], s * x0 + c * x1, rtol=1e-6, atol=1e-6
+            )
     torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1))
 
 
@@ -92,7 +94,9 @@ def reference_forward(model: GPT, idx: torch.Tensor) -> torch.Tensor:
         return out
 
     def norm(v, ln):
-        v = (v - v.mean(-1, keepdim=True)) / torch.sqrt(v.var(-1, unbiased=False, keepdim=True) + ln.eps)
+        v = (v - v.mean(-1, keepdim=True)) / torch.sqrt(
+            v.var(-1, unbiased=False, keepdim=True) + ln.eps
+        )
         return v * ln.weight
 
     mask = torch.ones(T, T, dtype=torch.bool).tril()
@@ -184,8 +188,9 @@ def test_tied_embeddings_share_one_matrix_and_every_parameter_gets_a_gradient():
     for tie in (False, True):
         model = GPT(tiny(tie_embeddings=tie, bias=True))
         assert (model.lm_head.weight is model.wte.weight) == tie
-        F.cross_entropy(model(torch.randint(0, 11, (2, 16))).flatten(0, 1),
-                        torch.randint(0, 11, (32,))).backward()  # fmt: skip
+        F.cross_entropy(
+            model(torch.randint(0, 11, (2, 16))).flatten(0, 1), torch.randint(0, 11, (32,))
+        ).backward()
         unused = [n for n, p in model.named_parameters() if p.grad is None]
         assert unused == []  # DistributedDataParallel needs every parameter used
     assert model.num_params() == model.num_params(embedding=True)  # tied: counted once

@@ -122,7 +122,7 @@ class GPTConfig:
 
 
 def rope_rotation(T: int, head_dim: int, base: float, device=None) -> Tensor:
-    """exp(i t theta_k) for positions t < T and pairs k < head_dim / 2: (T, head_dim / 2) complex128.
+    """exp(i t theta_k) for positions t < T, pairs k < head_dim / 2: (T, head_dim / 2), complex128.
 
     Su et al. 2021, eq. (15): coordinate pair k of a query or key at position t is rotated by
     the angle t * theta_k, theta_k = base^(-2k / head_dim). The product of a rotated query at

@@ -17,12 +17,13 @@ heads (n_head = C / head_dim), or a fixed number of heads `n_head` with wider he
 (head_dim = C / n_head). Set exactly one of the two in `GPTConfig`.
 
 muP (Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466) is applied from outside by the
-abc engine (`ntk.Parametrization`): it re-initializes and wraps the layers that `gpt_layers`
-lists by role, and sets each attention's `softmax_scale` (muP: 1/head_dim instead of
-1/sqrt(head_dim), anchored to agree at the base width). The model keeps everything that
-engine touches addressable: separate q, k, v, o layers (muP zero-initializes the query alone),
-layers called as modules (so a wrapper sees every call), and the scale a plain float that
-forward reads. Lines that muP relies on are marked `# muP:`.
+abc engine (`ntk.Parametrization`, through `ntk.lm.parametrize`): it re-initializes and wraps
+the layers that `gpt_layers` lists by role. muP also scales attention logits by 1/head_dim
+instead of 1/sqrt(head_dim) (anchored to agree at the base width), so each attention's
+`softmax_scale` is a plain float attribute that forward reads. The model keeps everything a
+parametrization touches addressable: separate q, k, v, o layers (muP zero-initializes the
+query alone) and layers called as modules (so a wrapper sees every call). Lines that muP relies
+on are marked `# muP:`.
 
 Defaults follow the engine's standard parametrization at std_prefactor 1: embedding N(0, 1),
 every other weight N(0, 1/fan_in), biases zero. There is no dropout.
@@ -160,8 +161,8 @@ class CausalSelfAttention(nn.Module):
         self.k = nn.Linear(C, C, bias=config.bias)
         self.v = nn.Linear(C, C, bias=config.bias)
         self.o = nn.Linear(C, C, bias=config.bias)
-        # muP: a plain float that the parametrization overwrites (1/head_dim scaling, anchored
-        # to 1/sqrt(head_dim) at the base width); forward reads it at every call
+        # muP: a plain float that a parametrization may overwrite (muP: 1/head_dim scaling,
+        # anchored to 1/sqrt(head_dim) at the base width); forward reads it at every call
         self.softmax_scale = 1.0 / math.sqrt(self.head_dim)
 
     def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
@@ -194,6 +195,7 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
+        # muP: norm gains and biases are vector-like: width-independent init and lr
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
@@ -216,15 +218,19 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
-        # muP: the readout layer (fan-in C); muP multiplies its output by base_width / C
+        # muP: the readout (fan-in C): its effective weight must shrink like 1/C, e.g. through
+        # an output multiplier base_width / C
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
-            self.lm_head.weight = self.wte.weight  # one (vocab, C) matrix, used twice
+            # muP: one (vocab, C) matrix in both roles, embedding and readout
+            self.lm_head.weight = self.wte.weight
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Standard parametrization: embedding N(0, 1), other weights N(0, 1/fan_in), biases 0.
+
+        muP's init (and any other abc-parametrization's) replaces this: `ntk.lm.parametrize`.
 
         With tied embeddings the shared matrix is initialized N(0, 1/C) as in GPT-2 (std
         0.02 at C = 768): at N(0, 1) the tied readout's logits would have std sqrt(C).

@@ -39,8 +39,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).parent))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
 FULL = dict(n_layer=4, n_embd=512, n_head=8, vocab_size=256, seq_len=256, batch=8)
 QUICK = dict(n_layer=2, n_embd=256, n_head=4, vocab_size=256, seq_len=128, batch=8)

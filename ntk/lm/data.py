@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ntk._checks import check_positive_int
+from ntk._checks import check_fraction, check_positive_int
 from ntk.lm.corpus import default_chain
 
 DEFAULT_CHARS = 1_100_000  # 990,000 for training, 110,000 for validation (val_fraction 0.1)
@@ -109,10 +109,7 @@ def load_corpus(
     Both parts must hold at least block_size + 1 tokens (one input window and its targets).
     """
     check_positive_int("block_size", block_size)
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)):
-        raise TypeError(f"val_fraction must be a number, got {type(val_fraction).__name__}")
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    check_fraction("val_fraction", val_fraction)
     if path is None:
         text, source = default_text(), "default word chain (ntk.lm.corpus)"
     else:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ntk._checks import check_positive_int
+from ntk._checks import check_bool, check_positive, check_positive_int
 
 
 @dataclass
@@ -80,38 +80,22 @@ class GPTConfig:
                 f"head_dim (fixed head size, more heads); got n_head={self.n_head}, "
                 f"head_dim={self.head_dim}"
             )
-        if self.n_head is not None:
-            check_positive_int("GPTConfig.n_head", self.n_head)
-            if self.n_embd % self.n_head:
-                raise ValueError(
-                    f"GPTConfig.n_embd ({self.n_embd}) must be divisible by GPTConfig.n_head "
-                    f"({self.n_head})"
-                )
-        else:
-            check_positive_int("GPTConfig.head_dim", self.head_dim)
-            if self.n_embd % self.head_dim:
-                raise ValueError(
-                    f"GPTConfig.n_embd ({self.n_embd}) must be divisible by GPTConfig.head_dim "
-                    f"({self.head_dim})"
-                )
+        field = "n_head" if self.n_head is not None else "head_dim"
+        size = check_positive_int(f"GPTConfig.{field}", getattr(self, field))
+        if self.n_embd % size:
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by GPTConfig.{field} ({size})"
+            )
         if self.heads[1] % 2:
             raise ValueError(
                 f"GPTConfig: RoPE rotates pairs of coordinates, so the head size must be even; "
                 f"n_embd={self.n_embd} with n_head={self.n_head}, head_dim={self.head_dim} "
                 f"gives {self.heads[1]}"
             )
-        for name in ("tie_embeddings", "bias"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"GPTConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        for name in ("rope_base", "norm_eps"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not (0 < value < math.inf)
-            ):
-                raise ValueError(f"GPTConfig.{name} must be a finite number > 0, got {value!r}")
-        if self.rope_base <= 1:
+        check_bool("GPTConfig.tie_embeddings", self.tie_embeddings)
+        check_bool("GPTConfig.bias", self.bias)
+        check_positive("GPTConfig.norm_eps", self.norm_eps)
+        if check_positive("GPTConfig.rope_base", self.rope_base) <= 1:
             raise ValueError(f"GPTConfig.rope_base must be > 1, got {self.rope_base}")
 
     @property

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ntk import TrainingDivergedError
+from ntk._checks import check_positive
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -47,8 +48,8 @@ def train_step(
     the loss is NaN or Inf; no update is made then. `max_grad_norm` clips the gradients' global
     norm before the update.
     """
-    if max_grad_norm is not None and not (0 < max_grad_norm < math.inf):
-        raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {max_grad_norm}")
+    if max_grad_norm is not None:
+        check_positive("max_grad_norm", max_grad_norm)
     x, y = batch
     loss = lm_loss(model(x), y)
     value = loss.item()

@@ -66,7 +66,7 @@ def test_text_file_errors(tmp_path):
     short.write_text("a" * 100, encoding="utf-8")
     with pytest.raises(ValueError, match="too short for block_size 64"):
         load_corpus(short, block_size=64)
-    with pytest.raises(ValueError, match="val_fraction must lie in"):
+    with pytest.raises(ValueError, match="val_fraction must be in"):
         load_corpus(short, val_fraction=1.0)
 
 

@@ -106,7 +106,9 @@ class GPTConfig:
         return self.n_embd // self.head_dim, self.head_dim
 
 
-def rope_rotation(T: int, head_dim: int, base: float, device=None) -> Tensor:
+def rope_rotation(
+    T: int, head_dim: int, base: float, device: torch.device | str | None = None
+) -> Tensor:
     """exp(i t theta_k) for positions t < T, pairs k < head_dim / 2: (T, head_dim / 2), complex128.
 
     Su et al. 2021, eq. (15): coordinate pair k of a query or key at position t is rotated by

@@ -83,7 +83,7 @@ def mup_package_lrs(n_embd: int, base: int) -> dict[str, float]:
     return {names[id(q)]: g["lr"] for g in opt.param_groups for q in g["params"]}
 
 
-@pytest.mark.parametrize("layer", ["attn.q", "attn.k", "attn.v", "attn.o", "mlp.up"])
+@pytest.mark.parametrize("layer", ["attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down"])
 def test_hidden_learning_rates_match_the_mup_package(layer):
     ours = parametrize(make(128), "mup", base_width=32, lr=1.0)
     theirs = mup_package_lrs(128, 32)
@@ -91,13 +91,45 @@ def test_hidden_learning_rates_match_the_mup_package(layer):
     assert lr[f"blocks.0.{layer}"] == pytest.approx(theirs[f"blocks.0.{layer}.weight"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine takes n0 = base_width for every layer; the MLP down-projection has "
-    "fan-in 4 n_embd, so its width ratio comes out 4x too large",
-)
-def test_down_projection_learning_rate_matches_the_mup_package():
-    ours = parametrize(make(128), "mup", base_width=32, lr=1.0)
-    theirs = mup_package_lrs(128, 32)
-    lr = {clean(g["name"]): g["lr"] for g in ours.param_groups}
-    assert lr["blocks.0.mlp.down"] == pytest.approx(theirs["blocks.0.mlp.down.weight"])
+def test_attention_scale_follows_the_way_the_width_grows():
+    """muP's sqrt(d0)/d: 1/sqrt(d) at the base width, 1/d-like when heads widen."""
+    wider_heads = make(128)  # n_head 4: head_dim 32, 8 at the base width 32
+    parametrize(wider_heads, "mup", base_width=32, lr=1e-3)
+    assert wider_heads.blocks[0].attn.softmax_scale == pytest.approx(8**0.5 / 32)
+    more_heads = GPT(
+        GPTConfig(vocab_size=13, block_size=16, n_layer=2, n_embd=128, n_head=None, head_dim=8)
+    )
+    parametrize(more_heads, "mup", base_width=32, lr=1e-3)
+    assert more_heads.blocks[1].attn.softmax_scale == pytest.approx(8**-0.5)  # d = d0
+    standard = make(128)
+    parametrize(standard, "sp", base_width=32, lr=1e-3)
+    assert standard.blocks[0].attn.softmax_scale == pytest.approx(32**-0.5)  # sp keeps 1/sqrt(d)
+
+
+def test_zero_query_and_readout_options():
+    model = make(64)
+    parametrize(model, "mup", base_width=32, lr=1e-3, zero_query=True, zero_readout=True)
+    assert all(b.attn.q.weight.abs().max() == 0 for b in model.blocks)
+    assert model.lm_head.weight.abs().max() == 0
+    assert model.blocks[0].attn.k.weight.abs().max() > 0
+
+
+def test_tied_embeddings_under_mup_and_refused_under_sp():
+    model = make(64, tie_embeddings=True)
+    p = parametrize(model, "mup", base_width=32, lr=1e-3)
+    assert model.lm_head.weight is model.wte.weight
+    shared = [g for g in p.param_groups if any(q is model.wte.weight for q in g["params"])]
+    assert len(shared) == 1  # one matrix: one init, one learning rate
+    batch = (torch.randint(0, 13, (2, 16)), torch.randint(0, 13, (2, 16)))
+    opt = torch.optim.AdamW(p.param_groups)
+    losses = [train_step(model, opt, batch, step=s) for s in range(5)]
+    assert losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="share one weight"):
+        parametrize(make(64, tie_embeddings=True), "sp", base_width=32, lr=1e-3)
+
+
+def test_base_width_must_fit_the_heads():
+    with pytest.raises(ValueError, match="base_width=30 does not fit this GPT: .*n_head"):
+        parametrize(make(64), "mup", base_width=30, lr=1e-3)
+    with pytest.raises(TypeError, match="base_width must be an int"):
+        parametrize(make(64), "mup", base_width=32.0, lr=1e-3)

@@ -4,7 +4,7 @@ Attention logits are s q.k with q, k in R^d (d the head dimension). At initializ
 are independent, q.k = O(sqrt(d)), and the usual s = 1/sqrt(d) keeps the logits O(1). Once
 training has correlated them (the regime muP is built for), q.k = Theta(d), and only s ~ 1/d
 keeps the logits O(1) as d grows (Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466,
-section 4 and Appendix B). muP therefore uses
+where muP's attention uses 1/d). muP therefore uses
 
     s = sqrt(d0) / d        (d0 = the head dimension at the base width),
 
@@ -27,9 +27,9 @@ keeping any other factor it carries (GPT-2's optional 1/(layer index + 1)).
 `register_attention` adds an adapter for another module type. Modules whose class name says
 "attention" and that no adapter reaches are reported by name, never skipped silently.
 
-Zero-initialized queries (Tensor Programs V, Appendix D.2) make every attention pattern
-uniform at initialization at any width; `zero_query` zeroes exactly the parameters (or rows)
-that compute q.
+Zero-initialized queries (a muP practice of Tensor Programs V and the `mup` package's examples)
+make every attention pattern uniform at initialization at any width; `zero_query` zeroes
+exactly the parameters (or rows) that compute q.
 """
 
 from __future__ import annotations

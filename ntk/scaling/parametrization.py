@@ -78,7 +78,7 @@ from ntk.scaling.base_shapes import (
 from ntk.scaling.config import ParametrizationConfig
 from ntk.scaling.geometry import WeightGeometry, geometry_of
 from ntk.scaling.scaled_module import ScaledModule
-from ntk.scaling.tying import tie_groups
+from ntk.scaling.tying import check_unlisted_sharing, tie_groups
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,7 +146,7 @@ class Parametrization:
             raise TypeError(f"config must be a ParametrizationConfig, got {type(config).__name__}")
         self.model, self.config = model, config.validate()
         weights = self._weights(self._resolve_layers())
-        self._check_unlisted_sharing(weights)
+        check_unlisted_sharing(model, weights)
         abcs = self._resolve_exponents([w.role for w in weights])
         widths = resolve_widths(weights, config.base_width, config.base_model, config.width)
         self.layers = self._build_specs(weights, abcs, widths)
@@ -157,6 +157,8 @@ class Parametrization:
             config.zero_query,
             lambda site: self._base_head_dim(site, weights),
         )
+        if config.zero_query:
+            self._mark_zero_queries(sites)
         # the model is changed only after every check above has passed
         if config.reinit:
             self._reinitialize()
@@ -236,21 +238,6 @@ class Parametrization:
         if not hits:
             return None
         return check_positive_int(f"config.widths[{hits[0]!r}]", self.config.widths[hits[0]])
-
-    def _check_unlisted_sharing(self, weights: list[Weight]) -> None:
-        """A weight shared with a module that is not listed would be changed by one role only."""
-        ids = {id(w.module.get_parameter(w.geometry.param)): w.label for w in weights}
-        listed = {w.module_name for w in weights}
-        for name, module in self.model.named_modules():
-            if name in listed or any(name.startswith(n + ".") for n in listed):
-                continue
-            for pname, p in module._parameters.items():
-                if id(p) in ids:
-                    raise ValueError(
-                        f"{ids[id(p)]!r}'s weight is shared with {name}.{pname} (tied), which "
-                        f"is not listed: list both layers in config.layers (e.g. the embedding "
-                        "as 'embedding' and the readout as 'readout') so the tie is handled"
-                    )
 
     def _resolve_exponents(self, roles: list[str]) -> list[ABC]:
         cfg = self.config
@@ -381,6 +368,16 @@ class Parametrization:
             )
         return float(cfg.base_head_dim)
 
+    def _mark_zero_queries(self, sites: list[AttentionSite]) -> None:
+        """Show zero-initialized queries in the table: std 0, or a note for a fused block."""
+        parts = {id(p): index for s in sites for p, index in s.adapter.query(s.module)}
+        for spec in self.layers:
+            index = parts.get(id(spec.weight))
+            if index is not None and all(i == slice(None) for i in index):
+                spec.init_std, spec.note = 0.0, "query: zero init"
+            elif index is not None:
+                spec.note = "query block zero-initialized"
+
     # ---- mutation ---------------------------------------------------------------------------
     @torch.no_grad()
     def _reinitialize(self) -> None:
@@ -389,6 +386,8 @@ class Parametrization:
             weight, bias = spec.weight, spec.bias
             if id(weight) not in done:  # a tied matrix is initialized once, by its first row
                 weight.normal_(0.0, spec.init_std) if spec.init_std > 0 else weight.zero_()
+                if isinstance(spec.module, nn.Embedding) and spec.module.padding_idx is not None:
+                    weight[spec.module.padding_idx] = 0.0  # as nn.Embedding's own init
                 done.add(id(weight))
             if bias is not None:
                 bias.zero_()

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ntk.scaling.abc_rules import ABC, abc_shift
+from torch import nn
 
-__all__ = ["symmetry_invariant", "tie_exponents", "tie_groups"]
+from ntk.scaling.abc_rules import ABC, abc_shift
+from ntk.scaling.base_shapes import Weight
+
+__all__ = ["check_unlisted_sharing", "symmetry_invariant", "tie_exponents", "tie_groups"]
 
 
 def symmetry_invariant(abc: ABC, optimizer: str) -> float:
@@ -88,3 +91,19 @@ def tie_groups(
             abcs[i] = x
             tied[i] = tuple(n for n in group_names if n != names[i])
     return abcs, tied
+
+
+def check_unlisted_sharing(model: nn.Module, weights: list[Weight]) -> None:
+    """A weight shared with a module that is not listed would be changed by one role only."""
+    ids = {id(w.module.get_parameter(w.geometry.param)): w.label for w in weights}
+    listed = {w.module_name for w in weights}
+    for name, module in model.named_modules():
+        if name in listed or any(name.startswith(n + ".") for n in listed):
+            continue
+        for pname, p in module._parameters.items():
+            if id(p) in ids:
+                raise ValueError(
+                    f"{ids[id(p)]!r}'s weight is shared with {name}.{pname} (tied), which "
+                    f"is not listed: list both layers in config.layers (e.g. the embedding "
+                    "as 'embedding' and the readout as 'readout') so the tie is handled"
+                )

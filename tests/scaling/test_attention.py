@@ -99,7 +99,9 @@ def test_zero_query_and_readout_options():
     assert torch.all(model.attn.q.weight == 0) and torch.all(model.attn.q.bias == 0)
     assert model.attn.k.weight.abs().min() > 0
     assert torch.all(model.head.weight == 0)
-    assert param.table().set_index("name").loc["head", "init_std"] == 0.0
+    table = param.table().set_index("name")
+    assert table.loc["head", "init_std"] == 0.0 and table.loc["attn.q", "init_std"] == 0.0
+    assert table.loc["attn.q", "note"] == "query: zero init"
     assert torch.all(model(torch.randint(0, 97, (2, 5))) == 0)
 
 

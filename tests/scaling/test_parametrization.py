@@ -278,6 +278,10 @@ def test_errors():
         (dict(base_width=0), "base_width"),
         (dict(parametrization=None, a=[0, float("nan"), 0], b=[0, 0.5, 0.5]), r"config\.a\[1\]"),
         (dict(parametrization=None, a=[0, 0, 0], b=[0, "x", 0.5]), r"config\.b\[1\]"),
+        (dict(base_std={"hidden.*": -1.0}), r"config\.base_std\['hidden\.\*'\]"),
+        (dict(attention_scale="sqrt"), r"config\.attention_scale"),
+        (dict(width=0), r"config\.width"),
+        (dict(base_head_dim=0), r"config\.base_head_dim"),
     ]
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
@@ -286,6 +290,9 @@ def test_errors():
         (dict(widths=None), "config.widths"),
         (dict(apply_multipliers="no"), "config.apply_multipliers"),
         (dict(reinit=1), "config.reinit"),
+        (dict(zero_query="yes"), "config.zero_query"),
+        (dict(base_std=[0.02]), "config.base_std"),
+        (dict(layers=["hidden.0"]), "config.layers"),
         (dict(parametrization=None, a=0.5, b=[0, 0.5, 0.5]), r"config\.a must be a list"),
     ]
     for kwargs, match in type_cases:
@@ -455,3 +462,38 @@ def test_mup_lr_transfers_from_64_to_1024():
     assert abs(opt.loc[1024, "log2_lr_opt"] - lr64) <= 1  # optimum moves at most one octave
     assert wide[lr64] <= 1.15 * wide.min()  # the transferred LR costs at most 15% in loss
     assert wide.min() < opt.loc[64, "loss_opt"]  # and wider is better
+
+
+def _bottleneck(width: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(5, width),
+        nn.ReLU(),
+        nn.Linear(width, 4 * width),
+        nn.ReLU(),
+        nn.Linear(4 * width, width),  # an MLP down-projection: fan-in 4n, width ratio n / n0
+        nn.ReLU(),
+        nn.Linear(width, 3),
+    )
+
+
+@pytest.mark.parametrize("width", [32, 64])
+def test_down_projection_takes_the_models_width_ratio(width):
+    """n0 of a 4n -> n layer is its fan-in at the base width (4 n0), not base_width: at the base
+    width its lr is lr_prefactor and its std 1/sqrt(fan_in); at 2x, lr_prefactor / 2 (Adam)."""
+    base, lr = 32, 0.01
+    model = _bottleneck(width)
+    param = Parametrization(model, ParametrizationConfig("mup", lr_prefactor=lr, base_width=base))
+    down = param.layers[2]
+    assert (down.n, down.n0) == (4 * width, 4 * base)
+    assert down.lr == pytest.approx(lr * base / width)
+    assert down.init_std == pytest.approx((4 * width) ** -0.5)
+    if width == base:
+        assert {s.lr for s in param.layers} == {lr}
+
+
+def test_embedding_padding_row_stays_zero():
+    model = nn.Sequential(nn.Embedding(10, 16, padding_idx=0), nn.Linear(16, 4))
+    layers = {"0": "embedding", "1": "readout"}
+    Parametrization(model, ParametrizationConfig(layers=layers, base_width=8))
+    emb = model[0].module
+    assert torch.all(emb.weight[0] == 0) and emb.weight[1:].abs().min() > 0

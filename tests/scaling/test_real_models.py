@@ -117,6 +117,29 @@ def test_gpt2_tied_one_matrix_embedding_init_and_lr_readout_multiplier():
         Parametrization(gpt2(64), ParametrizationConfig("sp", layers=GPT2_LAYERS, base_width=64))
 
 
+def test_gpt2_base_model_on_the_meta_device_gives_the_base_width_rules():
+    with torch.device("meta"):
+        base = gpt2(BASE)  # shapes only
+    tables = []
+    for cfg in (
+        mup_config(layers=GPT2_LAYERS),
+        ParametrizationConfig("mup", lr_prefactor=LR, layers=GPT2_LAYERS, base_model=base),
+    ):
+        param = Parametrization(gpt2(256), cfg)
+        tables.append((param.table(), [r["scale_after"] for r in param.attention]))
+    assert tables[0][0].equals(tables[1][0]) and tables[0][1] == tables[1][1]
+
+
+def test_gpt2_zero_query_zeroes_the_query_columns_of_c_attn():
+    model = gpt2(128, tied=False)
+    param = Parametrization(model, mup_config(layers=GPT2_LAYERS, zero_query=True))
+    attn = model.transformer.h[1].attn.c_attn  # Conv1D stored (in, 3E): columns q | k | v
+    assert torch.all(attn.weight[:, :128] == 0) and torch.all(attn.bias[:128] == 0)
+    assert attn.weight[:, 128:].abs().min() > 0
+    note = param.table().set_index("name").loc["transformer.h.1.attn.c_attn", "note"]
+    assert note == "query block zero-initialized"
+
+
 def test_gpt2_sp_and_mup_coincide_at_the_base_width():
     tokens = torch.randint(0, VOCAB, (2, 8))
     runs = {}

@@ -15,9 +15,12 @@ conventions of `neural_tangents.predict` (NT), so results agree with it to float
   `diag_reg_absolute_scale=True` to add diag_reg · I instead.
 * t = None (or t = inf) is the end of training, computed with a Cholesky solve; finite times use
   one eigendecomposition Θ = V diag(λ) V^T for all times, with the stable
-  (1 - e^{-λτ}) / λ = -expm1(-λτ) / λ (which tends to τ as λ → 0). A singular train kernel is
-  therefore fine at finite t, but at t = inf with diag_reg = 0 it raises a ValueError (the
-  inverse it needs does not exist); pass diag_reg > 0.
+  (1 - e^{-λτ}) / λ = -expm1(-λτ) / λ. Eigenvalues below eigh's round-off (N eps max λ) count
+  as 0, and the prediction lives on the kernel's range: a singular train kernel (duplicate
+  train points) gives a finite answer at every finite t, which tends to the pseudo-inverse
+  solution Θ_*X Θ^+ Y as t grows (at duplicate points, the mean of their targets). At t = inf
+  with diag_reg = 0 a singular kernel raises a ValueError (the inverse the Cholesky solve
+  needs does not exist): pass diag_reg > 0 or a large finite t.
 
 References:
   Rasmussen & Williams, "Gaussian Processes for Machine Learning" (2006), Alg. 2.1.
@@ -215,16 +218,19 @@ class _GradientFlow:
         self.n = theta.shape[0]
         if self.finite.any():
             evals, self.evecs = torch.linalg.eigh(theta)  # (N,), (N, N)
-            lam = evals.clamp_min(0.0)[None, :]  # (1, N)
+            lam = _resolved_eigenvalues(evals)[None, :]  # (1, N)
             t = tau[self.finite][:, None]  # (Tf, 1)
             decay = torch.expm1(-lam * t)  # e^{-λτ} - 1: (Tf, N)
             if theta_tx is None:
-                self.coef = -decay  # 1 - e^{-λτ}
+                self.coef = -decay  # 1 - e^{-λτ}; 0 on the null space
                 self.left = self.evecs
             else:
-                # (1 - e^{-λτ}) / λ, whose limit at λ = 0 is τ (exact there, stable near it)
+                # (1 - e^{-λτ}) / λ on the kernel's range. On its null space Θ v = 0 implies
+                # Θ_*X v = 0 (both are Gram matrices of the same features), so those directions
+                # contribute nothing at any t; giving them the exact coefficient τ would
+                # multiply the round-off in Θ_*X v by τ, an error growing without bound in t.
                 safe = torch.where(lam > 0, lam, torch.ones_like(lam))
-                self.coef = torch.where(lam > 0, -decay / safe, t.expand_as(decay))
+                self.coef = torch.where(lam > 0, -decay / safe, torch.zeros_like(decay))
                 self.left = theta_tx @ self.evecs  # (M, N)
         if theta_tx is not None and not self.finite.all():
             self.chol = _cholesky("ntk_train", theta, diag_reg)
@@ -247,6 +253,25 @@ class _GradientFlow:
     def matrix(self) -> Tensor:
         """A(t) for every time: (T, M, N)."""
         return self.apply(torch.eye(self.n, dtype=DTYPE))
+
+
+def _resolved_eigenvalues(evals: Tensor) -> Tensor:
+    """Eigenvalues of a PSD train kernel with those below eigh's round-off set to exactly 0.
+
+    eigh's eigenvalues are accurate to about N eps max|λ| (the rank cutoff of numpy's
+    matrix_rank), so smaller ones, negative ones included, are zero within round-off. A
+    clearly negative eigenvalue means the matrix is not a kernel (gradient flow on it would
+    grow like e^{|λ| τ}): that is an error, not something to clip.
+    """
+    top = evals.abs().max()
+    cutoff = top * evals.numel() * torch.finfo(evals.dtype).eps
+    # 1e-5 relative: float32 empirical kernels are PSD only to ~1e-7 of their largest eigenvalue
+    if evals.min() < -max(float(cutoff), 1e-5 * float(top)):
+        raise ValueError(
+            f"ntk_train is not positive semi-definite (smallest eigenvalue {float(evals.min()):.3g}, "
+            f"largest {float(evals.max()):.3g}): a kernel matrix must be; check how it was built"
+        )
+    return torch.where(evals > cutoff, evals, torch.zeros_like(evals))
 
 
 def gradient_descent_mse_ensemble(

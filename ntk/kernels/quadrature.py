@@ -9,6 +9,7 @@ phi' from torch autograd.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -19,11 +20,30 @@ from torch import Tensor
 from ntk.kernels.activations import get_activation
 
 QUADRATURE_NODES = 1 << 20  # node evaluations per quadrature chunk (8 MB per float64 array)
+# deg^2 nodes per kernel entry: beyond this the cost is absurd (and numpy's nodes fail anyway)
+MAX_DEGREE = 1000
+
+
+@functools.lru_cache(maxsize=16)
+def _hermgauss(degree: int) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(all="ignore"):  # overflow at large degrees is reported by the check below
+        return np.polynomial.hermite.hermgauss(degree)
+
+
+def check_gauss_hermite(degree: int) -> None:
+    """Raise if numpy's Gauss-Hermite rule of this degree is not finite (NaN from ~372 on)."""
+    x, w = _hermgauss(degree)
+    if not (np.isfinite(x).all() and np.isfinite(w).all()):
+        good = next(d for d in range(degree - 1, 0, -1) if np.isfinite(_hermgauss(d)[1]).all())
+        raise ValueError(
+            f"quadrature_degree must be at most {good} here: numpy's hermgauss({degree}) returns "
+            f"non-finite nodes or weights (degree 100 is already accurate to ~1e-7)"
+        )
 
 
 def gauss_hermite(degree: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """Physicists' Gauss-Hermite nodes and weights: int e^{-x^2} g(x) dx ~ sum w_i g(x_i)."""
-    x, w = np.polynomial.hermite.hermgauss(degree)
+    x, w = _hermgauss(degree)
     return (
         torch.as_tensor(x, dtype=like.dtype, device=like.device),
         torch.as_tensor(w, dtype=like.dtype, device=like.device),

@@ -117,7 +117,6 @@ class SweepStore:
         conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # a committed cell survives power loss too
             problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise sqlite3.DatabaseError("; ".join(problems[:3]))
@@ -240,16 +239,22 @@ class SweepStore:
             self._conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
 
     def record(self, cell: Cell, loss: float, seconds: float = math.nan) -> None:
-        """Commit a finished cell (its own transaction). A cell already done keeps its first
-        result; a cell claimed by someone else is still recorded (the result is valid)."""
-        with _transaction(self._conn):
-            self._conn.execute(
+        """Commit a finished cell (its own durable transaction). A cell already done keeps its
+        first result; a cell claimed by someone else is still recorded (the result is valid)."""
+        self.record_many([(cell, loss, seconds)])
+
+    def record_many(self, rows: Iterable[tuple[Cell, float, float]]) -> None:
+        """Commit several finished (cell, loss, seconds) in one transaction (all or none)."""
+        now = time.time()
+        with _transaction(self._conn, durable=True):
+            self._conn.executemany(
                 "INSERT INTO cells (parametrization, width, log2_lr, seed, status, loss, owner, "
                 "finished_at, seconds) VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?) "
-                "ON CONFLICT (parametrization, width, log2_lr, seed) DO UPDATE SET status = 'done', loss = excluded.loss, "
-                "owner = excluded.owner, finished_at = excluded.finished_at, "
-                "seconds = excluded.seconds WHERE status != 'done'",
-                (*cell, float(loss), self.owner, time.time(), float(seconds)),
+                "ON CONFLICT (parametrization, width, log2_lr, seed) DO UPDATE SET "
+                "status = 'done', loss = excluded.loss, owner = excluded.owner, "
+                "finished_at = excluded.finished_at, seconds = excluded.seconds "
+                "WHERE status != 'done'",
+                [(*c, float(loss), self.owner, now, float(sec)) for c, loss, sec in rows],
             )
 
     def release(self, cells: Iterable[Cell]) -> None:
@@ -290,9 +295,15 @@ class SweepStore:
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def _transaction(conn: sqlite3.Connection, durable: bool = False) -> Iterator[None]:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): the write lock is taken up front, so
-    two writers never deadlock upgrading a read lock."""
+    two writers never deadlock upgrading a read lock.
+
+    Every commit survives a killed process (it is in the OS's cache); a `durable` one is also
+    fsynced, so it survives a power loss. Only results need that: a lost claim costs nothing,
+    and skipping its fsync halves the time per cell (one fsync is ~7 ms on a plain disk).
+    """
+    conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -310,6 +321,11 @@ def _refuse_foreign_file(path: Path) -> None:
         head = f.read(len(SQLITE_MAGIC))
     if head == SQLITE_MAGIC:
         return
+    if SQLITE_MAGIC.startswith(head):  # cut inside the 16-byte header
+        raise ValueError(
+            f"cache {path} is a damaged SQLite database (truncated to {len(head)} bytes); "
+            "move it aside and start a new cache"
+        )
     with open(path, newline="") as f:
         first = f.readline().strip()
     if first == ",".join(COLUMNS):
@@ -357,7 +373,8 @@ def import_csv(csv_path: str | os.PathLike, db_path: str | os.PathLike) -> int:
     already in the database keep their result. Returns the number of cells imported.
     """
     csv_path = Path(csv_path)
-    text = csv_path.read_text(newline="")
+    with open(csv_path, newline="") as f:  # keep line ends as written: a torn row has none
+        text = f.read()
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].strip() != ",".join(COLUMNS):
         raise ValueError(f"{csv_path} does not start with the header {','.join(COLUMNS)}")
@@ -383,8 +400,7 @@ def import_csv(csv_path: str | os.PathLike, db_path: str | os.PathLike) -> int:
         )
     with SweepStore(db_path) as store:
         before = len(store.results())
-        for cell, loss in rows.items():
-            store.record(cell, loss)
+        store.record_many((cell, loss, math.nan) for cell, loss in rows.items())
         return len(store.results()) - before
 
 

@@ -92,6 +92,7 @@ from ntk.kernels.quadrature import (
     check_gauss_hermite,
     quadrature_block,
     quadrature_diag,
+    snap_unit,
 )
 
 CLOSED_FORM = ("relu", "erf", "gelu", "identity")
@@ -409,7 +410,7 @@ class MLPKernel:
         kind = self._kind
         if kind == "relu":
             # a = sqrt(q), b = 1/sqrt(q) (0 for q = 0)
-            c = (s * b1[:, None]).mul_(b2).clamp_(-1.0, 1.0)  # cos(theta)
+            c = snap_unit((s * b1[:, None]).mul_(b2))  # cos(theta)
             theta = torch.arccos(c)
             sin = c.mul_(c).neg_().add_(1.0).sqrt_()  # sqrt(1 - cos^2) = sin(theta)
             kdot = theta.neg_().add_(math.pi).mul_(1 / _TWO_PI)  # (pi - theta) / (2 pi)

@@ -21,7 +21,7 @@ from ntk.kernels.activations import get_activation
 
 QUADRATURE_NODES = 1 << 20  # node evaluations per quadrature chunk (8 MB per float64 array)
 # deg^2 nodes per kernel entry: beyond this the cost is absurd (and numpy's nodes fail anyway)
-MAX_DEGREE = 1000
+MAX_DEGREE = 500
 
 
 @functools.lru_cache(maxsize=16)
@@ -30,14 +30,28 @@ def _hermgauss(degree: int) -> tuple[np.ndarray, np.ndarray]:
         return np.polynomial.hermite.hermgauss(degree)
 
 
+def snap_unit(c: Tensor) -> Tensor:
+    """A cosine (correlation) clamped to [-1, 1], with values within 8 eps of +-1 set to +-1.
+
+    A Gram entry fixes the angle between two points only to ~sqrt(eps) (arccos(1 - delta) ~
+    sqrt(2 delta)), so rounding alone puts identical points at an angle of ~1e-8 and makes
+    their kernel rows differ in the 8th digit: a duplicated training point would then not give
+    an exactly singular kernel. Closer to +-1 than the rounding of the entries, the angle is
+    taken as 0 (or pi). In place; returns `c`.
+    """
+    c.clamp_(-1.0, 1.0)
+    edge = 1.0 - 8 * torch.finfo(c.dtype).eps
+    return c.masked_fill_(c > edge, 1.0).masked_fill_(c < -edge, -1.0)
+
+
 def check_gauss_hermite(degree: int) -> None:
     """Raise if numpy's Gauss-Hermite rule of this degree is not finite (NaN from ~372 on)."""
     x, w = _hermgauss(degree)
     if not (np.isfinite(x).all() and np.isfinite(w).all()):
-        good = next(d for d in range(degree - 1, 0, -1) if np.isfinite(_hermgauss(d)[1]).all())
         raise ValueError(
-            f"quadrature_degree must be at most {good} here: numpy's hermgauss({degree}) returns "
-            f"non-finite nodes or weights (degree 100 is already accurate to ~1e-7)"
+            f"quadrature_degree={degree} is too large: numpy's hermgauss({degree}) returns "
+            "non-finite nodes or weights (they overflow from about degree 372); degree 100 is "
+            "already accurate to ~1e-7"
         )
 
 
@@ -103,7 +117,7 @@ def quadrature_block(
     m = max(1, QUADRATURE_NODES // (s.shape[0] * deg * deg))
     for c0 in range(0, s.shape[1], m):
         cols = slice(c0, c0 + m)
-        rho = (s[:, cols] * inv1[:, None] * inv2[cols]).clamp_(-1.0, 1.0)  # (B, m)
+        rho = snap_unit(s[:, cols] * inv1[:, None] * inv2[cols])  # (B, m)
         r = (1 - rho * rho).clamp_(min=0.0).sqrt_()
         s2 = math.sqrt(2.0) * root2[cols, None, None]  # (m, 1, 1)
         v = (rho[..., None, None] * x[:, None] + r[..., None, None] * x) * s2  # (B,m,i,j)

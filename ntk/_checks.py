@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
+from torch.nn.parameter import UninitializedParameter
 
 # "standard" is what many papers and older code call SP; we accept it as an input alias.
 PARAMETRIZATION_ALIASES = {"standard": "sp"}
@@ -31,9 +32,7 @@ def check_choices(name: str, values: Sequence[str], choices: Iterable[str]) -> l
         raise TypeError(
             f"{name} must be a sequence of names from {choices}, not the string {values!r}"
         )
-    values = list(values)
-    if not values:
-        raise ValueError(f"{name} must be a non-empty sequence of {choices}")
+    values = check_sequence(name, values, f"names from {choices}")
     for i, value in enumerate(values):
         check_choice(f"{name}[{i}]", value, choices)
     return values
@@ -204,6 +203,24 @@ def check_module(name: str, value: object) -> torch.nn.Module:
     if not isinstance(value, torch.nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
     return value
+
+
+def check_materialized(name: str, model: torch.nn.Module) -> torch.nn.Module:
+    """A module whose parameters all have shapes (lazy modules must have run once)."""
+    lazy = [k for k, p in model.named_parameters() if isinstance(p, UninitializedParameter)]
+    if lazy:
+        raise ValueError(
+            f"{name} has uninitialized (lazy) parameters {lazy[:3]}: their shapes, hence "
+            f"fan-ins and widths, are unknown until a forward pass; run {name}(x) once first"
+        )
+    return model
+
+
+def check_factor(name: str, value: object) -> float:
+    """A finite number >= 0 returned by a user callable (a learning-rate factor)."""
+    if not is_finite_number(value) or isinstance(value, complex) or float(value) < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def as_tensor(name: str, x: object) -> torch.Tensor:

@@ -51,6 +51,7 @@ from torch import nn
 from ntk._checks import (
     check_bool,
     check_choice,
+    check_materialized,
     check_module,
     check_numbers,
     check_parametrization,
@@ -220,7 +221,7 @@ class Parametrization:
     """
 
     def __init__(self, model: nn.Module, config: ParametrizationConfig | None = None) -> None:
-        check_module("model", model)
+        check_materialized("model", check_module("model", model))
         config = ParametrizationConfig() if config is None else config
         if not isinstance(config, ParametrizationConfig):
             raise TypeError(f"config must be a ParametrizationConfig, got {type(config).__name__}")

@@ -207,7 +207,7 @@ def _run(
     Only this (driver) process touches the database: a result is committed as soon as its
     future completes, one transaction per cell.
     """
-    store.start_heartbeat()
+    store.register()
     waiting = list(todo)  # not yet done, in grid order: those not in flight are candidates
     in_flight: dict[cf.Future, Cell] = {}
     try:
@@ -223,6 +223,7 @@ def _run(
                     _advance(bar, len(found))
                 for cell in claimed:
                     in_flight[pool.submit(_run_cell, train_fn, *cell)] = cell
+                store.start_heartbeat()  # after the first submit: a fork pool has forked
             if not in_flight:
                 if waiting:  # the rest is held by other live sweeps: wait for them
                     time.sleep(POLL_S)

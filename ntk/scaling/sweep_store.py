@@ -162,14 +162,25 @@ class SweepStore:
         self.close()
 
     # ------------------------------------------------------------------ ownership
-    def start_heartbeat(self) -> None:
-        """Register this process as an owner and renew its heartbeat from a thread."""
+    def register(self) -> None:
+        """Register this process as an owner (before its first claim), heartbeat now."""
         with _transaction(self._conn):
             self._conn.execute(
                 "INSERT OR REPLACE INTO owners VALUES (?, ?, ?, ?, ?)",
                 (self.owner, self.host, self.pid, _process_start(self.pid), time.time()),
             )
-        if self.path is None or self._heartbeat is not None:
+
+    def start_heartbeat(self) -> None:
+        """Renew this owner's heartbeat from a thread (registering it first if needed).
+
+        Start it after a local process pool has forked its workers: forking a process with
+        more threads than the forking one risks copying a lock some thread holds.
+        """
+        if self._heartbeat is not None:
+            return
+        if not self._conn.execute("SELECT 1 FROM owners WHERE owner = ?", (self.owner,)).fetchone():
+            self.register()
+        if self.path is None:
             return
 
         def beat() -> None:

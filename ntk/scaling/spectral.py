@@ -23,7 +23,9 @@ that approach sigma from below; `exact=True` uses an SVD instead.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
@@ -36,6 +38,8 @@ from ntk._checks import (
     check_positive_int,
     check_sequence,
 )
+from ntk.scaling.attention import fused_blocks
+from ntk.scaling.geometry import WeightGeometry, geometry_of, registered_geometry, torch_layout
 from ntk.training.config import TrainingDivergedError
 
 Multipliers = Mapping[str, float] | Callable[[str, nn.Module], float] | None
@@ -140,17 +144,53 @@ def lanczos(
     return scale * float((w @ top).norm()), top
 
 
-def _weight_matrix(module: nn.Module) -> tuple[Tensor, int, int] | None:
-    """The module's weight as (fan_out, fan_in) with its fans, or None if it has none."""
-    # only the module that owns the weight: wrappers that forward attribute access to an inner
-    # module (ntk.scaling.parametrization.ScaledModule) must not count the same matrix twice
-    w = module._parameters.get("weight", None)
-    if not isinstance(w, Tensor) or w.ndim < 2:
-        return None
-    if isinstance(module, nn.Embedding):  # rows are looked up: a one-hot input of dim num
-        w = w.T
-    w = w.reshape(w.shape[0], -1)  # convolutions: (out, in * kernel)
-    return w, w.shape[1], w.shape[0]
+@dataclass
+class _Matrix:
+    """One monitored matrix: a weight, or one block (q, k, v; a gate) of a stacked weight."""
+
+    label: str
+    module_name: str
+    module: nn.Module
+    geometry: WeightGeometry
+    block: int | None  # index into geometry.blocks, None for the whole matrix
+
+    def read(self) -> Tensor:
+        """The matrix (fan_out, fan_in), or its block, from the live parameter."""
+        w = self.geometry.matrix(self.module.get_parameter(self.geometry.param))
+        if self.block is None:
+            return w
+        rows = self.geometry.block_size
+        return w[self.block * rows : (self.block + 1) * rows]
+
+
+def weight_matrices(model: nn.Module) -> tuple[list[_Matrix], list[str]]:
+    """(matrices, assumed): every weight matrix of `model` with its registered geometry
+    (`ntk.scaling.geometry`), stacked weights split into their blocks (LSTM gates, q/k/v, GPT-2's
+    fused c_attn), and the names of modules of unregistered types whose `weight` is read in
+    PyTorch's (out, in, *kernel) layout."""
+    fused = fused_blocks(model)
+    matrices, assumed = [], []
+    for name, module in model.named_modules():
+        if registered_geometry(module):
+            # parameters of child modules (MultiheadAttention's out_proj) are read in the child
+            geoms = [g for g in geometry_of(module, name) if "." not in g.param]
+        elif (g := torch_layout(module)) is not None:
+            geoms = [g]
+            assumed.append(name or "<model>")
+        else:
+            continue
+        for g in geoms:
+            if id(module) in fused and len(geoms) == 1 and not g.blocks:
+                g = replace(g, blocks=fused[id(module)])
+            if len(geoms) == 1:
+                label = name or "<model>"
+            else:
+                label = f"{name}.{g.param}" if name else g.param
+            if not g.blocks:
+                matrices.append(_Matrix(label, name, module, g, None))
+            for k, block in enumerate(g.blocks):
+                matrices.append(_Matrix(f"{label}[{block}]", name, module, g, k))
+    return matrices, assumed
 
 
 def _default_multiplier(name: str, module: nn.Module, modules: dict[str, nn.Module]) -> float:
@@ -176,16 +216,21 @@ class SpectralMonitor:
     """Log sigma(W) and sigma(W - W0) relative to sqrt(fan_out / fan_in), layer by layer.
 
     Args:
-        model: any module; every submodule with a weight of >= 2 dimensions is a layer
-            (convolutions are flattened to (out, in * kernel)).
+        model: any module. Every weight matrix is read with its registered geometry
+            (`ntk.scaling.geometry`: Linear, Conv (out, in * kernel), Embedding (dim, num),
+            Hugging Face Conv1D (transposed), nn.MultiheadAttention, RNN/LSTM/GRU); stacked
+            weights are monitored per block (q, k, v of in_proj_weight and GPT-2's c_attn;
+            LSTM/GRU gates), labelled "name.param[block]". Unregistered modules with a
+            >= 2-D `weight` are read as (out, in, *kernel), with a warning naming them.
         every: log when `step % every == 0` (call the monitor every step; it skips cheaply).
         n_iter: products with W^T W per call and matrix (warm-started from the last call).
         n_iter_init: products the first time a matrix is seen.
         method: "lanczos" (a Krylov subspace; the default, more accurate per product) or
             "power" (plain power iteration).
-        layers: None (all), a predicate on module names, or a list of names.
+        layers: None (all), a predicate on names, or a list of names (module names or
+            row labels).
         multipliers: constant factors the forward pass applies to a layer's stored weight,
-            as {name: factor} or `f(name, module)`. By default: mup's MuReadout
+            as {label: factor} or `f(label, module)`. By default: mup's MuReadout
             output_mult / width_mult times the `multiplier` of single-module wrappers around
             the layer (`ntk.scaling.parametrization.ScaledModule`), else 1. Multipliers applied
             elsewhere in forward (e.g. `WideMLP(parametrization="ntk")`) must be passed:
@@ -222,36 +267,42 @@ class SpectralMonitor:
         self._estimate = lanczos if method == "lanczos" else power_iteration
         self.generator = torch.Generator().manual_seed(check_positive_int("seed", seed, minimum=0))
         modules = dict(model.named_modules())
+        matrices, assumed = weight_matrices(model)
         if layers is None:
             keep = lambda name: True  # noqa: E731
         elif callable(layers):
             keep = layers
         else:
-            names = set(check_sequence("layers", layers, "module names"))
-            unknown = sorted(str(n) for n in names - set(modules))
+            names = set(check_sequence("layers", layers, "module or matrix names"))
+            known = set(modules) | {m.label for m in matrices}
+            unknown = sorted(str(n) for n in names - known)
             if unknown:
                 raise ValueError(f"layers names modules the model does not have: {unknown}")
             keep = names.__contains__
-        self.layers: dict[str, nn.Module] = {
-            (name or "<model>"): m
-            for name, m in modules.items()
-            if _weight_matrix(m) is not None and keep(name)
-        }
-        if not self.layers:
+        if assumed:
+            warnings.warn(
+                f"SpectralMonitor: {assumed} have no registered geometry; their weights are "
+                "read in PyTorch's (out, in, *kernel) layout (ntk.scaling.register_geometry "
+                "tells otherwise)",
+                stacklevel=2,
+            )
+        self.matrices = {m.label: m for m in matrices if keep(m.label) or keep(m.module_name)}
+        if not self.matrices:
             raise ValueError("model has no layer with a weight matrix (after the layers filter)")
+        self.layers: dict[str, nn.Module] = {k: m.module for k, m in self.matrices.items()}
         self.multiplier: dict[str, float] = {}
-        for name, m in self.layers.items():
+        for label, m in self.matrices.items():
             if multipliers is None:
-                self.multiplier[name] = _default_multiplier(name, m, modules)
+                self.multiplier[label] = _default_multiplier(m.module_name, m.module, modules)
             elif callable(multipliers):
-                self.multiplier[name] = check_number_list(
-                    f"multipliers({name!r}, module)", [multipliers(name, m)]
+                self.multiplier[label] = check_number_list(
+                    f"multipliers({label!r}, module)", [multipliers(label, m.module)]
                 )[0]
             else:
-                self.multiplier[name] = check_number_list(
-                    f"multipliers[{name!r}]", [multipliers.get(name, 1.0)]
+                self.multiplier[label] = check_number_list(
+                    f"multipliers[{label!r}]", [multipliers.get(label, 1.0)]
                 )[0]
-        self.w0 = {name: _weight_matrix(m)[0].detach().clone() for name, m in self.layers.items()}
+        self.w0 = {label: m.read().detach().clone() for label, m in self.matrices.items()}
         self._v: dict[tuple[str, str], Tensor] = {}  # warm starts, keyed (layer, "w" | "dw")
         self.records: list[dict] = []
         self._calls = 0
@@ -270,8 +321,9 @@ class SpectralMonitor:
     def log(self, step: int) -> list[dict]:
         """Measure every layer now and append the rows (also returned) to the log."""
         rows = []
-        for name, module in self.layers.items():
-            w, fan_in, fan_out = _weight_matrix(module)
+        for name, matrix in self.matrices.items():
+            w = matrix.read()
+            fan_out, fan_in = w.shape
             if not torch.isfinite(w).all():  # training diverged: there is no norm to log
                 err = TrainingDivergedError(step, math.nan)
                 err.add_note(f"SpectralMonitor: layer {name!r} has NaN or Inf weights")

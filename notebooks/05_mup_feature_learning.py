@@ -138,4 +138,6 @@ assert slope2_sp > 0.2 and slope2_sp - slope2_mup > 0.2  # SP: hidden features m
 assert (
     mup_5000["train_loss"] < sp_5000["train_loss"] and mup_5000["test_loss"] < sp_5000["test_loss"]
 )
-print("PASS: finite losses; muP train loss falls with width, SP's does not; muP feature change ~ width^0")
+print(
+    "PASS: finite losses; muP train loss falls with width, SP's does not; muP feature change ~ width^0"
+)

@@ -36,9 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ntk._checks import check_bool, check_positive_int
+from ntk._checks import (
+    check_bool,
+    check_int_list,
+    check_nonnegative,
+    check_number_list,
+    check_positive_int,
+    check_sequence,
+)
 from ntk.fitting import loglog_fit
 from ntk.scaling.attention_logits import AttentionLogitRecorder, eager_attention_modules
+from ntk.training.config import TrainingDivergedError
 
 ROOT = "<output>"  # name used for the model itself (named_modules() calls it "")
 QUANTITIES = ("act_size", "delta_size")
@@ -59,6 +67,18 @@ def _module_selector(modules: ModuleFilter) -> Callable[[str, nn.Module], bool]:
         raise TypeError("modules must be a callable or a list of module names, not a str")
     names = set(modules)
     return lambda name, m: name in names
+
+
+def _check_selected(model: nn.Module, modules: ModuleFilter, select) -> None:
+    """Refuse a filter that names modules the model lacks, or that selects nothing."""
+    names = {name or ROOT: m for name, m in model.named_modules()}
+    if modules is not None and not callable(modules):
+        unknown = sorted(set(modules) - set(names))
+        if unknown:
+            some = list(names)[:6]
+            raise ValueError(f"modules names modules the model lacks: {unknown} (it has {some}...)")
+    if not any(select(name, m) for name, m in names.items()):
+        raise ValueError("modules selects no module of the model: nothing would be recorded")
 
 
 def _build(make_model: ModelFactory, width: int, optimizer: OptimizerFactory | None):
@@ -122,15 +142,18 @@ def coord_check(
     """
     check_positive_int("steps", steps, minimum=0)
     check_bool("attention_logits", attention_logits)
-    widths = list(widths)
-    seeds = list(seeds)
-    if not widths:
-        raise ValueError("widths must be a non-empty list of ints")
-    if not seeds:
-        raise ValueError("seeds must be a non-empty list of ints")
+    widths = check_number_list("widths", widths)
+    if min(widths) <= 0:
+        raise ValueError(f"widths must be > 0 (the x axis of log-log fits), got {widths}")
+    widths = [int(w) if float(w).is_integer() else w for w in widths]
+    seeds = check_int_list("seeds", seeds, minimum=0)
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise TypeError("data must be one batch (x, y) of tensors")
     x, y = data
+    for i, t in enumerate(data):  # integer data (token ids, labels) cannot be NaN
+        if isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex()):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"data[{i}] ({'xy'[i]}) contains NaN or Inf values")
     select = _module_selector(modules)
     records: list[dict] = []
     jobs = [(seed, width) for seed in seeds for width in widths]
@@ -142,11 +165,16 @@ def coord_check(
     for seed, width in jobs:
         torch.manual_seed(seed)
         model, opt = _build(make_model, width, optimizer)
+        _check_selected(model, modules, select)
         if not warned:
             warned = _warn_eager_attention(model)
         model.train()
         hooks = dict(select=select, attention_logits=attention_logits)
-        _run_one(model, opt, (x, y), loss_fn, steps, hooks, (width, seed), records, on_step)
+        try:
+            _run_one(model, opt, (x, y), loss_fn, steps, hooks, (width, seed), records, on_step)
+        except TrainingDivergedError as err:
+            err.add_note(f"coord_check: at width {width}, seed {seed}")
+            raise
     return pd.DataFrame.from_records(
         records,
         columns=["width", "module", "module_type", "step", "seed", *QUANTITIES],
@@ -181,13 +209,18 @@ def _run_one(model, opt, data, loss_fn, steps, hook_args, key, records, on_step)
     try:
         for step in range(steps + 1):
             state["step"] = step
+            seen = len(records)
             with hooks:
                 out = model(**x) if isinstance(x, dict) else model(x)
+            if any(not math.isfinite(r["act_size"]) for r in records[seen:]):
+                raise TrainingDivergedError(step, math.nan)  # an activation overflowed
             if on_step is not None:
                 on_step(model, width, seed, step)
             if step == steps:
                 break  # the last forward pass only measures
             loss = loss_fn(out, y)
+            if not torch.isfinite(loss.detach()).all():
+                raise TrainingDivergedError(step, float(loss.detach().sum()))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -292,6 +325,11 @@ def from_mup(df: pd.DataFrame) -> pd.DataFrame:
     mup's forward pass t (1-based) is our step t - 1, its `l1` our act_size, its root module ""
     our `ROOT`. Seeds are mup's loop index, which it passes to `torch.manual_seed`.
     """
+    missing = {"width", "module", "t", "l1"} - set(getattr(df, "columns", ()))
+    if missing:
+        raise ValueError(
+            f"df lacks columns {sorted(missing)}; pass mup.coord_check.get_coord_data() output"
+        )
     out = pd.DataFrame(
         {
             "width": df["width"].to_numpy(),
@@ -316,7 +354,9 @@ def fit_exponents(
     Returns a DataFrame with columns module, step, quantity, exponent, stderr (the slope's
     standard error from the residuals; NaN with two widths), n_widths.
     """
-    missing = {"width", "module", "step", *quantities} - set(df.columns)
+    check_nonnegative("min_size", min_size)
+    quantities = check_sequence("quantities", quantities, "column names")
+    missing = {"width", "module", "step", *quantities} - set(getattr(df, "columns", ()))
     if missing:
         raise ValueError(f"df lacks columns {sorted(missing)}; pass a coord_check() table")
     rows = []

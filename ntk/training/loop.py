@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ntk._checks import check_callable, check_module
+from ntk._checks import check_callable, check_factor, check_module
 from ntk.training.config import Callback, History, StepState, TrainConfig, TrainingDivergedError
 from ntk.training.diagnostics import Diagnostics
 from ntk.training.inputs import TrainData, prepare_data
@@ -90,7 +90,8 @@ def train(
         for step in range(cfg.steps):
             xb, yb = next(batches)
             if lr_schedule is not None:
-                _scale_lrs(opt, base_lrs, float(lr_schedule(step)))
+                factor = check_factor(f"lr_schedule({step})", lr_schedule(step))
+                _scale_lrs(opt, base_lrs, factor)
             batch_loss = _update(model, opt, xb, yb, loss, step)
             if bar is not None:
                 bar.update(1)

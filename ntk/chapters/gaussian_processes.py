@@ -16,7 +16,15 @@ theorem), and the output is a Gaussian scale mixture whose excess kurtosis is
 (Neal 1996; Yaida 2020, arXiv:1910.00019; Roberts, Yaida & Hanin 2022, "The Principles of Deep
 Learning Theory", ch. 4-5). For one hidden layer it is exact at every width:
 kappa = 3 sigma_w^4 Var[phi(z)^2] / (n (sigma_w^2 E[phi(z)^2] + sigma_b^2)^2), z ~ N(0, K^1(x, x)),
-which is 15 / n for ReLU without biases.
+which is 15 / n for ReLU without biases. For L hidden layers of bias-free ReLU at one input the
+same argument is exact layer by layer: given layer l, the n pre-activations of layer l + 1 are
+i.i.d. N(0, K_hat^l), so K_hat^{l+1} = K_hat^l * sigma_w^2 X_{l+1} with X = (1/n) sum_i relu(g_i)^2,
+g_i ~ N(0, 1) independent across layers. E[relu(g)^2] = 1/2 and Var[relu(g)^2] = 5/4 give
+E[X^2] / E[X]^2 = 1 + 5/n, hence
+
+    kappa_L = 3 [(1 + 5/n)^L - 1] = 15 L / n + O(L^2 / n^2)
+
+at every width (`relu_excess_kurtosis`).
 """
 
 from __future__ import annotations
@@ -132,6 +140,14 @@ def one_layer_excess_kurtosis(
     return 3 * weight_std**4 * (m4 - m2**2) / (width * (weight_std**2 * m2 + bias_std**2) ** 2)
 
 
+def relu_excess_kurtosis(width: int, depth: int) -> float:
+    """Exact excess kurtosis 3 [(1 + 5/n)^L - 1] of a bias-free ReLU network's output at one
+    input, n = `width`, L = `depth` hidden layers (module docstring); any sigma_w."""
+    check_positive_int("width", width)
+    check_positive_int("depth", depth)
+    return 3 * ((1 + 5 / width) ** depth - 1)
+
+
 def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame:
     """Excess kurtosis of the output at one point, two estimators, per width.
 
@@ -140,8 +156,10 @@ def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame
       noise than the sample kurtosis, so it is the one we fit.
     * `sample_kurtosis` (+ `sample_se`, its standard error sqrt(24 / E)): the plain estimator
       from the outputs themselves, for comparison.
-    * `theory`: the exact one-hidden-layer value (NaN for deeper networks).
+    * `theory`: the exact value, `one_layer_excess_kurtosis` for one hidden layer and
+      `relu_excess_kurtosis` for deeper bias-free ReLU networks (NaN otherwise).
     """
+    deep_relu = net.get("activation", "relu") == "relu" and not net.get("bias_std", 0.0)
     rows = []
     for width, out in samples.outputs.items():
         v = samples.conditional_var[width]
@@ -152,7 +170,13 @@ def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame
                 excess_kurtosis=3 * v.var(ddof=1) / v.mean() ** 2,
                 sample_kurtosis=float(stats.kurtosis(out)),
                 sample_se=math.sqrt(24 / len(out)),
-                theory=one_layer_excess_kurtosis(width, **net) if depth == 1 else math.nan,
+                theory=(
+                    one_layer_excess_kurtosis(width, **net)
+                    if depth == 1
+                    else relu_excess_kurtosis(width, depth)
+                    if deep_relu
+                    else math.nan
+                ),
             )
         )
     return pd.DataFrame(rows)
@@ -243,7 +267,7 @@ def kernel_vs_angle(
 
 @dataclass
 class RegressionComparison:
-    """GP posterior with the NNGP kernel vs an ensemble of readout-trained wide networks."""
+    """GP posterior with the NNGP kernel vs wide networks whose readout is an exact posterior draw."""
 
     x_train: torch.Tensor  # (N, 1)
     y_train: torch.Tensor  # (N,)

@@ -29,8 +29,8 @@
 # 7. our analytic kernel equals neural-tangents' `kernel_fn`.
 #
 # The experiment code lives in `ntk/chapters/gaussian_processes.py` (also a script:
-# `python ntk/gaussian_process_demo.py --out figures`). Runs in about 1 minute on a 2-core CPU
-# (under 3 minutes on a busy one).
+# `python ntk/gaussian_process_demo.py --out figures`). Runs in under 2 minutes on a busy
+# 2-core CPU.
 
 # %%
 import sys

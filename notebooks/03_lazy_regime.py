@@ -28,7 +28,7 @@
 #    the analytic NTK, both trained by the same gradient descent.
 #
 # The experiment code lives in `ntk/chapters/lazy_regime.py` (also a script:
-# `python ntk/feature_learning_limitations.py`). Runs in about 30 s on a 2-core CPU.
+# `python ntk/feature_learning_limitations.py`). Runs in about 1.5 minutes on a busy 2-core CPU.
 
 # %%
 import sys
@@ -165,7 +165,7 @@ print("PASS: distance to NTK regression ~ width^-1/2, to the linearization ~ wid
 
 # test MSE about 1: the network memorizes, predicts no better than 0, like NTK regression,
 # and its test MSE converges to NTK regression's
-assert (t.train_loss < 1e-3).all()
+assert (t.train_loss < 1e-3).all() and 0.75 < lazy.zero_mse < 0.9
 assert (t.test_mse > lazy.zero_mse).all() and (t.ntk_test_mse > lazy.zero_mse).all()
 assert (t.test_mse.between(0.85, 1.2)).all()
 print("PASS: training loss < 1e-3; network and NTK regression both worse than predicting 0")

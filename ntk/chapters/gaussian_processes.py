@@ -447,7 +447,9 @@ def plot_output_histograms(samples: OutputSamples, widths: list[int], ax) -> Non
 
 def plot_kurtosis(kurt: pd.DataFrame, fit: PowerLaw, ax) -> None:
     """Excess kurtosis vs width on log-log axes with the fitted power law."""
-    ax.loglog(kurt.width, kurt.excess_kurtosis, "o", label="3 Var[K_hat(x,x)] / E[K_hat(x,x)]^2")
+    ax.loglog(
+        kurt.width, kurt.excess_kurtosis, "o", label="from the spread of K̂(x, x) over networks"
+    )
     pos = kurt.sample_kurtosis > 0
     ax.errorbar(
         kurt.width[pos],
@@ -456,12 +458,12 @@ def plot_kurtosis(kurt: pd.DataFrame, fit: PowerLaw, ax) -> None:
         fmt="s",
         ms=3,
         alpha=0.6,
-        label="sample kurtosis of f(x)",
+        label="sample kurtosis of f(x) (± 1 s.e.; > 0 only)",
     )
     if kurt.theory.notna().all():
-        ax.loglog(kurt.width, kurt.theory, "k:", label="exact one-layer theory")
+        ax.loglog(kurt.width, kurt.theory, "k:", label="exact value (formula in the text)")
     ax.loglog(kurt.width, fit(kurt.width), "-", label=f"fit: slope {fit.exponent:.3f}")
-    ax.set(xlabel="width", ylabel="excess kurtosis", title="non-Gaussianity ~ 1/width")
+    ax.set(xlabel="width n", ylabel="excess kurtosis of f(x)", title="non-Gaussianity ~ 1/width")
     ax.legend(fontsize=8)
 
 

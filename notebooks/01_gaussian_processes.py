@@ -217,7 +217,7 @@ print(mean_err.round(4).to_string())
 print(f"fitted slope {fit_nngp.exponent:.3f}")
 
 fig, ax = plt.subplots(figsize=(5.5, 4))
-plot_error_vs_width(errs, fit_nngp, ax, r"$\|\hat K - K\|_F / \|K\|_F$")
+plot_error_vs_width(errs, fit_nngp, ax, r"relative error $\|\hat K - K\|_F / \|K\|_F$")
 ax.set_title("empirical NNGP kernel of one network")
 plt.show()
 

@@ -128,7 +128,9 @@ print(init.groupby("width").rel_error.mean().round(4).to_string())
 print(f"fitted slope {fit_init.exponent:.3f}")
 
 fig, ax = plt.subplots(figsize=(5.5, 4))
-plot_error_vs_width(init, fit_init, ax, r"$\|\hat\Theta_0 - \Theta\|_F / \|\Theta\|_F$")
+plot_error_vs_width(
+    init, fit_init, ax, r"relative error $\|\hat\Theta_0 - \Theta\|_F / \|\Theta\|_F$"
+)
 ax.set_title("empirical NTK at initialization (depth 2)")
 plt.show()
 

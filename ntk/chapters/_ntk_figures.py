@@ -73,7 +73,7 @@ def plot_eigendirections(eig: Eigendirections, axes, top: int = 6) -> None:
     axes[0].legend(fontsize=8)
     t = np.maximum(eig.steps, 0.5)
     panels = [
-        (axes[1], eig.measured, eig.predicted, eig.eigenvalues, "analytic NTK"),
+        (axes[1], eig.measured, eig.predicted, eig.eigenvalues, "the analytic NTK"),
         (
             axes[2],
             eig.own_measured,
@@ -97,8 +97,8 @@ def plot_eigendirections(eig: Eigendirections, axes, top: int = 6) -> None:
         ax.plot([], [], "k-", label="lines: predicted")
         ax.set(
             xlabel="gradient-descent step t (0 drawn at 0.5)",
-            ylabel="|u_i · (f_t − y)| / |u_i · (f_0 − y)|",
-            title=f"residual along eigenvectors of the {title}",
+            ylabel="residual along u_i / its value at t = 0",
+            title=f"residual along eigenvectors of {title}",
             ylim=(1e-5, 3),
         )
         ax.legend(fontsize=6, ncol=2)
@@ -119,7 +119,7 @@ def plot_ntk_change(change: dict[str, pd.DataFrame], fits: dict[str, PowerLaw], 
         )
     ax.set(
         xlabel="width",
-        ylabel=r"$\|\hat\Theta_T - \hat\Theta_0\|_F / \|\hat\Theta_0\|_F$",
+        ylabel=r"relative NTK change $\|\hat\Theta_T - \hat\Theta_0\|_F / \|\hat\Theta_0\|_F$",
         title="NTK change during training (depth 1)",
     )
     ax.legend(fontsize=8)

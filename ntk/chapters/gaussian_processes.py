@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     errs = nngp_error_vs_width(widths, seed=args.seed)
     fit_e = fit_mean_power_law(errs, "rel_error")
     fig, ax = plt.subplots(figsize=(5, 4))
-    plot_error_vs_width(errs, fit_e, ax, label=r"$\|\hat K - K\|_F / \|K\|_F$")
+    plot_error_vs_width(errs, fit_e, ax, label=r"relative error $\|\hat K - K\|_F / \|K\|_F$")
     names.append(_cli.save(fig, args.out, "01_nngp_error_vs_width.png").name)
 
     reg = gp_vs_readout_ensemble(seed=args.seed)
@@ -464,6 +464,11 @@ def plot_kurtosis(kurt: pd.DataFrame, fit: PowerLaw, ax) -> None:
         ax.loglog(kurt.width, kurt.theory, "k:", label="exact value (formula in the text)")
     ax.loglog(kurt.width, fit(kurt.width), "-", label=f"fit: slope {fit.exponent:.3f}")
     ax.set(xlabel="width n", ylabel="excess kurtosis of f(x)", title="non-Gaussianity ~ 1/width")
+    from matplotlib.ticker import NullLocator
+
+    ticks = list(kurt.width)[:: 2 if len(kurt) > 6 else 1]
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(ticks, [str(w) for w in ticks])
     ax.legend(fontsize=8)
 
 
@@ -480,7 +485,9 @@ def plot_regression(reg: RegressionComparison, axes) -> None:
         ax.plot(reg.x_train[:, 0], reg.y_train, "ko", ms=4, label="training data")
         ax.set(xlabel="x", title=title)
     for sample in reg.ens_samples[:5]:
-        axes[1].plot(x, sample, lw=0.7, alpha=0.7)
+        axes[1].plot(x, sample, lw=0.7, alpha=0.7, color="0.4")
     axes[1].plot(x, reg.gp_mean, "k--", lw=1, label="GP mean")
     axes[0].set_ylabel("f(x)")
     axes[0].legend(fontsize=8)
+    axes[1].plot([], [], lw=0.7, color="0.4", label="five members")
+    axes[1].legend(fontsize=8)

@@ -212,6 +212,9 @@ def plot_lazy_regime(lazy: LazyRegime):
     for col in ("lin_distance", "ntk_distance"):
         axes[1].loglog(w, t[col], "o-", label=f"{LABELS[col]}: slope {lazy.slopes[col]:+.2f}")
     axes[1].loglog(w, t["ntk_distance"].iloc[0] * ref**-0.5, "k:", label="guide: width^-1/2")
+    axes[1].loglog(
+        w, t["lin_distance"].iloc[0] * ref**-0.75, "k--", lw=0.8, label="guide: width^-3/4"
+    )
     axes[1].set(
         xlabel="width n",
         ylabel="RMS gap of test outputs",

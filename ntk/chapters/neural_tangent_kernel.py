@@ -434,7 +434,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     }
     fits = {name: fit_mean_power_law(df, "ntk_change") for name, df in change.items()}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    plot_error_vs_width(init, fit_init, axes[0], r"$\|\hat\Theta_0 - \Theta\|_F / \|\Theta\|_F$")
+    plot_error_vs_width(
+        init, fit_init, axes[0], r"relative error $\|\hat\Theta_0 - \Theta\|_F / \|\Theta\|_F$"
+    )
     axes[0].set_title("empirical NTK at init (depth 2, ReLU)")
     plot_ntk_change(change, fits, axes[1])
     names = [_cli.save(fig, args.out, "02_ntk_vs_width.png").name]

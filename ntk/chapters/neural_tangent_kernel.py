@@ -461,6 +461,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"{errs.flow_vs_network.max():.3g}, vs linearized {errs.linearized_vs_network.max():.3g}"
     )
     gaps = eigendirection_errors(eig).groupby("basis").max_gap.max()
-    print(f"residual along top-6 eigendirections, max gap / own initial component: {gaps}")
+    print("residual along the top-6 eigendirections, max |measured - predicted| relative to")
+    print(f"  its initial component: analytic NTK {gaps['analytic']:.3g}, own {gaps['own']:.3g}")
     _cli.finish(args.out, names, start)
     return {"ntk_error": init, "ntk_change": change, "trajectories": traj, "eigendirections": eig}

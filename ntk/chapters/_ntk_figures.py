@@ -99,7 +99,7 @@ def plot_eigendirections(eig: Eigendirections, axes, top: int = 6) -> None:
             xlabel="gradient-descent step t (0 drawn at 0.5)",
             ylabel="residual along u_i / its value at t = 0",
             title=f"residual along eigenvectors of {title}",
-            ylim=(1e-5, 3),
+            ylim=(1e-6, 3),
         )
         ax.legend(fontsize=6, ncol=2)
 

@@ -188,38 +188,54 @@ def run_lazy_regime(
 
 
 def plot_lazy_regime(lazy: LazyRegime):
-    """Two panels: relative changes vs width (log-log, fitted slopes, n^-1/2 and n^-1 guides)
-    and the network's distances to its linearization and to analytic-NTK regression."""
+    """Three panels against the width: relative changes of weights and features (log-log,
+    fitted slopes, n^-1/2 and n^-1 guides); the first layer's overlap with the target
+    direction u before and after training; the network's distances to its linearization and
+    to analytic-NTK regression."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     t, w = lazy.table, lazy.table["width"]
     ref = w / w.iloc[0]
     cols = [c for c in t.columns if c.startswith(("weight_change", "feature_change"))]
-    for col in [*cols, "overlap_change"]:
-        style = "o-" if col.startswith("feature") else "^-." if col == "overlap_change" else "s--"
+    for col in cols:
+        style = "o-" if col.startswith("feature") else "s--"
         axes[0].loglog(w, t[col], style, label=f"{LABELS[col]}: slope {lazy.slopes[col]:+.2f}")
-    top = t[cols].iloc[0].max()
-    axes[0].loglog(w, top * ref**-0.5, "k:", label="guide: width^-1/2")
+    axes[0].loglog(w, t[cols].iloc[0].max() * ref**-0.5, "k:", label="guide: width^-1/2")
     axes[0].loglog(
         w, t["weight_change_hidden.1"].iloc[0] * ref**-1.0, "k-.", lw=0.8, label="guide: width^-1"
     )
     axes[0].set(
         xlabel="width n",
         ylabel="relative change during training",
-        title="NTK parametrization: training moves less as width grows",
+        title="weights and features move less as width grows",
     )
-    for col in ("lin_distance", "ntk_distance"):
-        axes[1].loglog(w, t[col], "o-", label=f"{LABELS[col]}: slope {lazy.slopes[col]:+.2f}")
-    axes[1].loglog(w, t["ntk_distance"].iloc[0] * ref**-0.5, "k:", label="guide: width^-1/2")
-    axes[1].loglog(
-        w, t["lin_distance"].iloc[0] * ref**-0.75, "k--", lw=0.8, label="guide: width^-3/4"
+    axes[1].semilogx(w, t.overlap_init, "o-", label="before training")
+    axes[1].semilogx(w, t.overlap_final, "x--", label="after training")
+    axes[1].axhline(
+        1 / lazy.dim, color="k", ls=":", label=f"random weights: 1/d = {1 / lazy.dim:.4f}"
     )
     axes[1].set(
+        xlabel="width n",
+        ylabel="share of input-weight energy along u",
+        title="the first layer does not turn towards u",
+        ylim=(0, 2.5 / lazy.dim),
+    )
+    for col in ("lin_distance", "ntk_distance"):
+        axes[2].loglog(w, t[col], "o-", label=f"{LABELS[col]}: slope {lazy.slopes[col]:+.2f}")
+    axes[2].loglog(w, t["ntk_distance"].iloc[0] * ref**-0.5, "k:", label="guide: width^-1/2")
+    axes[2].loglog(
+        w, t["lin_distance"].iloc[0] * ref**-0.75, "k--", lw=0.8, label="guide: width^-3/4"
+    )
+    axes[2].set(
         xlabel="width n",
         ylabel="RMS gap of test outputs",
         title="the trained network becomes kernel regression",
     )
+    for ax in axes:
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticks(list(w), [str(v) for v in w])
     return finish_figure(fig, axes, fontsize=7)
 
 

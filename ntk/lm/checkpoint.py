@@ -64,14 +64,15 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save `state` (with the format tag) to `path` atomically."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], *, copies: tuple = ()) -> None:
+    """torch.save `state` (with the format tag) to `path`, and to each of `copies`, atomically."""
     missing = [k for k in REQUIRED if k != "format" and k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
-    atomic_write_bytes(path, buffer.getbuffer())
+    for target in (*copies, path):  # the latest one last
+        atomic_write_bytes(target, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -144,9 +144,11 @@ class LogSection:
 
 @dataclass
 class CheckpointSection:
-    """Checkpoint every `every` steps (0: only at the end); resume "auto", "never" or a path."""
+    """Checkpoint every `every` steps (0: only at the end), also kept as checkpoint_<step>.pt
+    with `keep`; resume "auto" (this run's checkpoint if there is one), "never" or a path."""
 
     every: int = 0
+    keep: bool = False
     resume: str = "auto"
 
 

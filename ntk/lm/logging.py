@@ -226,8 +226,9 @@ def diagnostics(model: nn.Module, x: Tensor, monitor: SpectralMonitor, step: int
         for r in sizes.itertuples(index=False)
     ]
     for r in monitor.log(step):
-        records.append(dict(layer=r["layer"], quantity="spectral_rel_w", value=r["rel_w"]))
-        records.append(dict(layer=r["layer"], quantity="spectral_rel_dw", value=r["rel_dw"]))
+        layer = r["layer"].replace(".module.", ".").removesuffix(".module")  # wrapper's name
+        records.append(dict(layer=layer, quantity="spectral_rel_w", value=r["rel_w"]))
+        records.append(dict(layer=layer, quantity="spectral_rel_dw", value=r["rel_dw"]))
     return records
 
 

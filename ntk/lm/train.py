@@ -46,7 +46,14 @@ from ntk.lm.checkpoint import (
 )
 from ntk.lm.config import RunConfig, build_model, differences, load_runs
 from ntk.lm.data import TextData, eval_batches, load_corpus, sample_batch
-from ntk.lm.logging import METRICS, RunLogger, Throughput, diagnostics, plot_run
+from ntk.lm.logging import (
+    METRICS,
+    RunLogger,
+    Throughput,
+    diagnostics,
+    plot_run,
+    wandb_available,
+)
 from ntk.lm.progressive import ProgressiveSchedule
 from ntk.lm.step import evaluate, train_step
 from ntk.scaling.spectral import SpectralMonitor
@@ -230,7 +237,10 @@ def save(run: Run) -> None:
             "train_seconds": run.timer.elapsed,
         }
         run.out_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(run.out_dir / CHECKPOINT_NAME, state)
+        keep = (
+            (run.out_dir / f"checkpoint_{run.step:06d}.pt",) if run.config.checkpoint.keep else ()
+        )
+        save_checkpoint(run.out_dir / CHECKPOINT_NAME, state, copies=keep)
     run.procs.barrier()
 
 
@@ -343,6 +353,11 @@ def train(config: RunConfig) -> dict[str, Any]:
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be an ntk.lm.config.RunConfig, got {type(config).__name__}")
     config.validate()
+    if config.log.wandb and not wandb_available():
+        raise ImportError(
+            "log.wandb is true but the wandb package is not installed (pip install wandb), "
+            "or set log.wandb=false"
+        )
     procs = start_processes(config.train.device)
     path = checkpoint_path(config)
     run = setup(config, procs)

@@ -219,8 +219,8 @@ def diagnostics(model: nn.Module, x: Tensor, monitor: SpectralMonitor, step: int
     hooks on every layer and the output); the global RNG is left as it was, so logging does
     not change training.
     """
-    with torch.random.fork_rng(devices=[]):
-        sizes = coord_check(lambda _: (model, None), [0], (x, x), steps=0, modules=_not_inner)
+    with torch.random.fork_rng(devices=[]):  # width 1: a single model, no fit across widths
+        sizes = coord_check(lambda _: (model, None), [1], (x, x), steps=0, modules=_not_inner)
     records = [
         dict(layer=r.module, quantity="act_size", value=r.act_size)
         for r in sizes.itertuples(index=False)

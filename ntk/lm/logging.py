@@ -216,8 +216,9 @@ def diagnostics(model: nn.Module, x: Tensor, monitor: SpectralMonitor, step: int
     """Per-layer activation sizes on the batch `x` and spectral norms, as long-form records.
 
     The activation sizes come from `coord_check` run for 0 steps (one forward pass, forward
-    hooks on every layer and the output); the global RNG is left as it was, so logging does
-    not change training.
+    hooks on every layer and the output, and the attention logits s q k^T of each block as
+    `<block>.attn.attn_logits`); the global RNG is left as it was, so logging does not change
+    training.
     """
     with torch.random.fork_rng(devices=[]):  # width 1: a single model, no fit across widths
         sizes = coord_check(lambda _: (model, None), [1], (x, x), steps=0, modules=_not_inner)

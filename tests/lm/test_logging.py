@@ -57,6 +57,7 @@ def test_diagnostics_measure_the_model_and_do_not_change_training(tiny):
     assert set(diag["quantity"]) == {"act_size", "spectral_rel_w", "spectral_rel_dw"}
     sizes = diag[(diag["quantity"] == "act_size") & (diag["step"] == 20)].set_index("layer")
     assert "blocks.0.attn.q.module" not in sizes.index  # one row per layer, the wrapper's
+    assert "blocks.0.attn.attn_logits" in sizes.index  # s q k^T rebuilt from SDPA's inputs
     model, _, _ = load_model(Path(config.log.out_dir) / CHECKPOINT_NAME)
     probe = validation_set(setup(config, Processes()), 16)[0][0][:4]
     with torch.no_grad():

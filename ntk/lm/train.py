@@ -44,7 +44,7 @@ from ntk.lm.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ntk.lm.config import RunConfig, build_model, differences, load_runs
+from ntk.lm.config import RunConfig, build_config, build_model, differences, load_runs
 from ntk.lm.data import TextData, eval_batches, load_corpus, sample_batch
 from ntk.lm.logging import (
     METRICS,
@@ -52,10 +52,11 @@ from ntk.lm.logging import (
     Throughput,
     diagnostics,
     plot_run,
+    read_metrics,
     wandb_available,
 )
 from ntk.lm.progressive import ProgressiveSchedule
-from ntk.lm.step import evaluate, train_step
+from ntk.lm.step import TrainingDivergedError, evaluate, train_step
 from ntk.scaling.spectral import SpectralMonitor
 from ntk.training import EMA
 
@@ -380,6 +381,46 @@ def train(config: RunConfig) -> dict[str, Any]:
         return loop(run, logger)
     finally:
         logger.close()
+
+
+def sweep_cell(
+    config: str | Path,
+    overrides: list[str] = (),
+    *,
+    parametrization: str,
+    width: int,
+    lr: float,
+    seed: int,
+) -> float:
+    """One cell of a learning-rate sweep (`ntk.scaling.sweep.lr_sweep`): train the run
+    `config` (+ `overrides`) at this parametrization, width (model.n_embd), learning rate and
+    seed, in log.out_dir/<parametrization>/n_embd=<width>,lr=<lr>,seed=<seed>, and return its
+    final validation loss at the longest length (training weights); NaN if it diverged.
+
+        lr_sweep(functools.partial(sweep_cell, "configs/mup_base.yaml"), log2_lrs=range(-10, -4),
+                 widths=[64, 128, 256], parametrizations=["sp", "mup"], cache="lm.sqlite")
+
+    "sp" is the SP of the muTransfer papers (Yang et al. 2022, arXiv:2203.03466): standard
+    init and one global learning rate (parametrization.lr_rule "global"); every other name
+    keeps the config's lr_rule (muP: the abc rule's per-layer learning rates).
+    """
+    (_, base), *more = load_runs(config, list(overrides))
+    if more:
+        raise ValueError(f"config {str(config)!r} describes a sweep; sweep_cell needs one run")
+    data = base.to_dict()
+    data["parametrization"]["name"] = parametrization
+    if parametrization == "sp":
+        data["parametrization"]["lr_rule"] = "global"
+    data["model"]["n_embd"] = width
+    data["optim"]["lr"] = lr
+    data["train"]["seed"] = seed
+    cell = f"n_embd={width},lr={lr:.6g},seed={seed}"
+    data["log"]["out_dir"] = str(Path(base.log.out_dir) / parametrization / cell)
+    try:
+        train(build_config(data))  # a finished run is not trained again
+    except TrainingDivergedError:
+        return float("nan")
+    return float(read_metrics(data["log"]["out_dir"])["val_loss_max"].dropna().iloc[-1])
 
 
 def main(argv: list[str] | None = None) -> int:

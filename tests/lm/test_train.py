@@ -14,6 +14,7 @@ import ntk.lm.train as lm_train
 from ntk.lm.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from ntk.lm.step import evaluate
 from ntk.lm.train import Processes, evaluate_all, main, one_step, setup, train, validation_set
+from ntk.lm.train import sweep_cell as lr_sweep_cell
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,3 +157,29 @@ def test_two_gloo_processes_reproduce_one_process_and_resume_on_one(tiny, tmp_pa
     lrs = {g["name"]: g["lr"] for g in ddp_groups}
     assert lrs == {g["name"]: g["lr"] for g in ref_groups}
     assert lrs["blocks.0.attn.q"] == pytest.approx(lrs["rest"] * 16 / 32)  # hidden: lr / m
+
+
+def test_sweep_cells_run_under_lr_sweep_and_are_not_trained_twice(tiny, tmp_path):
+    """sweep_cell as lr_sweep's train_fn: one run per cell, its final val_loss_max; 'sp' is
+    one global learning rate; a finished cell asked again returns the same loss untrained."""
+    from functools import partial
+
+    from ntk.scaling.sweep import lr_sweep
+
+    config = tiny("sweep", **{"train.tokens": 5 * 256, "train.eval_every": 0})
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    cell = partial(lr_sweep_cell, path)
+    grid = dict(log2_lrs=[-7], widths=[16, 32], parametrizations=["sp", "mup"], progress=False)
+    df = lr_sweep(cell, **grid, cache=tmp_path / "lm.sqlite").set_index(
+        ["parametrization", "width"]
+    )
+    for (name, width), loss in df["loss"].items():
+        out = Path(config.log.out_dir) / name / f"n_embd={width},lr=0.0078125,seed=0"
+        assert loss == float(rows(out)[-1]["val_loss_max"])
+        groups = load_checkpoint(out / CHECKPOINT_NAME)["optimizer"]["param_groups"]
+        lrs = {g["lr"] for g in groups}  # after the schedule's decay: count, not values
+        assert (len(lrs) == 1) == (name == "sp" or width == 16), (name, width, lrs)
+    again = cell(parametrization="mup", width=32, lr=2**-7, seed=0)
+    assert again == df.loc[("mup", 32), "loss"]
+    assert len(rows(Path(config.log.out_dir) / "mup" / "n_embd=32,lr=0.0078125,seed=0")) == 5

@@ -44,7 +44,7 @@
 # We train a 2-layer GPT of width 64 on the generated word-chain corpus (`ntk.lm.corpus`,
 # entropy floor 0.22 nats per character) for 1M tokens twice: with the progressive schedule and
 # at T = 128 throughout, same seed, same constant learning rate, both with an EMA. Validation
-# runs at the current length and at the longest one (128). About 2-3 minutes on a 2-core CPU.
+# runs at the current length and at the longest one (128). A few minutes on a 2-core CPU.
 
 # %%
 import sys
@@ -144,9 +144,8 @@ ev = prog[prog["val_loss"].notna()]
 print(ev[["step", "block_size", "val_loss", "val_loss_max"]].round(3).to_string(index=False))
 
 # %%
-# measured: spikes 0.13 and 0.17 nats, recovered after 5-6 steps; at the end of phase 0 the
-# validation loss at T = 128 is 0.47 nats above the loss at T = 32 (seeds 0 and 1, the four
-# floating-point code paths of .ci/check_reproducible.sh)
+# measured (seeds 0 and 1): spikes 0.11-0.22 nats, recovered after 3-5 steps; at the end of
+# phase 0 the validation loss at T = 128 is 0.51 and 0.68 nats above the loss at T = 32
 assert (spikes["spike"] > 0.05).all(), spikes
 assert (spikes["recovered_after"] <= 15).all(), spikes
 end_of_phase0 = ev[ev["block_size"] == 32].iloc[-1]
@@ -170,6 +169,8 @@ ema = ev[["step", "val_loss_max", "ema_val_loss_max"]].assign(
 print(ema.round(3).to_string(index=False))
 
 # %%
+# measured (seeds 0 and 1): EMA - train at the last 3 evaluations -0.05 to -0.09 nats; at
+# step 100 +0.31 and +0.30
 late = ema.tail(3)
 at_100 = ema.loc[ema["step"] == 100, "ema_minus_train"].item()
 assert (late["ema_minus_train"] < -0.02).all(), late
@@ -183,8 +184,9 @@ print("      worse by > 0.1 nats at step 100")
 # The FLOPs per token in the blocks, 6N + 6LTC (N = 12LC² weights, Kaplan et al. 2020), grow
 # with T only through the attention term; at width 64 that term is small, so the short phases
 # save little compute here (they save more as T grows against the width: at T = 4C the
-# attention term equals half the weights' term). The measured throughput is noisy on a shared
-# CPU and is not asserted.
+# attention term equals half the weights' term). The measured throughput is printed but not
+# asserted: on a shared CPU it moves with the load more than between phases (two of our runs
+# under load: phase 0 at 1.45x and at 0.92x the tokens/s of phase 2).
 
 # %%
 print("FLOPs per token (blocks):", {T: flops_per_token(progressive, T) for T in (32, 64, 128)})
@@ -212,11 +214,12 @@ final = pd.DataFrame(
 print(final.round(4).to_string())
 
 # %%
-# measured: progressive 0.63 (EMA 0.55), fixed ... nats (seeds 0 and 1, four code paths)
+# measured: seed 0 progressive 0.624 (EMA 0.558), fixed 0.721 (0.636); seed 1 progressive
+# 0.665 (0.584), fixed 0.781 (0.710): gaps 0.08-0.13 nats
 gap = final.loc["val_loss_max", "fixed"] - final.loc["val_loss_max", "progressive"]
 ema_gap = final.loc["ema_val_loss_max", "fixed"] - final.loc["ema_val_loss_max", "progressive"]
-assert gap > 0.05 and ema_gap > 0.05, final
-print("PASS: after 1M tokens the progressive run is > 0.05 nats better at T = 128 (both weights)")
+assert gap > 0.03 and ema_gap > 0.03, final
+print("PASS: after 1M tokens the progressive run is > 0.03 nats better at T = 128 (both weights)")
 
 # %% [markdown]
 # ## Summary
@@ -224,7 +227,8 @@ print("PASS: after 1M tokens the progressive run is > 0.05 nats better at T = 12
 # - The constant-token rule B T = S keeps every step the same amount of data; the switch is
 #   hard and costs a short loss spike (new query-key distances), gone within a few steps.
 # - At this scale the progressive run ends better than the fixed-length run after the same
-#   tokens, at about the same cost per token: the gain is in what is learned, not in speed.
+#   tokens (seeds 0 and 1 by 0.08-0.13 nats): the gain we assert is in what is learned per
+#   token; the speed per token is not asserted (a shared CPU is too noisy for it).
 # - The EMA of the weights lags while the loss falls fast and wins once the noise of the
 #   iterates dominates; it costs one copy of the weights and one update per step.
 #

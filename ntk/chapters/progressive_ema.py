@@ -23,8 +23,8 @@ SCHEDULE = "32:250K,64:500K,128:inf"
 def chapter_config(out_dir: str | Path, schedule: str | None, *, seed: int = 0) -> RunConfig:
     """The chapter's run: a 2-layer GPT of width 64 (muP at its base width, i.e. SP), AdamW at
     a constant learning rate 1e-2 after 10 warmup steps, S = 4096 tokens per step, EMA with
-    beta 0.95, validation on 8K tokens every 20 steps. `schedule` None: block size 128
-    throughout."""
+    beta 0.95, validation on 8K tokens every 20 steps, one torch thread. `schedule` None:
+    block size 128 throughout."""
     data = {
         "model": {"n_layer": 2, "n_embd": 64, "n_head": 4, "block_size": 128},
         "parametrization": {"name": "mup", "base_width": 64},
@@ -36,6 +36,9 @@ def chapter_config(out_dir: str | Path, schedule: str | None, *, seed: int = 0) 
             "schedule": schedule,
             "eval_every": 20,
             "seed": seed,
+            # one thread: at width 64 a second one barely helps, and on a busy machine two
+            # threads fighting for the cores slow training several-fold
+            "threads": 1,
         },
         "ema": {"enabled": True, "beta": 0.95},
         "log": {"out_dir": str(out_dir), "progress": False},

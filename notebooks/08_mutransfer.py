@@ -36,7 +36,7 @@ import sys
 if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
-    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
+    packages = ["ntk @ git+https://github.com/ntk-lab/ntk"]  # brings mup; Colab has torch
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
 
 # %%
@@ -80,6 +80,7 @@ grid = dict(log2_lrs=LOG2_LRS, widths=WIDTHS, seeds=SEEDS, parametrizations=["sp
 results = lr_sweep(train_mlp, **grid, cache=cache, workers=2)
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 resumed = lr_sweep(train_mlp, **grid, cache=cache, progress=False)  # every cell is cached
 pd.testing.assert_frame_equal(resumed, results)
 print(f"{len(results)} runs, {int(np.isinf(results['loss']).sum())} diverged")
@@ -109,6 +110,7 @@ plt.show()
 # The drift is the range of the optimal log2 learning rate over the widths: 1.0 is a factor 2.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 opt = optima(results, n_boot=200, seed=0)
 print(opt.round(4).to_string(index=False))
 drift = lr_drift(opt)
@@ -122,6 +124,7 @@ print("\ndrift of the optimal log2 lr over widths 32-1024:", drift.round(2).to_d
 # gains flatten on this small dataset.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 transferred, at_transfer = at_transferred_lr(summary, opt)
 print(f"transferred log2 lr: {transferred:g}")
 print(at_transfer.round(4).to_string())
@@ -132,11 +135,11 @@ print(at_transfer.round(4).to_string())
 # %%
 grid_step = float(np.diff(LOG2_LRS).max())
 mup_drift, sp_drift = float(drift["mup"]), float(drift["sp"])
-print(f"muP drift {mup_drift:g} (grid step {grid_step:g}); SP drift {sp_drift:g}")
 assert not opt["at_edge"].any(), opt  # every optimum lies inside the grid
 assert max(WIDTHS) / min(WIDTHS) >= 32
 assert mup_drift <= 1 * grid_step
 assert sp_drift >= 2 * grid_step
+print("PASS: muP drift <= 1 grid step, SP drift >= 2 grid steps, no optimum at the grid edge")
 
 # %%
 # wider is better at the transferred learning rate: the widest model beats the narrowest by
@@ -146,12 +149,9 @@ loss, err = at_transfer["mean"].to_numpy(), at_transfer["stderr"].to_numpy()
 gain = loss[0] - loss[-1]
 gain_err = math.hypot(err[0], err[-1])
 worst_step = float(np.max((loss[1:] - loss[:-1]) / np.hypot(err[1:], err[:-1])))
-print(
-    f"loss at width {WIDTHS[0]}: {loss[0]:.4f}, at width {WIDTHS[-1]}: {loss[-1]:.4f} "
-    f"({gain / gain_err:.1f} standard errors better); worst doubling: {worst_step:+.2f} s.e."
-)
 assert gain > 2 * gain_err
 assert worst_step < 2.0
+print("PASS: at the transferred lr the widest muP model beats the narrowest by > 2 s.e.")
 
 
 # %% [markdown]
@@ -180,6 +180,7 @@ sgd_grid = dict(log2_lrs=SGD_LOG2_LRS, widths=WIDTHS, seeds=SEEDS, parametrizati
 sgd_results = lr_sweep(train_mlp_sgd, **sgd_grid, cache=cache.with_name("sgd.csv"), workers=2)
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 print(f"{len(sgd_results)} runs, {int(np.isinf(sgd_results['loss']).sum())} diverged")
 sgd_summary = summarize(sgd_results)
 sgd_table = sgd_summary.pivot_table(
@@ -196,6 +197,7 @@ fig.axes[0].set_ylabel("final training loss")
 plt.show()
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 sgd_opt = optima(sgd_results, n_boot=200, seed=0)
 print(sgd_opt.round(4).to_string(index=False))
 sgd_drift = lr_drift(sgd_opt)
@@ -209,16 +211,11 @@ print("\ndrift of the optimal log2 lr over widths 32-1024:", sgd_drift.round(2).
 # %%
 sgd_grid_step = float(np.diff(SGD_LOG2_LRS).max())
 sgd_mup_drift, sgd_sp_drift = float(sgd_drift["mup"]), float(sgd_drift["sp"])
-print(f"SGD: muP drift {sgd_mup_drift:g} (grid step {sgd_grid_step:g}); SP drift {sgd_sp_drift:g}")
 sgd_transferred, sgd_at_transfer = at_transferred_lr(sgd_summary, sgd_opt)
 sgd_loss, sgd_err = sgd_at_transfer["mean"].to_numpy(), sgd_at_transfer["stderr"].to_numpy()
 sgd_gain = sgd_loss[0] - sgd_loss[-1]
-print(
-    f"MuSGD at the transferred log2 lr {sgd_transferred:g}: loss {sgd_loss[0]:.4f} at width "
-    f"{WIDTHS[0]}, {sgd_loss[-1]:.4f} at width {WIDTHS[-1]} "
-    f"({sgd_gain / math.hypot(sgd_err[0], sgd_err[-1]):.1f} standard errors better)"
-)
 assert not sgd_opt["at_edge"].any(), sgd_opt  # every optimum lies inside the grid
 assert sgd_mup_drift <= 1 * sgd_grid_step
 assert sgd_sp_drift >= 2 * sgd_grid_step
 assert sgd_gain > 2 * math.hypot(sgd_err[0], sgd_err[-1])
+print("PASS: SGD muP drift <= 1 grid step, SP drift >= 2; widest muP beats narrowest by > 2 s.e.")

@@ -35,9 +35,10 @@
 # $f(x) = n^{-1/2}\sum_{i=1}^n a_i\,\mathrm{gelu}(\langle w_i, x\rangle/\sqrt d)$, whose own
 # weights move by $\sim n^{-1/2}$ (chapter 03). The laziness scale is then $\alpha\sqrt n$:
 # lazy when $\alpha\sqrt n \gg 1$, rich when $\alpha\sqrt n \lesssim 1$ (Geiger et al. 2020;
-# Woodworth et al. 2020). The task is single-index: $y = \mathrm{He}_2(\langle u, x\rangle)/\sqrt 2$,
-# $x$ uniform on the sphere of radius $\sqrt d$ in $d = 32$, 256 training points, no noise; a
-# network that learns features turns its first-layer weights toward $u$. We measure, at widths
+# Woodworth et al. 2020). The task is single-index:
+# $y = \mathrm{He}_2(\langle u, x\rangle)/\sqrt 2$, $x$ uniform on the sphere of radius
+# $\sqrt d$ in $d = 32$, 256 training points, no noise; a network that learns features turns
+# its first-layer weights toward $u$. We measure, at widths
 # 16 to 1024 and $\alpha$ from 1/16 to 64 (full-batch gradient descent, $\eta = 1$, 300 steps,
 # float64), the held-out loss, the **feature movement**
 # $\|h(T) - h(0)\|_F / \|h(0)\|_F$ of the hidden layer and the **kernel movement**

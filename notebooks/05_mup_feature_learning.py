@@ -231,9 +231,10 @@ plt.show()
 # network has about as many parameters as there are training points: this task, without label
 # noise, shows no double descent. The lazy NTK-parametrized networks sit on NTK regression
 # stopped at their training time, at every width, and that is still within 0.02 of predicting
-# 0: in 400 steps the kernel has learned almost nothing of this target. **Middle**: the improvement from one width
-# to the next shrinks, and the networks of three seeds approach one function, their spread
-# falling like $n^{-1/2}$: the muP limit exists, and a wide network is close to it.
+# 0: in 400 steps the kernel has learned almost nothing of this target. **Middle**: the
+# improvement from one width to the next shrinks, and the networks of three seeds approach one
+# function, their spread falling like $n^{-1/2}$: the muP limit exists, and a wide network is
+# close to it.
 # **Right**: under muP more than half of the first-layer weight energy lies in the 4 target
 # directions at every width and seed, against about 1/16 at initialization; the NTK networks
 # keep their initial alignment.

@@ -9,8 +9,8 @@ networks of widths 10 to 10000, one SGD learning rate, on a multi-index task
 2048 training and 2048 held-out points. Rotation-invariant kernels need ~d^2 samples for this
 degree-2 target (Ghorbani et al. 2021, arXiv:1904.12191); a network that finds span(u_j)
 needs far fewer (Damian et al. 2022, arXiv:2206.15144). The held-out loss 0.5 mean((f - y)^2)
-is the primary metric (predicting 0 scores 0.45 on the held-out set). `run_sweep` trains, on the same
-mini-batches:
+is the primary metric (predicting 0 scores 0.45 on the held-out set). `run_sweep` trains, on
+the same mini-batches:
 
 * "mup": `WideMLP_MuP` (readout multiplier base_width / n, zero readout) with `mup.MuSGD`
   (learning rate x n / base_width for the first layer and the readout weights): the Maximal

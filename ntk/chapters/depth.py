@@ -300,3 +300,71 @@ def plot_joint(joint: pd.DataFrame):
     axes[-1].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---- the GPT (ntk.lm): the same comparison on a transformer ---------------------------------
+GPT_WIDTH, GPT_BASE_WIDTH, GPT_HEAD_DIM, GPT_BLOCK, GPT_BATCH, GPT_STEPS = 32, 16, 8, 32, 16, 60
+GPT_BRANCHES = ["blocks.*.attn", "blocks.*.mlp"]
+
+
+@functools.cache
+def _gpt_tokens() -> tuple[torch.Tensor, int]:
+    """100,000 characters of the default word chain (`ntk.lm.corpus`), as token ids."""
+    from ntk.lm.data import CharTokenizer, default_text
+
+    text = default_text(n_chars=100_000)
+    tokenizer = CharTokenizer.from_text(text)
+    return tokenizer.encode(text), tokenizer.vocab_size
+
+
+def train_gpt(
+    parametrization: str,
+    depth: int,
+    lr: float,
+    seed: int,
+    *,
+    width: int = GPT_WIDTH,
+    steps: int = GPT_STEPS,
+) -> float:
+    """Mean next-token loss (nats) of the last 10 steps of one GPT run (inf if it diverged).
+
+    A pre-norm GPT (`ntk.lm.GPT`, head size 8) of `depth` blocks, parametrized by
+    `ntk.lm.parametrize`: "sp" / "mup" (width rules, base width 16) or "depth-mup" /
+    "completep" (muP plus `DepthConfig` on both branches of every block, base depth 2).
+    `steps` Adam steps on random windows of 32 characters, batch 16, lr decayed linearly to 0.
+    """
+    from ntk.lm.data import sample_batch
+    from ntk.lm.model import GPT, GPTConfig
+    from ntk.lm.parametrize import parametrize
+    from ntk.lm.step import lm_loss
+    from ntk.scaling.depth import DEPTH_RULES, DepthConfig
+
+    tokens, vocab = _gpt_tokens()
+    torch.manual_seed(seed)
+    cfg = GPTConfig(vocab, GPT_BLOCK, depth, width, n_head=None, head_dim=GPT_HEAD_DIM)
+    model = GPT(cfg)
+    dc = None
+    if parametrization in DEPTH_RULES:
+        dc = DepthConfig(parametrization, GPT_BRANCHES, base_depth=BASE_DEPTH, depth=depth)
+    name = "mup" if dc is not None else parametrization
+    p = parametrize(model, name, base_width=GPT_BASE_WIDTH, lr=lr, adam_eps=EPS, depth=dc)
+    opt = torch.optim.Adam(p.param_groups)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / steps)
+    gen = torch.Generator().manual_seed(seed)
+    last = []
+    for _ in range(steps):
+        x, y = sample_batch(tokens, GPT_BATCH, GPT_BLOCK, gen)
+        loss = lm_loss(model(x), y)
+        if not torch.isfinite(loss):
+            return math.inf
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        last.append(loss.item())
+    return sum(last[-10:]) / 10
+
+
+def gpt_at_width(width: int):
+    """`train_gpt` with the width bound: a picklable `depth_sweep` train_fn."""
+    return functools.partial(train_gpt, width=width)

@@ -236,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     _cli.add_int_list(p, "--seeds", [0, 1, 2], "seeds of every sweep cell")
     p.add_argument("--cache", type=Path, default=None, help="folder for the SQLite caches")
     p.add_argument("--workers", type=int, default=1, help="processes of the sweep")
+    p.add_argument("--gpt", action="store_true", help="also sweep the GPT (slow: hours on CPU)")
+    _cli.add_int_list(p, "--gpt-depths", [2, 4, 16], "depths of the GPT sweep")
     args = p.parse_args(argv)
     t0 = _cli.start(args)
     torch.set_num_threads(1)
@@ -269,8 +271,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     joint = joint_optima(sweep)
     print(joint.to_string(), flush=True)
     names.append(_cli.save(plot_joint(joint), args.out, "12_width_depth.png"))
+    out = dict(coord_check=cc, sweep=sweep, optima=opt, joint=joint)
+    if args.gpt:
+        cache = None if args.cache is None else args.cache / "12_depth_gpt.sqlite"
+        gpt = depth_sweep(
+            gpt_at_width(GPT_WIDTH),
+            depths=args.gpt_depths,
+            log2_lrs=lrs,
+            seeds=args.seeds,
+            parametrizations=PARAMETRIZATIONS,
+            cache=cache,
+            workers=args.workers,
+        )
+        out["gpt_optima"] = gpt_opt = depth_optima(gpt)
+        print(gpt_opt.to_string(), "\nGPT drift:", depth_drift(gpt_opt).to_dict(), flush=True)
+        names.append(_cli.save(plot_depth_transfer(gpt), args.out, "12_depth_transfer_gpt.png"))
     _cli.finish(args.out, [n.name for n in names], t0)
-    return dict(coord_check=cc, sweep=sweep, optima=opt, joint=joint)
+    return out
 
 
 def joint_optima(sweep: pd.DataFrame) -> pd.DataFrame:
@@ -362,7 +379,7 @@ def train_gpt(
         opt.step()
         sched.step()
         last.append(loss.item())
-    return sum(last[-10:]) / 10
+    return sum(last[-10:]) / len(last[-10:])
 
 
 def gpt_at_width(width: int):

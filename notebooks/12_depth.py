@@ -124,7 +124,7 @@ fig = plot_depth_check(check, step=1)
 plt.show()
 
 # %%
-# The exponents vary by < 0.01 between float code paths (measured); the margins are >= 0.1.
+# Every exponent is >= 0.1 away from its threshold in the stored run.
 blocks = [m for m in exps.index if m.startswith("blocks@")]
 for p in ("sp", "mup"):
     assert (exps.loc[blocks, ("act_size", p)] > 0.2).all()  # sqrt(L) growth
@@ -142,12 +142,12 @@ print("PASS: depth-muP and CompleteP: every |exponent| < 0.3, blocks and output"
 # $y = \mathrm{He}_2(\langle u, x\rangle)/\sqrt 2$, $x$ on the sphere in $d = 16$, learning
 # rate decayed linearly to 0, scored by the final training MSE (`train_residual` in
 # `ntk/chapters/depth.py`). `depth_sweep` runs the grid (4 parametrizations x depths 2, 4, 16,
-# an 8x range, x 6 learning rates x 3 seeds) through the project's sweep tool (SQLite cache,
+# an 8x range, x 7 learning rates x 3 seeds) through the project's sweep tool (SQLite cache,
 # resumable).
 
 # %%
 DEPTHS = [2, 4, 16]
-LOG2_LRS = [float(a) for a in range(-8, -2)]  # 2^-8 ... 2^-3
+LOG2_LRS = [float(a) for a in range(-8, -1)]  # 2^-8 ... 2^-2
 SEEDS = [0, 1, 2]
 
 # %%
@@ -178,7 +178,18 @@ best = opt.pivot(index="depth", columns="parametrization", values="loss_opt")
 print("\nbest loss per depth:\n", best.round(4).to_string())
 
 # %% [markdown]
-# RESULTS_PROSE
+# What this run shows (three seeds; the checks below assert it). Under SP and width-only
+# muP the optimum moves left by two grid steps (a factor 4) from 2 to 16 blocks, and at the
+# learning rate tuned at 2 blocks (the *transferred* one) the 16-block model is far worse than
+# at its own optimum: the stream and its updates grow with depth (the coordinate check above),
+# so a deeper net needs a smaller learning rate; even at its own optimum the 16-block model is
+# 3-4x worse than the 2-block one. Under depth-muP the optimum stays at the same
+# grid point at every depth, and 16 blocks are as good as 2. Under CompleteP the 16-block loss is flat from 2^-5 to 2^-3
+# (within one standard error over the seeds): its argmin lands at 2^-3, two steps right, but
+# three seeds do not resolve that drift, and the transferred learning rate 2^-5 loses
+# nothing measurable. Deeper is not clearly *better* here (60 steps on a small task do not
+# need depth): what is tested is transfer, not the value of depth. The full-scale script
+# (depths 2-16, widths 32-128) shows the same picture; its numbers are in the README.
 
 # %%
 # at the base depth the three muP variants are one model: identical losses, cell by cell
@@ -190,4 +201,35 @@ assert not opt["at_edge"].any(), opt  # every optimum lies inside the grid
 print("PASS: at depth 2 muP, depth-muP and CompleteP coincide; no optimum at the grid edge")
 
 # %%
-# RESULTS_CHECKS
+# The optima's drift across depths 2-16 in grid steps (a seed-mean argmin; the width-only
+# optima at 16 blocks never move under the bootstrap, log2_lr_std = 0 in the table above).
+grid_step = float(np.diff(LOG2_LRS).max())
+for p in ("sp", "mup"):
+    assert drift[p] >= 2 * grid_step, drift
+assert drift["depth-mup"] <= 1 * grid_step, drift
+print("PASS: over depths 2-16 the optimum drifts >= 2 grid steps under SP and muP,")
+print("      <= 1 grid step under depth-muP")
+
+# %%
+# CompleteP at 16 blocks: the loss at the transferred lr is within 2 standard errors of the
+# loss at the argmin (measured: 0.092 vs 0.090, standard errors 0.017 and 0.018)
+stats = sweep.groupby(["parametrization", "depth", "log2_lr"])["loss"].agg(["mean", "sem"])
+transferred = float(
+    opt.query("parametrization == 'completep' and depth == 2")["log2_lr_opt"].iloc[0]
+)
+at_t = stats.loc[("completep", max(DEPTHS), transferred)]
+at_opt = opt.query(f"parametrization == 'completep' and depth == {max(DEPTHS)}").iloc[0]
+assert at_t["mean"] - at_opt["loss_opt"] < 2 * np.hypot(at_t["sem"], at_opt["stderr_opt"])
+print("PASS: CompleteP's 16-block optimum is not resolved from the transferred lr (< 2 s.e.)")
+
+# %%
+# the cost of transfer: the 16-block loss at the lr tuned at 2 blocks over the 16-block best
+# (measured: SP 1.34, muP 1.88, depth-muP 1.00, CompleteP 1.02)
+cost = {}
+for p in ("sp", "mup", "depth-mup", "completep"):
+    t = float(opt.query(f"parametrization == '{p}' and depth == 2")["log2_lr_opt"].iloc[0])
+    cost[p] = stats.loc[(p, max(DEPTHS), t), "mean"] / best.loc[max(DEPTHS), p]
+assert cost["sp"] > 1.2 and cost["mup"] > 1.5, cost
+assert cost["depth-mup"] < 1.1 and cost["completep"] < 1.1, cost
+print("PASS: at 16 blocks the transferred lr costs > 20% under SP and muP, < 10% under the")
+print("      depth rules")

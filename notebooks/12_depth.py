@@ -233,3 +233,12 @@ assert cost["sp"] > 1.2 and cost["mup"] > 1.5, cost
 assert cost["depth-mup"] < 1.1 and cost["completep"] < 1.1, cost
 print("PASS: at 16 blocks the transferred lr costs > 20% under SP and muP, < 10% under the")
 print("      depth rules")
+
+# %%
+# deeper is not worse under the depth rules: the best 16-block loss over the best 2-block
+# loss (measured: SP 3.7, muP 3.1, depth-muP 0.98, CompleteP 0.98)
+ratio = best.loc[max(DEPTHS)] / best.loc[min(DEPTHS)]
+assert (ratio[["sp", "mup"]] > 2).all(), ratio
+assert (ratio[["depth-mup", "completep"]] < 1.25).all(), ratio
+print("PASS: at their own optimum 16 blocks lose > 2x under SP and muP, < 25% under the")
+print("      depth rules")

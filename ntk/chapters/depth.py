@@ -234,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     _cli.add_int_list(p, "--widths", [32, 64, 128], "widths of the width x depth picture")
     _cli.add_int_list(p, "--joint-depths", [2, 16], "depths of the width x depth picture")
     _cli.add_int_list(p, "--seeds", [0, 1, 2], "seeds of every sweep cell")
+    _cli.add_int_list(p, "--log2-lrs", list(range(-10, -1)), "the learning-rate grid (log2)")
     p.add_argument("--cache", type=Path, default=None, help="folder for the SQLite caches")
     p.add_argument("--workers", type=int, default=1, help="processes of the sweep")
     p.add_argument("--gpt", action="store_true", help="also sweep the GPT (slow: hours on CPU)")
@@ -241,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = p.parse_args(argv)
     t0 = _cli.start(args)
     torch.set_num_threads(1)
-    lrs = [float(a) for a in range(-10, -1)]
+    lrs = [float(a) for a in args.log2_lrs]
     cc = depth_coord_check(args.check_depths, seeds=args.seeds)
     print(depth_exponents_table(cc, step=1).round(2).to_string(), flush=True)
     names = [_cli.save(plot_depth_check(cc, step=1), args.out, "12_depth_coord_check.png")]

@@ -15,3 +15,20 @@ def test_residual_runs_agree_at_the_base_depth_and_differ_deeper():
 def test_gpt_runs_agree_at_the_base_depth():
     losses = [train_gpt(p, BASE_DEPTH, 2**-6, 0, steps=3) for p in ("mup", "depth-mup")]
     assert losses[0] == losses[1] and 0 < losses[0] < 2 * math.log(30)
+
+
+def test_script_writes_its_figures(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, str(root / "ntk" / "depth_transfer.py"), "--depths", "2", "4"]
+    cmd += "--check-depths 2 4 --widths 64 --joint-depths 2 --seeds 0 --log2-lrs -6 -5".split()
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = {p.name for p in tmp_path.glob("*.png")}
+    assert names == {"12_depth_coord_check.png", "12_depth_transfer.png", "12_width_depth.png"}
+    assert "drift (log2 lr" in proc.stdout

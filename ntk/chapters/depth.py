@@ -224,8 +224,9 @@ def run_transfer(
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Chapter 12 at full scale: depth coordinate check (2 to 32 blocks), depth transfer over
-    `--depths` at width 64, and the width x depth optima; figures to `--out`."""
+    """Chapter 12 at full scale: depth coordinate checks (residual MLP 2 to 32 blocks, GPT 2 to
+    16), depth transfer over `--depths` at width 64, and the width x depth optima (with
+    `--gpt`, the GPT's depth transfer too); figures to `--out`."""
     from ntk.chapters import _cli
 
     p = _cli.parser("Depth transfer: SP vs muP vs depth-muP vs CompleteP on a residual MLP.")
@@ -273,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(joint.to_string(), flush=True)
     names.append(_cli.save(plot_joint(joint), args.out, "12_width_depth.png"))
     out = dict(coord_check=cc, sweep=sweep, optima=opt, joint=joint)
+    gcc = gpt_depth_coord_check([d for d in args.check_depths if d <= 16])
+    print("GPT:\n", depth_exponents_table(gcc, step=1).round(2).to_string(), flush=True)
+    names.append(_cli.save(plot_depth_check(gcc, 1), args.out, "12_depth_coord_check_gpt.png"))
     if args.gpt:
         cache = None if args.cache is None else args.cache / "12_depth_gpt.sqlite"
         gpt = depth_sweep(
@@ -335,6 +339,55 @@ def _gpt_tokens() -> tuple[torch.Tensor, int]:
     return tokenizer.encode(text), tokenizer.vocab_size
 
 
+def build_gpt(parametrization: str, width: int, depth: int, lr: float, seed: int):
+    """A GPT (head size 8) in `parametrization` (as `build`, with the depth rule on both
+    branches of every block) and its Adam, initialized from `seed`."""
+    from ntk.lm.model import GPT, GPTConfig
+    from ntk.lm.parametrize import parametrize
+    from ntk.scaling.depth import DEPTH_RULES, DepthConfig
+
+    _, vocab = _gpt_tokens()
+    torch.manual_seed(seed)
+    cfg = GPTConfig(vocab, GPT_BLOCK, depth, width, n_head=None, head_dim=GPT_HEAD_DIM)
+    model = GPT(cfg)
+    dc = None
+    if parametrization in DEPTH_RULES:
+        dc = DepthConfig(parametrization, GPT_BRANCHES, base_depth=BASE_DEPTH, depth=depth)
+    name = "mup" if dc is not None else parametrization
+    p = parametrize(model, name, base_width=GPT_BASE_WIDTH, lr=lr, adam_eps=EPS, depth=dc)
+    return model, torch.optim.Adam(p.param_groups)
+
+
+def gpt_depth_coord_check(
+    depths: Sequence[int],
+    *,
+    parametrizations: Sequence[str] = PARAMETRIZATIONS,
+    lr: float = 2**-6,
+    steps: int = 1,
+) -> pd.DataFrame:
+    """`depth_coord_check` for the GPT: every block's output at `depths` on one batch of 16
+    windows of 32 characters, `steps` Adam steps at `lr` (next-token cross-entropy)."""
+    from ntk.lm.data import sample_batch
+    from ntk.lm.step import lm_loss
+
+    tokens, _ = _gpt_tokens()
+    data = sample_batch(tokens, GPT_BATCH, GPT_BLOCK, torch.Generator().manual_seed(0))
+    tables = []
+    for p in parametrizations:
+        df = coord_check(
+            lambda depth, p=p: build_gpt(p, GPT_WIDTH, depth, lr, 0),
+            depths,
+            data,
+            loss_fn=lm_loss,
+            steps=steps,
+            modules=_is_recorded,
+            attention_logits=False,
+            axis="depth",
+        )
+        tables.append(df.assign(parametrization=p))
+    return pd.concat(tables, ignore_index=True)
+
+
 def train_gpt(
     parametrization: str,
     depth: int,
@@ -352,21 +405,10 @@ def train_gpt(
     `steps` Adam steps on random windows of 32 characters, batch 16, lr decayed linearly to 0.
     """
     from ntk.lm.data import sample_batch
-    from ntk.lm.model import GPT, GPTConfig
-    from ntk.lm.parametrize import parametrize
     from ntk.lm.step import lm_loss
-    from ntk.scaling.depth import DEPTH_RULES, DepthConfig
 
-    tokens, vocab = _gpt_tokens()
-    torch.manual_seed(seed)
-    cfg = GPTConfig(vocab, GPT_BLOCK, depth, width, n_head=None, head_dim=GPT_HEAD_DIM)
-    model = GPT(cfg)
-    dc = None
-    if parametrization in DEPTH_RULES:
-        dc = DepthConfig(parametrization, GPT_BRANCHES, base_depth=BASE_DEPTH, depth=depth)
-    name = "mup" if dc is not None else parametrization
-    p = parametrize(model, name, base_width=GPT_BASE_WIDTH, lr=lr, adam_eps=EPS, depth=dc)
-    opt = torch.optim.Adam(p.param_groups)
+    tokens, _ = _gpt_tokens()
+    model, opt = build_gpt(parametrization, width, depth, lr, seed)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / steps)
     gen = torch.Generator().manual_seed(seed)
     last = []

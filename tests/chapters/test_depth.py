@@ -30,5 +30,21 @@ def test_script_writes_its_figures(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = {p.name for p in tmp_path.glob("*.png")}
-    assert names == {"12_depth_coord_check.png", "12_depth_transfer.png", "12_width_depth.png"}
+    assert names == {
+        "12_depth_coord_check.png",
+        "12_depth_coord_check_gpt.png",
+        "12_depth_transfer.png",
+        "12_width_depth.png",
+    }
     assert "drift (log2 lr" in proc.stdout
+
+
+def test_gpt_depth_coordinate_check_last_block():
+    """The GPT's last block: width-only muP grows with depth, depth-muP does not."""
+    from ntk.chapters.depth import depth_exponents_table, gpt_depth_coord_check
+
+    df = gpt_depth_coord_check([2, 4, 8], parametrizations=("mup", "depth-mup"))
+    exps = depth_exponents_table(df, step=1).loc["blocks@1"]
+    assert exps[("act_size", "mup")] > 0.3 and exps[("delta_size", "mup")] > 0.5, exps
+    assert abs(exps[("act_size", "depth-mup")]) < 0.25, exps
+    assert abs(exps[("delta_size", "depth-mup")]) < 0.25, exps

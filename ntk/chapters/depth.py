@@ -37,11 +37,12 @@ def task(seed: int = 0) -> Task:
 
 
 def build(
-    parametrization: str, width: int, depth: int, lr: float, seed: int
+    parametrization: str, width: int, depth: int, lr: float, seed: int | None
 ) -> tuple[ResidualMLP, torch.optim.Adam]:
     """A residual MLP in `parametrization` and its Adam (eps 1e-8 at the base shape, scaled
-    by the width and depth rules), initialized from `seed`."""
-    torch.manual_seed(seed)
+    by the width and depth rules), initialized from `seed` (None: the current RNG state)."""
+    if seed is not None:
+        torch.manual_seed(seed)
     model = ResidualMLP(DIM, width, 1, depth=depth)
     param = parametrize_residual(
         model,
@@ -75,7 +76,7 @@ def depth_coord_check(
     tables = []
     for p in parametrizations:
         df = coord_check(
-            lambda depth, p=p: build(p, width, depth, lr, 0),
+            lambda depth, p=p: build(p, width, depth, lr, None),
             depths,
             data,
             loss_fn=F.mse_loss,
@@ -339,15 +340,16 @@ def _gpt_tokens() -> tuple[torch.Tensor, int]:
     return tokenizer.encode(text), tokenizer.vocab_size
 
 
-def build_gpt(parametrization: str, width: int, depth: int, lr: float, seed: int):
+def build_gpt(parametrization: str, width: int, depth: int, lr: float, seed: int | None):
     """A GPT (head size 8) in `parametrization` (as `build`, with the depth rule on both
-    branches of every block) and its Adam, initialized from `seed`."""
+    branches of every block) and its Adam, initialized from `seed` (None: the RNG state)."""
     from ntk.lm.model import GPT, GPTConfig
     from ntk.lm.parametrize import parametrize
     from ntk.scaling.depth import DEPTH_RULES, DepthConfig
 
     _, vocab = _gpt_tokens()
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     cfg = GPTConfig(vocab, GPT_BLOCK, depth, width, n_head=None, head_dim=GPT_HEAD_DIM)
     model = GPT(cfg)
     dc = None
@@ -375,7 +377,7 @@ def gpt_depth_coord_check(
     tables = []
     for p in parametrizations:
         df = coord_check(
-            lambda depth, p=p: build_gpt(p, GPT_WIDTH, depth, lr, 0),
+            lambda depth, p=p: build_gpt(p, GPT_WIDTH, depth, lr, None),
             depths,
             data,
             loss_fn=lm_loss,

@@ -42,6 +42,7 @@ _EXPORTS = {
     "abc_table": "ntk.scaling.abc_rules",
     "Parametrization": "ntk.scaling.parametrization",
     "ParametrizationConfig": "ntk.scaling.parametrization",
+    "register_geometry": "ntk.scaling.geometry",
     "History": "ntk.training.config",
     "TrainConfig": "ntk.training.config",
     "TrainingDivergedError": "ntk.training.config",

@@ -1,46 +1,56 @@
 """abc-parametrize any PyTorch model: init, forward multipliers and per-layer learning rates.
 
 Everett et al. 2024 (arXiv:2407.05872); the rules and their derivation are in
-`ntk.scaling.abc_rules`.
-For every parametrized layer with width n (embedding: fan-out; hidden, readout: fan-in, kernel
-size included for convolutions), `Parametrization(model, config)`
+`ntk.scaling.abc_rules`. Each listed layer's weight matrices are read with their true layout
+(`ntk.scaling.geometry`: Linear, Conv, Embedding, Hugging Face Conv1D, nn.MultiheadAttention,
+RNN/LSTM/GRU, and any type registered with `register_geometry`). For every weight W with width
+ratio n / n0 (`ntk.scaling.base_shapes`: the model's width over the base width, read per
+weight like the `mup` package's base shapes), `Parametrization(model, config)`
 
-1. re-initializes the weight with std = std_prefactor * const * (n / n0)^-b, where
-   const = 1/sqrt(finite fan-in) for an embedding (1/sqrt(d); 1 for `nn.Embedding`, whose input
-   is one-hot) and 1/sqrt(n0) otherwise, and zeroes the bias;
+1. re-initializes W with std = s0 (n / n0)^-b, s0 = std_prefactor / sqrt(fan-in at the base
+   width) (std_prefactor for a lookup such as nn.Embedding) or `config.base_std`, and zeroes
+   its bias;
 2. replaces the module in its parent by a `ScaledModule` whose output is (n / n0)^-a times the
-   module's output (any module type: the wrapper only scales the output);
-3. builds optimizer `param_groups`: one per layer with lr = lr_prefactor * (n / n0)^-c, one per
-   layer bias (see below) and one for everything else (norms, unlisted layers) at lr_prefactor.
+   module's output;
+3. builds optimizer `param_groups`: one per weight with lr = lr_prefactor (n / n0)^-c, one per
+   bias (see below) and one for everything else (norms, unlisted layers) at lr_prefactor.
 
-n0 = 1 without `base_width` (absolute exponents); with it, n0 is the layer's n at width
-`base_width`, so every multiplier is 1, every lr is lr_prefactor and every std is the plain SP
-one (1/sqrt(fan_in)) at the base width: sp, ntk, mup, mfp all coincide there, which is how a
-small proxy model is tuned and its hyperparameters transferred.
+With `base_width` or `base_model` every ratio is 1 at the base width, where sp, ntk, mup and
+mfp all are plain SP (the tuned proxy); without either, n0 = 1 (absolute exponents).
 
-Biases. The multiplier scales the whole output, bias included, so a bias left at lr_prefactor
-would move by n^-a per step: too fast in the mup embedding (a = -1/2), frozen in its readout.
-With `bias_lr="abc"` (default) each layer's bias gets its own group whose effective update is
-width-independent, like an embedding weight fed by the constant 1: c = -a for Adam and
-c = -2a - g for SGD (g the backward exponent, 0 for the readout; see `ntk.scaling.abc_rules`). This is
-exactly what the `mup` package's MuAdam / MuSGD do to biases. `bias_lr="default"` puts biases in
-the rest group instead.
+What layer-wrapping cannot express, and what is done instead:
+- a multiplier on a weight used inside its module's computation (an LSTM's weights,
+  nn.MultiheadAttention's projections, layers whose parent reads their weights directly, as
+  nn.TransformerEncoderLayer's fast path does): such weights take their abc-symmetry
+  representative with a = 0 ((0, b + a, c + a) for Adam, c + 2a for SGD), the same training
+  dynamics up to Adam's epsilon (`note` column);
+- one matrix in two roles (tied embedding/readout): handled in `ntk.scaling.tying` (one init,
+  one lr, the readout's multiplier), or refused when no representative exists;
+- muP's attention scale sqrt(d0)/d is not a layer multiplier: `ntk.scaling.attention` sets it
+  in the modules that expose it and names the ones that do not (nn.MultiheadAttention);
+- multipliers inside a module (e.g. on a residual branch, or on vector-like parameters such as
+  norm gains, position tables, ViT's cls token) are not applied: those parameters stay in the
+  rest group with their own init, right for Adam (their a = 0 representative is
+  (0, 0, 0)); with SGD muP would scale their lr as n (MuSGD does), which the rest group does not.
 
-Adam's epsilon. Adam divides by sqrt(v) + eps, and the gradient of a layer's weight carries its
-multiplier n^-a, so eps breaks the abc-symmetry (and width-independence) slightly. With
-`adam_eps` set, every group gets eps = adam_eps * (n / n0)^-a: eps is then measured in units of
-the gradient of the effective weight n^-a W, the update of the effective weight depends on
-a + c only, and the symmetry holds exactly. Left None, the optimizer's own eps applies.
+Biases. The multiplier scales the whole output, bias included, so with `bias_lr="abc"`
+(default) each bias gets its own group whose effective update is width-independent, like an
+embedding fed by the constant 1: c = -a for Adam and c = -2a - g for SGD (g the backward
+exponent, 0 for the readout; see `ntk.scaling.abc_rules`), exactly what the `mup` package's
+MuAdam / MuSGD do to biases. `bias_lr="default"` puts biases in the rest group instead.
 
-Every layer group carries the keys "name", "role", "n", "a", "b", "c", so code that adjusts
-learning rates during training (schedules, per-layer rules) can tell the groups apart. A
-transformer is parametrized by listing its layers by glob pattern (e.g. {"embed": "embedding",
-"blocks.*.mlp.*": "hidden", "head": "readout"}).
+Adam's epsilon. Adam divides by sqrt(v) + eps, and the gradient of W carries its multiplier
+n^-a, so eps breaks the abc-symmetry slightly. With `adam_eps` set, every group gets
+eps = adam_eps (n / n0)^-a: eps is then measured in units of the gradient of the effective
+weight n^-a W and the symmetry holds exactly. Left None, the optimizer's own eps applies.
+
+Layer groups carry "name", "role", "n", "a", "b", "c" (and "tied"). Layers are listed by glob
+pattern, e.g. Hugging Face GPT-2: {"transformer.w[tp]e": "embedding", "transformer.h.*.*.c_*":
+"hidden", "lm_head": "readout"}.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,189 +58,111 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ntk._checks import (
-    check_bool,
-    check_choice,
-    check_module,
-    check_numbers,
-    check_parametrization,
-    check_positive,
-    check_positive_int,
-)
+from ntk._checks import check_materialized, check_module, check_numbers, check_positive_int
 from ntk.scaling.abc_rules import (
-    ALIGNMENTS,
-    OPTIMIZER_FAMILIES,
-    PARAMETRIZATIONS,
-    ROLES,
+    ABC,
+    abc_shift,
     abc_table,
     backward_exponent,
     max_lr_exponents,
 )
+from ntk.scaling.attention import AttentionSite, apply_attention, plan_attention
+from ntk.scaling.base_shapes import (
+    Weight,
+    WeightWidth,
+    base_stds,
+    matching,
+    model_width,
+    resolve_widths,
+)
+from ntk.scaling.config import ParametrizationConfig
+from ntk.scaling.geometry import WeightGeometry, geometry_of
 from ntk.scaling.scaled_module import ScaledModule
+from ntk.scaling.tying import check_unlisted_sharing, tie_groups
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["LayerSpec", "Parametrization", "ParametrizationConfig", "ScaledModule"]
 
-BIAS_RULES = ("abc", "default")
-
-
-@dataclass
-class ParametrizationConfig:
-    """What to parametrize and how.
-
-    Attributes:
-        parametrization: "sp", "ntk", "mup" or "mfp" ("standard" is read as "sp"); None for
-            custom `a`, `b` (and `c`).
-        optimizer: "adam" (any Adam-like, scale-invariant optimizer) or "sgd".
-        alignment: "full" or "no" (the alignment assumption behind the c exponents).
-        a, b, c: custom exponents, one per parametrized layer in module order; `c` None derives
-            the maximal stable learning rates from `a`, `b` (`abc_rules.max_lr_exponents`).
-        lr_prefactor: learning rate at n = n0 (and of the rest group).
-        std_prefactor: init std at n = n0, in units of 1/sqrt(fan_in) (e.g. sqrt(2) for He).
-        layers: glob pattern on module names -> role ("embedding", "hidden", "readout");
-            None auto-detects an MLP: all `nn.Linear` in order, first embedding, last readout.
-        base_width: width at which all parametrizations reduce to plain SP; None = absolute n.
-        widths: glob pattern -> n for layers whose width cannot be read from the module
-            (any type other than Linear, Conv, Embedding) or to override it.
-        bias_lr: "abc" (biases get width-independent updates) or "default" (rest group).
-        adam_eps: if set, each group gets eps = adam_eps * (n / n0)^-a (see module docstring).
-        apply_multipliers: wrap layers to apply n^-a (False if the model does it itself).
-        reinit: re-initialize weights (std n^-b) and zero biases of Linear/Conv/Embedding.
-    """
-
-    parametrization: str | None = "mup"
-    optimizer: str = "adam"
-    alignment: str = "full"
-    a: list[float] | None = None
-    b: list[float] | None = None
-    c: list[float] | None = None
-    lr_prefactor: float = 1e-3
-    std_prefactor: float = 1.0
-    layers: dict[str, str] | None = None
-    base_width: int | None = None
-    widths: dict[str, int] = field(default_factory=dict)
-    bias_lr: str = "abc"
-    adam_eps: float | None = None
-    apply_multipliers: bool = True
-    reinit: bool = True
-
-    def validate(self) -> ParametrizationConfig:
-        """Check the fields that do not depend on the model (errors name them); return self."""
-        if self.parametrization is not None:
-            self.parametrization = check_parametrization(
-                "parametrization", self.parametrization, PARAMETRIZATIONS
-            )
-        check_choice("optimizer", self.optimizer, OPTIMIZER_FAMILIES)
-        check_choice("alignment", self.alignment, ALIGNMENTS)
-        check_choice("bias_lr", self.bias_lr, BIAS_RULES)
-        check_positive("lr_prefactor", self.lr_prefactor)
-        check_positive("std_prefactor", self.std_prefactor)
-        if self.base_width is not None:
-            check_positive_int("base_width", self.base_width)
-        if self.adam_eps is not None:
-            check_positive("adam_eps", self.adam_eps)
-        if not isinstance(self.widths, dict):
-            raise TypeError(
-                "config.widths must be a dict {glob pattern: int}, got "
-                f"{type(self.widths).__name__}"
-            )
-        for key in ("apply_multipliers", "reinit"):
-            check_bool(f"config.{key}", getattr(self, key))
-        return self
+# parents that read their children's weights directly instead of calling them (fast paths)
+_BYPASSING_PARENTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer)
 
 
 @dataclass
 class LayerSpec:
-    """One parametrized layer: a row of `Parametrization.table()`."""
+    """One parametrized weight matrix: a row of `Parametrization.table()`."""
 
-    name: str
-    role: str
+    name: str  # the module name, or module name + "." + parameter for modules with several
+    role: str  # this weight's role (an LSTM's recurrent weights are hidden)
     kind: str  # module class name
-    n: int  # width: fan-out (embedding) or fan-in (hidden, readout)
-    n0: float  # n at the base width (1 without base_width)
+    n: int  # width dimension: fan-out (embedding) or fan-in (hidden, readout)
+    n0: float  # n at the base width (1 without base_width or base_model)
     a: float
     b: float
     c: float
-    init_std: float  # nan when the module type is not re-initialized
+    init_std: float
     multiplier: float
     lr: float
     bias_c: float | None  # None: no own bias group
     bias_lr: float | None
     module: nn.Module = field(repr=False)
+    param: str = "weight"
+    module_name: str = ""
+    geometry: WeightGeometry | None = field(default=None, repr=False)
+    tied: tuple[str, ...] = ()  # the other layers sharing this weight
+    note: str = ""
 
     @property
     def ratio(self) -> float:
         """n / n0: the quantity the exponents apply to."""
         return self.n / self.n0
 
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.module.get_parameter(self.param)
 
-def _match(patterns: dict[str, Any], name: str) -> list[str]:
-    return [p for p in patterns if fnmatch.fnmatchcase(name, p)]
-
-
-def _geometry(
-    module: nn.Module, role: str, name: str, n_override: int | None, base_width: int | None
-) -> tuple[int, float, float]:
-    """(n, n0, const): width, its value at the base width, and the init constant."""
-    if isinstance(module, nn.Linear):
-        width, fan_in = (
-            (module.out_features, module.in_features)
-            if role == "embedding"
-            else (module.in_features, module.in_features)
-        )
-        per_width = 1
-    elif isinstance(module, nn.modules.conv._ConvNd):
-        k = math.prod(module.kernel_size)
-        per_group_in = module.in_channels // module.groups
-        if role == "embedding":
-            width, fan_in, per_width = module.out_channels, per_group_in * k, 1
-        else:  # fan-in includes the kernel: n = channels * k, base n0 = base_width * k
-            width, fan_in, per_width = per_group_in, per_group_in * k, k
-    elif isinstance(module, nn.Embedding):
-        if role != "embedding":
-            raise ValueError(
-                f"layer {name!r} is an nn.Embedding; its role must be 'embedding', got {role!r}"
-            )
-        width, fan_in, per_width = module.embedding_dim, 1, 1
-    else:
-        if n_override is None:
-            raise ValueError(
-                f"layer {name!r} is a {type(module).__name__}: state its width n in "
-                f"config.widths (glob pattern -> int)"
-            )
-        width, fan_in, per_width = n_override, n_override, 1
-    if n_override is not None:
-        width, per_width = n_override, 1
-    n = width * per_width
-    n0 = 1.0 if base_width is None else float(base_width * per_width)
-    const = fan_in**-0.5 if role == "embedding" else n0**-0.5
-    return n, n0, const
+    @property
+    def bias(self) -> nn.Parameter | None:
+        path = self.geometry.bias if self.geometry is not None else None
+        return None if path is None else self.module.get_parameter(path)
 
 
 class Parametrization:
     """Apply an abc-parametrization to `model` in place and expose optimizer param groups.
 
-    Example:
+    Example (an MLP; transformers: see the module docstring and `ParametrizationConfig`):
         >>> model = ntk.models.WideMLP(10, width=512, depth=2)
-        >>> param = Parametrization(model, ParametrizationConfig("mup", lr_prefactor=1e-2, base_width=64))
+        >>> cfg = ParametrizationConfig("mup", lr_prefactor=1e-2, base_width=64)
+        >>> param = Parametrization(model, cfg)
         >>> opt = torch.optim.Adam(param.param_groups)
-        >>> print(param)  # per-layer table
+        >>> print(param)  # per-weight table
     """
 
     def __init__(self, model: nn.Module, config: ParametrizationConfig | None = None) -> None:
-        check_module("model", model)
+        check_materialized("model", check_module("model", model))
         config = ParametrizationConfig() if config is None else config
         if not isinstance(config, ParametrizationConfig):
             raise TypeError(f"config must be a ParametrizationConfig, got {type(config).__name__}")
         self.model, self.config = model, config.validate()
-        found = self._resolve_layers()
-        a, b, c = self._resolve_exponents([role for _, _, role in found])
-        self.layers = self._build_specs(found, a, b, c)
-        self._check_shared_parameters()
+        weights = self._weights(self._resolve_layers())
+        check_unlisted_sharing(model, weights)
+        abcs = self._resolve_exponents([w.role for w in weights])
+        widths = resolve_widths(weights, config.base_width, config.base_model, config.width)
+        self.layers = self._build_specs(weights, abcs, widths)
+        sites, plan = plan_attention(
+            model,
+            config.attention_scale,
+            config.parametrization,
+            config.zero_query,
+            lambda site: self._base_head_dim(site, weights),
+        )
+        if config.zero_query:
+            self._mark_zero_queries(sites)
+        # the model is changed only after every check above has passed
         if config.reinit:
             self._reinitialize()
+        self.attention = apply_attention(sites, plan, config.zero_query)
         if config.apply_multipliers:
             self._wrap()
 
@@ -252,13 +184,9 @@ class Parametrization:
                 )
             roles = ["embedding"] + ["hidden"] * (len(linears) - 2) + ["readout"]
             return [(n, m, r) for (n, m), r in zip(linears, roles, strict=True)]
-        if not isinstance(layers, dict) or not layers:
-            raise TypeError("config.layers must be a non-empty dict {glob pattern: role} or None")
-        for pattern, role in layers.items():
-            check_choice(f"config.layers[{pattern!r}]", role, ROLES)
         found, used = [], set()
         for name, module in named:
-            hits = _match(layers, name)
+            hits = matching(layers, name)
             if len(hits) > 1:
                 raise ValueError(f"module {name!r} is matched by several patterns: {hits}")
             if hits:
@@ -277,28 +205,98 @@ class Parametrization:
                 raise ValueError(f"module {n!r} and its parent {parents[0]!r} are both matched")
         return found
 
-    def _resolve_exponents(self, roles: list[str]) -> tuple[list[float], list[float], list[float]]:
+    def _weights(self, found: list[tuple[str, nn.Module, str]]) -> list[Weight]:
+        """One `Weight` per weight matrix of the listed layers, with its own role."""
+        out = []
+        for name, module, role in found:
+            if isinstance(module, nn.Embedding) and role != "embedding":
+                raise ValueError(
+                    f"layer {name!r} is an nn.Embedding; its role must be 'embedding', got {role!r}"
+                )
+            geoms = geometry_of(module, name)
+            override = self._width_override(name)
+            for g in geoms:
+                if g.inner and role == "readout":
+                    raise ValueError(
+                        f"layer {name!r} ({type(module).__name__}) cannot be a readout: its "
+                        f"{g.param} reads the module's own state, a width; list it as 'hidden' "
+                        "(or 'embedding' if its input is finite) and add a readout after it"
+                    )
+                label = name if len(geoms) == 1 else f"{name}.{g.param}"
+                eff = "hidden" if g.inner else role
+                out.append(Weight(label, name, module, g, eff, override))
+        if not out:
+            raise ValueError("config.layers lists no layer with a weight matrix")
+        return out
+
+    def _width_override(self, name: str) -> int | None:
+        hits = matching(self.config.widths, name)
+        if len(hits) > 1:
+            raise ValueError(
+                f"module {name!r} is matched by several config.widths patterns: {hits}"
+            )
+        if not hits:
+            return None
+        return check_positive_int(f"config.widths[{hits[0]!r}]", self.config.widths[hits[0]])
+
+    def _resolve_exponents(self, roles: list[str]) -> list[ABC]:
         cfg = self.config
-        custom = [x is not None for x in (cfg.a, cfg.b, cfg.c)]
         if cfg.parametrization is not None:
-            if any(custom):
+            if any(x is not None for x in (cfg.a, cfg.b, cfg.c)):
                 raise ValueError(
                     "give either config.parametrization or custom config.a/b/c, not both"
                 )
-            abcs = abc_table(cfg.parametrization, cfg.optimizer, cfg.alignment, roles)
-            return [x.a for x in abcs], [x.b for x in abcs], [x.c for x in abcs]
+            return abc_table(cfg.parametrization, cfg.optimizer, cfg.alignment, roles)
         if cfg.a is None or cfg.b is None:
             raise ValueError("custom exponents need config.a and config.b (config.c optional)")
-        what = f"one value per parametrized layer, roles {roles}"
+        what = f"one value per weight matrix (table row), roles {roles}"
         a = check_numbers("config.a", cfg.a, len(roles), what)
         b = check_numbers("config.b", cfg.b, len(roles), what)
         if cfg.c is None:
-            return a, b, max_lr_exponents(a, b, roles, cfg.optimizer, cfg.alignment)
-        return a, b, check_numbers("config.c", cfg.c, len(roles), what)
+            c = max_lr_exponents(a, b, roles, cfg.optimizer, cfg.alignment)
+        else:
+            c = check_numbers("config.c", cfg.c, len(roles), what)
+        return [ABC(*x) for x in zip(a, b, c, strict=True)]
 
-    def _build_specs(self, found, a, b, c) -> list[LayerSpec]:
+    def _wrappable(self, w: Weight, counts: dict[str, int]) -> bool:
+        """Whether a wrapper's output multiplier multiplies exactly this weight."""
+        parent_name = w.module_name.rpartition(".")[0]
+        parent = self.model.get_submodule(parent_name) if parent_name else None
+        return (
+            counts[w.module_name] == 1
+            and w.geometry.scalable
+            and not isinstance(parent, _BYPASSING_PARENTS)
+        )
+
+    def _representatives(self, weights: list[Weight], abcs: list[ABC]):
+        """Exponents after tying and a = 0 shifts, with the tie partners and notes per weight."""
+        opt = self.config.optimizer
+        params = [id(w.module.get_parameter(w.geometry.param)) for w in weights]
+        abcs, tied = tie_groups(
+            params, [w.label for w in weights], [w.role for w in weights], abcs, opt
+        )
+        notes = ["tied with " + ", ".join(t) if t else "" for t in tied]
+        counts: dict[str, int] = {}
+        for w in weights:
+            counts[w.module_name] = counts.get(w.module_name, 0) + 1
+        for i, w in enumerate(weights):
+            if self.config.apply_multipliers and not self._wrappable(w, counts):
+                if tied[i] and abcs[i].a != 0:
+                    raise ValueError(
+                        f"{w.label!r} is tied and needs a multiplier n^-{abcs[i].a:g}, which "
+                        "cannot be applied to a weight used inside its module"
+                    )
+                if abcs[i].a != 0:
+                    notes[i] = "a = 0 representative (multiplier not expressible)"
+                abcs[i] = abc_shift(abcs[i], -abcs[i].a, opt)
+        return abcs, tied, notes
+
+    def _build_specs(
+        self, weights: list[Weight], abcs: list[ABC], widths: list[WeightWidth]
+    ) -> list[LayerSpec]:
         cfg = self.config
-        roles = [role for _, _, role in found]
+        abcs, tied, notes = self._representatives(weights, abcs)
+        roles = [w.role for w in weights]
         g = None
         if cfg.optimizer == "sgd" and cfg.bias_lr == "abc":
             if "readout" not in roles:
@@ -306,102 +304,128 @@ class Parametrization:
                     "bias_lr='abc' with SGD needs a 'readout' layer (it sets the gradient scale); "
                     "use bias_lr='default'"
                 )
-            g = backward_exponent(a, b, roles)
+            g = backward_exponent([x.a for x in abcs], [x.b for x in abcs], roles)
+        stds = base_stds(weights, widths, tied, cfg.std_prefactor, cfg.base_std, cfg.zero_readout)
         specs = []
-        for (name, module, role), a_l, b_l, c_l in zip(found, a, b, c, strict=True):
-            hits = _match(cfg.widths, name)
-            if len(hits) > 1:
-                raise ValueError(
-                    f"module {name!r} is matched by several config.widths patterns: {hits}"
-                )
-            n_override = (
-                check_positive_int(f"config.widths[{hits[0]!r}]", cfg.widths[hits[0]])
-                if hits
-                else None
-            )
-            n, n0, const = _geometry(module, role, name, n_override, cfg.base_width)
-            ratio = n / n0
-            reinit = isinstance(module, (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding))
-            bias = getattr(module, "bias", None) if reinit else None
+        for w, x, wd, std0, partners, note in zip(
+            weights, abcs, widths, stds, tied, notes, strict=True
+        ):
             bias_c = None
-            if isinstance(bias, nn.Parameter) and cfg.bias_lr == "abc":
+            if w.geometry.bias is not None and cfg.bias_lr == "abc":
                 bias_c = (
-                    -a_l
+                    -x.a
                     if cfg.optimizer == "adam"
-                    else -2 * a_l - (0.0 if role == "readout" else g)
+                    else -2 * x.a - (g if w.role != "readout" else 0.0)
                 )
             specs.append(
                 LayerSpec(
-                    name=name,
-                    role=role,
-                    kind=type(module).__name__,
-                    n=n,
-                    n0=n0,
-                    a=a_l,
-                    b=b_l,
-                    c=c_l,
-                    init_std=cfg.std_prefactor * const * ratio**-b_l if reinit else math.nan,
-                    multiplier=ratio**-a_l,
-                    lr=cfg.lr_prefactor * ratio**-c_l,
+                    name=w.label,
+                    role=w.role,
+                    kind=type(w.module).__name__,
+                    n=wd.n,
+                    n0=wd.n0,
+                    a=x.a,
+                    b=x.b,
+                    c=x.c,
+                    init_std=std0 * wd.ratio**-x.b,
+                    multiplier=wd.ratio**-x.a,
+                    lr=cfg.lr_prefactor * wd.ratio**-x.c,
                     bias_c=bias_c,
-                    bias_lr=None if bias_c is None else cfg.lr_prefactor * ratio**-bias_c,
-                    module=module,
+                    bias_lr=None if bias_c is None else cfg.lr_prefactor * wd.ratio**-bias_c,
+                    module=w.module,
+                    param=w.geometry.param,
+                    module_name=w.module_name,
+                    geometry=w.geometry,
+                    tied=partners,
+                    note=note,
                 )
             )
         return specs
 
-    def _layer_params(self, spec: LayerSpec) -> list[nn.Parameter]:
-        if spec.bias_c is not None:
-            return [spec.module.weight]
-        if (
-            isinstance(spec.module, (nn.Linear, nn.modules.conv._ConvNd))
-            and self.config.bias_lr == "default"
-        ):
-            return [spec.module.weight]  # the bias joins the rest group
-        return list(spec.module.parameters())
+    # ---- attention --------------------------------------------------------------------------
+    def _base_head_dim(self, site: AttentionSite, weights: list[Weight]) -> float:
+        """d0: the site's head dimension at the base width (1 for absolute exponents)."""
+        cfg = self.config
+        if cfg.base_model is not None:
+            try:
+                return site.adapter.head_dim(cfg.base_model.get_submodule(site.name))
+            except AttributeError as err:
+                raise ValueError(
+                    f"config.base_model has no attention module {site.name!r}"
+                ) from err
+        if cfg.base_width is None:
+            return 1.0
+        width = cfg.width or model_width(weights)
+        if width == cfg.base_width:
+            return float(site.head_dim)
+        if cfg.base_head_dim is None:
+            raise ValueError(
+                f"muP's attention scale sqrt(d0)/d needs d0, the head dimension at the base "
+                f"width ({site.name!r} has {site.head_dim} at width {width}): set "
+                "config.base_head_dim (the same head_dim if heads are added as the model "
+                "widens, head_dim * base_width / width if heads widen), or pass "
+                "config.base_model"
+            )
+        return float(cfg.base_head_dim)
 
-    def _check_shared_parameters(self) -> None:
-        seen: dict[int, str] = {}
+    def _mark_zero_queries(self, sites: list[AttentionSite]) -> None:
+        """Show zero-initialized queries in the table: std 0, or a note for a fused block."""
+        parts = {id(p): index for s in sites for p, index in s.adapter.query(s.module)}
         for spec in self.layers:
-            for p in spec.module.parameters():
-                if id(p) in seen:
-                    raise ValueError(f"layers {seen[id(p)]!r} and {spec.name!r} share a parameter")
-                seen[id(p)] = spec.name
+            index = parts.get(id(spec.weight))
+            if index is not None and all(i == slice(None) for i in index):
+                spec.init_std, spec.note = 0.0, "query: zero init"
+            elif index is not None:
+                spec.note = "query block zero-initialized"
 
     # ---- mutation ---------------------------------------------------------------------------
     @torch.no_grad()
     def _reinitialize(self) -> None:
+        done: set[int] = set()
         for spec in self.layers:
-            if math.isnan(spec.init_std):
-                continue
-            spec.module.weight.normal_(0.0, spec.init_std)
-            bias = getattr(spec.module, "bias", None)
-            if isinstance(bias, nn.Parameter):
+            weight, bias = spec.weight, spec.bias
+            if id(weight) not in done:  # a tied matrix is initialized once, by its first row
+                weight.normal_(0.0, spec.init_std) if spec.init_std > 0 else weight.zero_()
+                if isinstance(spec.module, nn.Embedding) and spec.module.padding_idx is not None:
+                    weight[spec.module.padding_idx] = 0.0  # as nn.Embedding's own init
+                done.add(id(weight))
+            if bias is not None:
                 bias.zero_()
 
     def _wrap(self) -> None:
+        counts: dict[str, int] = {}
         for spec in self.layers:
-            parent_name, _, child = spec.name.rpartition(".")
+            counts[spec.module_name] = counts.get(spec.module_name, 0) + 1
+        for spec in self.layers:
+            weight = Weight(spec.name, spec.module_name, spec.module, spec.geometry, spec.role)
+            if not self._wrappable(weight, counts):
+                continue
+            parent_name, _, child = spec.module_name.rpartition(".")
             parent = self.model.get_submodule(parent_name) if parent_name else self.model
             setattr(parent, child, ScaledModule(spec.module, spec.multiplier))
 
     # ---- optimizer interface ----------------------------------------------------------------
     @property
     def param_groups(self) -> list[dict[str, Any]]:
-        """Fresh optimizer param groups: one per layer, one per layer bias, one for the rest.
+        """Fresh optimizer param groups: one per weight, one per bias, one for the rest.
 
         Layer groups carry "name", "role", "n", "a", "b", "c" besides "params" and "lr"
-        (torch optimizers keep extra keys; LR schedulers scale each group's lr).
+        (torch optimizers keep extra keys; LR schedulers scale each group's lr); a shared
+        matrix has one group, with "tied" naming its other layers.
         """
         cfg = self.config
         groups, taken = [], set()
         for spec in self.layers:
-            params = self._layer_params(spec)
-            groups.append(self._group(spec, params, spec.lr, spec.name, spec.role, spec.b, spec.c))
-            taken.update(id(p) for p in params)
-            if spec.bias_c is not None:
-                bias = spec.module.bias
-                name = f"{spec.name}.bias"
+            weight = spec.weight
+            if id(weight) not in taken:
+                group = self._group(spec, [weight], spec.lr, spec.name, spec.role, spec.b, spec.c)
+                if spec.tied:
+                    group["tied"] = list(spec.tied)
+                groups.append(group)
+                taken.add(id(weight))
+            bias = spec.bias
+            if spec.bias_c is not None and id(bias) not in taken:
+                name = f"{spec.module_name}.{spec.geometry.bias}"
                 groups.append(
                     self._group(spec, [bias], spec.bias_lr, name, "bias", math.nan, spec.bias_c)
                 )
@@ -417,7 +441,7 @@ class Parametrization:
     def _group(
         self, spec: LayerSpec, params: list, lr: float, name: str, role: str, b: float, c: float
     ) -> dict[str, Any]:
-        """One optimizer param group of `spec`'s layer, with its exponents as extra keys."""
+        """One optimizer param group of `spec`'s weight, with its exponents as extra keys."""
         group = dict(params=params, lr=lr, name=name, role=role, n=spec.n, a=spec.a, b=b, c=c)
         if self.config.adam_eps is not None:
             group["eps"] = self.config.adam_eps * spec.multiplier
@@ -425,7 +449,8 @@ class Parametrization:
 
     # ---- reporting --------------------------------------------------------------------------
     def table(self) -> pd.DataFrame:
-        """Per-layer table: name, role, type, n, a, b, c, init std, multiplier, lr, bias lr."""
+        """Per-weight table: name, role, type, n, n0, a, b, c, init std, multiplier, lr, bias
+        lr, note (ties, a = 0 representatives)."""
         import pandas as pd  # here: applying a parametrization should not import pandas
 
         rows = [
@@ -434,6 +459,7 @@ class Parametrization:
                 role=s.role,
                 type=s.kind,
                 n=s.n,
+                n0=s.n0,
                 a=s.a,
                 b=s.b,
                 c=s.c,
@@ -441,6 +467,7 @@ class Parametrization:
                 multiplier=s.multiplier,
                 lr=s.lr,
                 bias_lr=math.nan if s.bias_lr is None else s.bias_lr,
+                note=s.note,
             )
             for s in self.layers
         ]
@@ -449,12 +476,21 @@ class Parametrization:
     def __str__(self) -> str:
         cfg = self.config
         name = cfg.parametrization or "custom"
-        base = "absolute n" if cfg.base_width is None else f"base_width={cfg.base_width}"
+        if cfg.base_model is not None:
+            base = "base_model"
+        else:
+            base = "absolute n" if cfg.base_width is None else f"base_width={cfg.base_width}"
         head = (
             f"Parametrization({name}, optimizer={cfg.optimizer}, alignment={cfg.alignment}, "
             f"{base}, lr_prefactor={cfg.lr_prefactor:g}, std_prefactor={cfg.std_prefactor:g})"
         )
-        return head + "\n" + self.table().to_string(index=False, float_format=lambda x: f"{x:.4g}")
+        text = head + "\n" + self.table().to_string(index=False, float_format=lambda x: f"{x:.4g}")
+        for r in self.attention:
+            text += (
+                f"\nattention {r['name']} ({r['kind']}, head_dim {r['head_dim']}): logit scale "
+                f"{r['scale_before']:.4g} -> {r['scale_after']:.4g}"
+            )
+        return text
 
     def __repr__(self) -> str:
         return str(self)

@@ -23,13 +23,24 @@ that approach sigma from below; `exact=True` uses an SVD instead.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from ntk._checks import check_choice, check_positive_int
+from ntk._checks import (
+    check_bool,
+    check_choice,
+    check_number_list,
+    check_positive_int,
+    check_sequence,
+)
+from ntk.scaling.attention import fused_blocks
+from ntk.scaling.geometry import WeightGeometry, geometry_of, registered_geometry, torch_layout
+from ntk.training.config import TrainingDivergedError
 
 Multipliers = Mapping[str, float] | Callable[[str, nn.Module], float] | None
 
@@ -42,23 +53,54 @@ def power_iteration(
 
     Iterates v <- W^T W v / ||W^T W v|| from `v` (n,) (a random start if None) and returns
     (||W v||, v). The estimate never exceeds the true value and converges at the rate
-    (sigma_2 / sigma_1)^(2 n_iter). A zero matrix gives 0.
+    (sigma_2 / sigma_1)^(2 n_iter). A zero matrix gives 0. Complex matrices iterate with the
+    conjugate transpose W^H; half precision is computed in float32.
     """
-    if w.ndim != 2:
-        raise ValueError(f"w must be a matrix (2 dimensions), got shape {tuple(w.shape)}")
     check_positive_int("n_iter", n_iter, minimum=0)
-    w = w.detach()
-    if v is None:
-        v = torch.randn(w.shape[1], generator=generator, dtype=w.dtype).to(w.device)
-    v = v / v.norm().clamp_min(torch.finfo(w.dtype).tiny)
+    w, scale = _scaled_matrix(w)
+    v = _start_vector(v, w, generator)
     for _ in range(n_iter):
         u = w @ v  # (m,)
-        v_new = w.T @ u  # (n,)
+        v_new = w.mH @ u  # (n,)
         norm = v_new.norm()
         if norm == 0:  # v is in the null space (or w == 0): the estimate stays ||w v||
             break
         v = v_new / norm
-    return float((w @ v).norm()), v
+    return scale * float((w @ v).norm()), v
+
+
+def _scaled_matrix(w: object) -> tuple[Tensor, float]:
+    """w / max|w_ij| and that scale: products with W^H W then neither overflow (float32 norms
+    ~1e19 square to inf) nor underflow (~1e-30 squares to 0)."""
+    if not isinstance(w, Tensor):
+        raise TypeError(f"w must be a torch.Tensor matrix, got {type(w).__name__}")
+    if w.ndim != 2:
+        raise ValueError(f"w must be a matrix (2 dimensions), got shape {tuple(w.shape)}")
+    if not (w.is_floating_point() or w.is_complex()):
+        raise TypeError(f"w must be a floating or complex matrix, got {w.dtype}")
+    w = w.detach()
+    if w.dtype in (torch.float16, torch.bfloat16):  # no CPU matmul/eigh kernels for these
+        w = w.float()
+    scale = float(w.abs().max()) if w.numel() else 0.0
+    if not math.isfinite(scale):
+        raise ValueError("w contains NaN or Inf entries: its spectral norm is undefined")
+    return (w / scale if scale > 0 else w), scale
+
+
+def _start_vector(v: object, w: Tensor, generator: torch.Generator | None) -> Tensor:
+    """The unit start vector (n,) in w's dtype: `v`, or a random one."""
+    n = w.shape[1]
+    if v is None:
+        real = w.real.dtype if w.is_complex() else w.dtype
+        v = torch.randn(n, generator=generator, dtype=real).to(w.device, w.dtype)
+    elif not isinstance(v, Tensor) or v.shape != (n,):
+        shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+        raise ValueError(f"v must be a vector of shape ({n},) (w's columns), got {shape}")
+    v = v.detach().to(w.device, w.dtype)
+    norm = v.norm()
+    if not torch.isfinite(norm):
+        raise ValueError("v contains NaN or Inf entries")
+    return v / norm.clamp_min(torch.finfo(norm.dtype).tiny)
 
 
 @torch.no_grad()
@@ -74,24 +116,21 @@ def lanczos(
     (||W v*||, v*) with v* the top Ritz vector, a warm start for the next call. Fully
     reorthogonalized (k is small), a lower bound on the true value.
     """
-    if w.ndim != 2:
-        raise ValueError(f"w must be a matrix (2 dimensions), got shape {tuple(w.shape)}")
     check_positive_int("n_iter", n_iter)
-    w = w.detach()
+    w, scale = _scaled_matrix(w)
     n = w.shape[1]
     k = min(n_iter, n)
-    if v is None:
-        v = torch.randn(n, generator=generator, dtype=w.dtype).to(w.device)
+    real = w.real.dtype if w.is_complex() else w.dtype
     basis = torch.zeros(k, n, dtype=w.dtype, device=w.device)  # orthonormal Krylov basis
-    basis[0] = v / v.norm().clamp_min(torch.finfo(w.dtype).tiny)
-    alpha = torch.zeros(k, dtype=w.dtype, device=w.device)
-    beta = torch.zeros(k, dtype=w.dtype, device=w.device)
+    basis[0] = _start_vector(v, w, generator)
+    alpha = torch.zeros(k, dtype=real, device=w.device)
+    beta = torch.zeros(k, dtype=real, device=w.device)
     m = k
     for j in range(k):
-        z = w.T @ (w @ basis[j])  # (n,): W^T W q_j
-        alpha[j] = basis[j] @ z
+        z = w.mH @ (w @ basis[j])  # (n,): W^H W q_j
+        alpha[j] = torch.vdot(basis[j], z).real  # real: W^H W is Hermitian
         for _ in range(2):  # twice is enough (Giraud et al. 2005)
-            z = z - basis[: j + 1].T @ (basis[: j + 1] @ z)
+            z = z - basis[: j + 1].T @ (basis[: j + 1].conj() @ z)
         b = z.norm()
         if j == k - 1 or b <= 1e-6 * alpha[: j + 1].abs().max().clamp_min(1e-30):
             m = j + 1  # invariant subspace found (or budget spent): the Ritz values are exact
@@ -100,22 +139,58 @@ def lanczos(
         basis[j + 1] = z / b
     tri = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
     _, vecs = torch.linalg.eigh(tri)
-    top = basis[:m].T @ vecs[:, -1]  # (n,) top Ritz vector
-    top = top / top.norm().clamp_min(torch.finfo(w.dtype).tiny)
-    return float((w @ top).norm()), top
+    top = basis[:m].T @ vecs[:, -1].to(w.dtype)  # (n,) top Ritz vector
+    top = top / top.norm().clamp_min(torch.finfo(real).tiny)
+    return scale * float((w @ top).norm()), top
 
 
-def _weight_matrix(module: nn.Module) -> tuple[Tensor, int, int] | None:
-    """The module's weight as (fan_out, fan_in) with its fans, or None if it has none."""
-    # only the module that owns the weight: wrappers that forward attribute access to an inner
-    # module (ntk.scaling.parametrization.ScaledModule) must not count the same matrix twice
-    w = module._parameters.get("weight", None)
-    if not isinstance(w, Tensor) or w.ndim < 2:
-        return None
-    if isinstance(module, nn.Embedding):  # rows are looked up: a one-hot input of dim num
-        w = w.T
-    w = w.reshape(w.shape[0], -1)  # convolutions: (out, in * kernel)
-    return w, w.shape[1], w.shape[0]
+@dataclass
+class _Matrix:
+    """One monitored matrix: a weight, or one block (q, k, v; a gate) of a stacked weight."""
+
+    label: str
+    module_name: str
+    module: nn.Module
+    geometry: WeightGeometry
+    block: int | None  # index into geometry.blocks, None for the whole matrix
+
+    def read(self) -> Tensor:
+        """The matrix (fan_out, fan_in), or its block, from the live parameter."""
+        w = self.geometry.matrix(self.module.get_parameter(self.geometry.param))
+        if self.block is None:
+            return w
+        rows = self.geometry.block_size
+        return w[self.block * rows : (self.block + 1) * rows]
+
+
+def weight_matrices(model: nn.Module) -> tuple[list[_Matrix], list[str]]:
+    """(matrices, assumed): every weight matrix of `model` with its registered geometry
+    (`ntk.scaling.geometry`), stacked weights split into their blocks (LSTM gates, q/k/v, GPT-2's
+    fused c_attn), and the names of modules of unregistered types whose `weight` is read in
+    PyTorch's (out, in, *kernel) layout."""
+    fused = fused_blocks(model)
+    matrices, assumed = [], []
+    for name, module in model.named_modules():
+        if registered_geometry(module):
+            # parameters of child modules (MultiheadAttention's out_proj) are read in the child
+            geoms = [g for g in geometry_of(module, name) if "." not in g.param]
+        elif (g := torch_layout(module)) is not None:
+            geoms = [g]
+            assumed.append(name or "<model>")
+        else:
+            continue
+        for g in geoms:
+            if id(module) in fused and len(geoms) == 1 and not g.blocks:
+                g = replace(g, blocks=fused[id(module)])
+            if len(geoms) == 1:
+                label = name or "<model>"
+            else:
+                label = f"{name}.{g.param}" if name else g.param
+            if not g.blocks:
+                matrices.append(_Matrix(label, name, module, g, None))
+            for k, block in enumerate(g.blocks):
+                matrices.append(_Matrix(f"{label}[{block}]", name, module, g, k))
+    return matrices, assumed
 
 
 def _default_multiplier(name: str, module: nn.Module, modules: dict[str, nn.Module]) -> float:
@@ -141,16 +216,21 @@ class SpectralMonitor:
     """Log sigma(W) and sigma(W - W0) relative to sqrt(fan_out / fan_in), layer by layer.
 
     Args:
-        model: any module; every submodule with a weight of >= 2 dimensions is a layer
-            (convolutions are flattened to (out, in * kernel)).
+        model: any module. Every weight matrix is read with its registered geometry
+            (`ntk.scaling.geometry`: Linear, Conv (out, in * kernel), Embedding (dim, num),
+            Hugging Face Conv1D (transposed), nn.MultiheadAttention, RNN/LSTM/GRU); stacked
+            weights are monitored per block (q, k, v of in_proj_weight and GPT-2's c_attn;
+            LSTM/GRU gates), labelled "name.param[block]". Unregistered modules with a
+            >= 2-D `weight` are read as (out, in, *kernel), with a warning naming them.
         every: log when `step % every == 0` (call the monitor every step; it skips cheaply).
         n_iter: products with W^T W per call and matrix (warm-started from the last call).
         n_iter_init: products the first time a matrix is seen.
         method: "lanczos" (a Krylov subspace; the default, more accurate per product) or
             "power" (plain power iteration).
-        layers: None (all), a predicate on module names, or a list of names.
+        layers: None (all), a predicate on names, or a list of names (module names or
+            row labels).
         multipliers: constant factors the forward pass applies to a layer's stored weight,
-            as {name: factor} or `f(name, module)`. By default: mup's MuReadout
+            as {label: factor} or `f(label, module)`. By default: mup's MuReadout
             output_mult / width_mult times the `multiplier` of single-module wrappers around
             the layer (`ntk.scaling.parametrization.ScaledModule`), else 1. Multipliers applied
             elsewhere in forward (e.g. `WideMLP(parametrization="ntk")`) must be passed:
@@ -182,41 +262,55 @@ class SpectralMonitor:
         self.every = check_positive_int("every", every)
         self.n_iter = check_positive_int("n_iter", n_iter)
         self.n_iter_init = check_positive_int("n_iter_init", n_iter_init)
-        self.exact = bool(exact)
+        self.exact = check_bool("exact", exact)
         check_choice("method", method, ("lanczos", "power"))
         self._estimate = lanczos if method == "lanczos" else power_iteration
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(check_positive_int("seed", seed, minimum=0))
+        modules = dict(model.named_modules())
+        matrices, assumed = weight_matrices(model)
         if layers is None:
             keep = lambda name: True  # noqa: E731
         elif callable(layers):
             keep = layers
         else:
-            names = set(layers)
+            names = set(check_sequence("layers", layers, "module or matrix names"))
+            known = set(modules) | {m.label for m in matrices}
+            unknown = sorted(str(n) for n in names - known)
+            if unknown:
+                raise ValueError(f"layers names modules the model does not have: {unknown}")
             keep = names.__contains__
-        modules = dict(model.named_modules())
-        self.layers: dict[str, nn.Module] = {
-            (name or "<model>"): m
-            for name, m in modules.items()
-            if _weight_matrix(m) is not None and keep(name)
-        }
-        if not self.layers:
+        if assumed:
+            warnings.warn(
+                f"SpectralMonitor: {assumed} have no registered geometry; their weights are "
+                "read in PyTorch's (out, in, *kernel) layout (ntk.scaling.register_geometry "
+                "tells otherwise)",
+                stacklevel=2,
+            )
+        self.matrices = {m.label: m for m in matrices if keep(m.label) or keep(m.module_name)}
+        if not self.matrices:
             raise ValueError("model has no layer with a weight matrix (after the layers filter)")
+        self.layers: dict[str, nn.Module] = {k: m.module for k, m in self.matrices.items()}
         self.multiplier: dict[str, float] = {}
-        for name, m in self.layers.items():
+        for label, m in self.matrices.items():
             if multipliers is None:
-                self.multiplier[name] = _default_multiplier(name, m, modules)
+                self.multiplier[label] = _default_multiplier(m.module_name, m.module, modules)
             elif callable(multipliers):
-                self.multiplier[name] = float(multipliers(name, m))
+                self.multiplier[label] = check_number_list(
+                    f"multipliers({label!r}, module)", [multipliers(label, m.module)]
+                )[0]
             else:
-                self.multiplier[name] = float(multipliers.get(name, 1.0))
-        self.w0 = {name: _weight_matrix(m)[0].detach().clone() for name, m in self.layers.items()}
+                self.multiplier[label] = check_number_list(
+                    f"multipliers[{label!r}]", [multipliers.get(label, 1.0)]
+                )[0]
+        self.w0 = {label: m.read().detach().clone() for label, m in self.matrices.items()}
         self._v: dict[tuple[str, str], Tensor] = {}  # warm starts, keyed (layer, "w" | "dw")
         self.records: list[dict] = []
         self._calls = 0
 
     def _sigma(self, key: tuple[str, str], w: Tensor) -> float:
         if self.exact:
-            return float(torch.linalg.matrix_norm(w.detach(), ord=2))
+            w, scale = _scaled_matrix(w)
+            return scale * float(torch.linalg.matrix_norm(w, ord=2))
         v = self._v.get(key)
         sigma, self._v[key] = self._estimate(
             w, v, self.n_iter if v is not None else self.n_iter_init, generator=self.generator
@@ -227,8 +321,13 @@ class SpectralMonitor:
     def log(self, step: int) -> list[dict]:
         """Measure every layer now and append the rows (also returned) to the log."""
         rows = []
-        for name, module in self.layers.items():
-            w, fan_in, fan_out = _weight_matrix(module)
+        for name, matrix in self.matrices.items():
+            w = matrix.read()
+            fan_out, fan_in = w.shape
+            if not torch.isfinite(w).all():  # training diverged: there is no norm to log
+                err = TrainingDivergedError(step, math.nan)
+                err.add_note(f"SpectralMonitor: layer {name!r} has NaN or Inf weights")
+                raise err
             mult = abs(self.multiplier[name])
             scale = math.sqrt(fan_out / fan_in)
             sigma_w = mult * self._sigma((name, "w"), w)

@@ -24,6 +24,7 @@ from torch import nn
 
 from ntk.data import load_digits_task
 from ntk.models import WideMLP, WideMLP_MuP
+from ntk.scaling.geometry import WeightGeometry, register_geometry
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig, ScaledModule
 from ntk.scaling.sweep import lr_sweep, optima
 from ntk.training import TrainConfig, TrainingDivergedError, train
@@ -53,6 +54,24 @@ class Gain(nn.Module):
         return x * self.gain
 
 
+class Dense(nn.Module):
+    """A dense layer storing its kernel as (in, out), described by `register_geometry`."""
+
+    def __init__(self, fan_in: int, fan_out: int) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(fan_in, fan_out))
+        self.offset = nn.Parameter(torch.ones(fan_out))
+
+    def forward(self, x):
+        return x @ self.kernel + self.offset
+
+
+register_geometry(
+    Dense,
+    lambda m: [WeightGeometry("kernel", *m.kernel.shape, transposed=True, bias="offset")],
+)
+
+
 class Block(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -61,9 +80,11 @@ class Block(nn.Module):
             {"up": nn.Linear(width, 2 * width), "down": nn.Linear(2 * width, width)}
         )
         self.gain = Gain(width)
+        self.mix = Dense(width, width)
 
     def forward(self, h):
-        return h + self.gain(self.ffn["down"](F.gelu(self.ffn["up"](self.norm(h)))))
+        h = h + self.gain(self.ffn["down"](F.gelu(self.ffn["up"](self.norm(h)))))
+        return self.mix(h)
 
 
 class TinyLM(nn.Module):
@@ -83,7 +104,7 @@ class TinyLM(nn.Module):
 LM_LAYERS = {
     "embed": "embedding",
     "blocks.*.ffn.*": "hidden",
-    "blocks.1.gain": "hidden",
+    "blocks.1.mix": "hidden",
     "head": "readout",
 }
 
@@ -166,9 +187,7 @@ def test_named_submodules_only_listed_layers_change():
     width, base = 64, 16
     model = TinyLM(width)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = ParametrizationConfig(
-        "mup", layers=LM_LAYERS, base_width=base, widths={"blocks.1.gain": width}
-    )
+    cfg = ParametrizationConfig("mup", layers=LM_LAYERS, base_width=base)
     param = Parametrization(model, cfg)
     names = [s.name for s in param.layers]
     assert names == [
@@ -177,32 +196,38 @@ def test_named_submodules_only_listed_layers_change():
         "blocks.0.ffn.down",
         "blocks.1.ffn.up",
         "blocks.1.ffn.down",
-        "blocks.1.gain",
+        "blocks.1.mix",
         "head",
     ]
     spec = {s.name: s for s in param.layers}
     assert spec["blocks.0.ffn.down"].n == 2 * width  # fan-in
+    assert spec["blocks.0.ffn.down"].n0 == 2 * base  # ... at the base width
     assert spec["embed"].init_std == pytest.approx((width / base) ** -0.5)  # one-hot fan-in 1
     after = {k.replace(".module", ""): v for k, v in model.state_dict().items()}
     assert after.keys() == before.keys()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    expected = {f"{n}.{p}" for n in names if n != "blocks.1.gain" for p in ("weight", "bias")}
-    assert changed == expected & before.keys()  # norms, blocks.0.gain, gain params untouched
-    # param groups: each parameter exactly once; unlisted ones (norms, blocks.0.gain) in "rest"
+    expected = {f"{n}.{p}" for n in names for p in ("weight", "bias", "kernel", "offset")}
+    assert changed == expected & before.keys()  # norms, gains, blocks.0.mix untouched
+    # the registered layer: kernel stored (in, out), re-initialized by its fan-in, offset zeroed
+    mix = model.blocks[1].mix
+    assert isinstance(mix, ScaledModule) and not isinstance(model.blocks[0].mix, ScaledModule)
+    assert spec["blocks.1.mix"].init_std == pytest.approx(width**-0.5)  # hidden: SP std
+    assert mix.kernel.std().item() == pytest.approx(width**-0.5, rel=0.05)
+    assert torch.all(mix.offset == 0)
+    # param groups: each parameter exactly once; unlisted ones (norms, gains, blocks.0.mix) rest
     groups = param.param_groups
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     rest = next(g for g in groups if g["name"] == "rest")
     assert {id(p) for p in rest["params"]} == {
-        id(p) for n, p in model.named_parameters() if "norm" in n or n.startswith("blocks.0.gain")
+        id(p)
+        for n, p in model.named_parameters()
+        if "norm" in n or "gain" in n or n.startswith("blocks.0.mix")
     }
-    gain = next(g for g in groups if g["name"] == "blocks.1.gain")
-    assert gain["params"] == [model.blocks[1].gain.module.gain]
-    assert gain["lr"] == pytest.approx(cfg.lr_prefactor * (width / base) ** -1.0)
-    # the unknown module type is wrapped and scaled by its multiplier (hidden mup: a = 0 -> 1)
-    assert isinstance(model.blocks[1].gain, ScaledModule) and not isinstance(
-        model.blocks[0].gain, ScaledModule
-    )
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["blocks.1.mix"]["params"] == [mix.kernel]
+    assert by_name["blocks.1.mix"]["lr"] == pytest.approx(cfg.lr_prefactor * (width / base) ** -1.0)
+    assert by_name["blocks.1.mix.offset"]["params"] == [mix.offset]
     assert model(torch.randint(0, 50, (3, 5))).shape == (3, 5, 50)
 
 
@@ -253,6 +278,10 @@ def test_errors():
         (dict(base_width=0), "base_width"),
         (dict(parametrization=None, a=[0, float("nan"), 0], b=[0, 0.5, 0.5]), r"config\.a\[1\]"),
         (dict(parametrization=None, a=[0, 0, 0], b=[0, "x", 0.5]), r"config\.b\[1\]"),
+        (dict(base_std={"hidden.*": -1.0}), r"config\.base_std\['hidden\.\*'\]"),
+        (dict(attention_scale="sqrt"), r"config\.attention_scale"),
+        (dict(width=0), r"config\.width"),
+        (dict(base_head_dim=0), r"config\.base_head_dim"),
     ]
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
@@ -261,6 +290,9 @@ def test_errors():
         (dict(widths=None), "config.widths"),
         (dict(apply_multipliers="no"), "config.apply_multipliers"),
         (dict(reinit=1), "config.reinit"),
+        (dict(zero_query="yes"), "config.zero_query"),
+        (dict(base_std=[0.02]), "config.base_std"),
+        (dict(layers=["hidden.0"]), "config.layers"),
         (dict(parametrization=None, a=0.5, b=[0, 0.5, 0.5]), r"config\.a must be a list"),
     ]
     for kwargs, match in type_cases:
@@ -273,7 +305,7 @@ def test_errors():
         Parametrization(
             TinyLM(8), ParametrizationConfig(layers={"embed": "hidden", "head": "readout"})
         )
-    with pytest.raises(ValueError, match="widths"):
+    with pytest.raises(ValueError, match=r"'blocks.0.gain' is a Gain.*register_geometry"):
         Parametrization(TinyLM(8), ParametrizationConfig(layers={"blocks.0.gain": "hidden"}))
     model = mlp()
     Parametrization(model)
@@ -430,3 +462,38 @@ def test_mup_lr_transfers_from_64_to_1024():
     assert abs(opt.loc[1024, "log2_lr_opt"] - lr64) <= 1  # optimum moves at most one octave
     assert wide[lr64] <= 1.15 * wide.min()  # the transferred LR costs at most 15% in loss
     assert wide.min() < opt.loc[64, "loss_opt"]  # and wider is better
+
+
+def _bottleneck(width: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(5, width),
+        nn.ReLU(),
+        nn.Linear(width, 4 * width),
+        nn.ReLU(),
+        nn.Linear(4 * width, width),  # an MLP down-projection: fan-in 4n, width ratio n / n0
+        nn.ReLU(),
+        nn.Linear(width, 3),
+    )
+
+
+@pytest.mark.parametrize("width", [32, 64])
+def test_down_projection_takes_the_models_width_ratio(width):
+    """n0 of a 4n -> n layer is its fan-in at the base width (4 n0), not base_width: at the base
+    width its lr is lr_prefactor and its std 1/sqrt(fan_in); at 2x, lr_prefactor / 2 (Adam)."""
+    base, lr = 32, 0.01
+    model = _bottleneck(width)
+    param = Parametrization(model, ParametrizationConfig("mup", lr_prefactor=lr, base_width=base))
+    down = param.layers[2]
+    assert (down.n, down.n0) == (4 * width, 4 * base)
+    assert down.lr == pytest.approx(lr * base / width)
+    assert down.init_std == pytest.approx((4 * width) ** -0.5)
+    if width == base:
+        assert {s.lr for s in param.layers} == {lr}
+
+
+def test_embedding_padding_row_stays_zero():
+    model = nn.Sequential(nn.Embedding(10, 16, padding_idx=0), nn.Linear(16, 4))
+    layers = {"0": "embedding", "1": "readout"}
+    Parametrization(model, ParametrizationConfig(layers=layers, base_width=8))
+    emb = model[0].module
+    assert torch.all(emb.weight[0] == 0) and emb.weight[1:].abs().min() > 0

@@ -183,3 +183,25 @@ def test_plot_spectral():
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="x must"):
         plot_spectral(mon.dataframe(), x="width")
+
+
+class Kernel(nn.Module):
+    """An unregistered layer with a 2-D weight stored (out, in): read in PyTorch's layout."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 5))
+
+    def forward(self, x):
+        return x @ self.weight.T
+
+
+def test_unregistered_layers_are_named_in_a_warning():
+    model = nn.Sequential(nn.Linear(4, 5), Kernel())
+    with pytest.warns(UserWarning, match=r"\['1'\] have no registered geometry"):
+        mon = SpectralMonitor(model, exact=True)
+    (_, row) = mon.log(0)
+    assert (row["layer"], row["fan_in"], row["fan_out"]) == ("1", 5, 3)
+    # stacked weights are monitored per block, labelled name.param[block]
+    mon = SpectralMonitor(nn.GRU(4, 6), exact=True, layers=lambda name: "hh" in name)
+    assert list(mon.matrices) == ["weight_hh_l0[r]", "weight_hh_l0[z]", "weight_hh_l0[n]"]

@@ -1,0 +1,127 @@
+"""`ParametrizationConfig`: what `ntk.scaling.parametrization.Parametrization` applies, and how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ntk._checks import (
+    check_bool,
+    check_choice,
+    check_module,
+    check_parametrization,
+    check_positive,
+    check_positive_int,
+)
+from ntk.scaling.abc_rules import ALIGNMENTS, OPTIMIZER_FAMILIES, PARAMETRIZATIONS, ROLES
+
+BIAS_RULES = ("abc", "default")
+ATTENTION_SCALES = ("auto", "mup", "keep")
+
+
+@dataclass
+class ParametrizationConfig:
+    """What to parametrize and how.
+
+    Attributes:
+        parametrization: "sp", "ntk", "mup" or "mfp" ("standard" is read as "sp"); None for
+            custom `a`, `b` (and `c`).
+        optimizer: "adam" (any Adam-like, scale-invariant optimizer) or "sgd".
+        alignment: "full" or "no" (the alignment assumption behind the c exponents).
+        a, b, c: custom exponents, one per weight matrix (row of the table) in module order;
+            `c` None derives the maximal stable learning rates from `a`, `b`
+            (`abc_rules.max_lr_exponents`).
+        lr_prefactor: learning rate at n = n0 (and of the rest group).
+        std_prefactor: init std at n = n0, in units of 1/sqrt(fan_in) (e.g. sqrt(2) for He).
+        layers: glob pattern on module names -> role ("embedding", "hidden", "readout");
+            None auto-detects an MLP: all `nn.Linear` in order, first embedding, last readout.
+        base_width: the model width at which every parametrization is plain SP (MLPs, and
+            models whose width dimensions all grow in proportion to it); None = absolute n.
+        base_model: the same architecture at the base width (e.g. built on the meta device),
+            instead of base_width: each weight's width dimensions are read against it.
+        width: the model's width (with base_width); None reads it from the embeddings'
+            output size or else the readouts' input size.
+        widths: glob pattern -> n, overriding the width of matching layers (ratio n /
+            base_width).
+        base_std: glob pattern on layer names -> init std at the base width, instead of
+            std_prefactor / sqrt(fan-in) (e.g. {"transformer.wte": 0.02}); it scales as
+            (n / n0)^-b.
+        bias_lr: "abc" (biases get width-independent updates) or "default" (rest group).
+        adam_eps: if set, each group gets eps = adam_eps * (n / n0)^-a.
+        apply_multipliers: wrap layers to apply n^-a (False if the model does it itself).
+        reinit: re-initialize listed weights (std n^-b) and zero their biases.
+        attention_scale: "mup" (logit scale sqrt(d0)/d, d0 the head dimension at the base
+            width), "keep" (each module's own), or "auto" (mup for mup/mfp, keep for sp/ntk).
+        base_head_dim: d0 for the attention scale with base_width, when width != base_width.
+        zero_query: zero-initialize the query projections of all attention modules.
+        zero_readout: zero-initialize the readout weights (as mup's readout_zero_init).
+    """
+
+    parametrization: str | None = "mup"
+    optimizer: str = "adam"
+    alignment: str = "full"
+    a: list[float] | None = None
+    b: list[float] | None = None
+    c: list[float] | None = None
+    lr_prefactor: float = 1e-3
+    std_prefactor: float = 1.0
+    layers: dict[str, str] | None = None
+    base_width: int | None = None
+    base_model: nn.Module | None = field(default=None, repr=False)
+    width: int | None = None
+    widths: dict[str, int] = field(default_factory=dict)
+    base_std: dict[str, float] = field(default_factory=dict)
+    bias_lr: str = "abc"
+    adam_eps: float | None = None
+    apply_multipliers: bool = True
+    reinit: bool = True
+    attention_scale: str = "auto"
+    base_head_dim: int | None = None
+    zero_query: bool = False
+    zero_readout: bool = False
+
+    def validate(self) -> ParametrizationConfig:
+        """Check the fields that do not depend on the model (errors name them); return self."""
+        if self.parametrization is not None:
+            self.parametrization = check_parametrization(
+                "parametrization", self.parametrization, PARAMETRIZATIONS
+            )
+        check_choice("optimizer", self.optimizer, OPTIMIZER_FAMILIES)
+        check_choice("alignment", self.alignment, ALIGNMENTS)
+        check_choice("bias_lr", self.bias_lr, BIAS_RULES)
+        check_choice("config.attention_scale", self.attention_scale, ATTENTION_SCALES)
+        check_positive("lr_prefactor", self.lr_prefactor)
+        check_positive("std_prefactor", self.std_prefactor)
+        for key in ("base_width", "width", "base_head_dim"):
+            if getattr(self, key) is not None:
+                check_positive_int(
+                    key if key == "base_width" else f"config.{key}", getattr(self, key)
+                )
+        if self.base_model is not None:
+            check_module("config.base_model", self.base_model)
+            if self.base_width is not None or self.widths or self.width is not None:
+                raise ValueError(
+                    "config.base_model states every width: do not also give base_width, "
+                    "width or widths"
+                )
+        if self.adam_eps is not None:
+            check_positive("adam_eps", self.adam_eps)
+        for key in ("widths", "base_std"):
+            if not isinstance(getattr(self, key), dict):
+                raise TypeError(
+                    f"config.{key} must be a dict {{glob pattern: number}}, got "
+                    f"{type(getattr(self, key)).__name__}"
+                )
+        for pattern, std in self.base_std.items():
+            check_positive(f"config.base_std[{pattern!r}]", std)
+        for key in ("apply_multipliers", "reinit", "zero_query", "zero_readout"):
+            check_bool(f"config.{key}", getattr(self, key))
+        if self.layers is not None:
+            if not isinstance(self.layers, dict) or not self.layers:
+                raise TypeError(
+                    "config.layers must be a non-empty dict {glob pattern: role} or None"
+                )
+            for pattern, role in self.layers.items():
+                check_choice(f"config.layers[{pattern!r}]", role, ROLES)
+        return self

@@ -181,7 +181,7 @@ def slopes_by_parametrization(df: pd.DataFrame, column: str) -> pd.Series:
 def sweep_cell(parametrization: str, width: int, lr: float, seed: int, steps: int = 30) -> float:
     """One cell of the learning-rate sweep (`ntk.scaling.sweep.lr_sweep`): Adam on a
     parametrized MLP (base width 32), batches of 128; the score is the mean training loss at
-    steps 10, 20, 30 (fast, stable progress), inf if training diverged."""
+    steps 10, 20, ..., `steps` (fast, stable progress), inf if training diverged."""
     task = digits()
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=2)
@@ -198,6 +198,6 @@ def sweep_cell(parametrization: str, width: int, lr: float, seed: int, steps: in
     )
     try:
         history = train(model, task.x_train, task.y_train, config=tc, optimizer=opt)
-        return float(np.mean(history.train_loss[1:]))  # steps 10, 20, 30
+        return float(np.mean(history.train_loss[1:]))  # steps 10, 20, ...; not step 0
     except TrainingDivergedError:
         return math.inf

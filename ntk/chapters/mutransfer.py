@@ -2,7 +2,9 @@
 
 The notebook `notebooks/08_mutransfer.py` sweeps `train_mlp` over a grid of learning rates,
 widths and seeds with `ntk.scaling.sweep.lr_sweep`, and reads the result with
-`ntk.scaling.sweep.optima` / `lr_drift` and `at_transferred_lr` below.
+`ntk.scaling.sweep.optima` / `lr_drift` and `at_transferred_lr` / `payoff` below: the
+muTransfer payoff (Yang et al. 2022, arXiv:2203.03466) is the wide muP model trained at the
+learning rate tuned on the narrow one, compared with the wide SP model at its own optimum.
 """
 
 from __future__ import annotations
@@ -34,23 +36,19 @@ def train_mlp(
 
     A ReLU MLP (He init) of `depth` hidden layers, `STEPS` steps on mini-batches of `BATCH`
     digits with the learning rate decayed linearly to 0, scored by its final cross-entropy on
-    the whole training set. SP is `WideMLP`; muP is `WideMLP_MuP` (`MuReadout`, zero readout
-    at init), which equals SP at the base width `BASE`.
+    the whole training set. SP is `WideMLP`; muP is `WideMLP_MuP` (a `MuReadout`), drawn from
+    the same random numbers: at the base width `BASE` the two are the same network and
+    MuAdam / MuSGD the same optimizer as Adam / SGD, so the two runs are identical there.
+    (The readout starts random, not at the zero mup recommends, for that reason.)
     """
     task = digits()
-    torch.manual_seed(seed)  # the init depends on (seed, width) only
     if parametrization == "sp":
+        torch.manual_seed(seed)  # the init depends on (seed, width) only
         model = WideMLP(64, width, 10, depth=depth, weight_std=math.sqrt(2))
     else:
-        model = WideMLP_MuP(
-            64,
-            width,
-            10,
-            depth=depth,
-            weight_std=math.sqrt(2),
-            base_width=BASE,
-            readout_zero_init=True,
-        )
+        model = WideMLP_MuP(64, width, 10, depth=depth, weight_std=math.sqrt(2), base_width=BASE)
+        torch.manual_seed(seed)  # after the base-shape models: the same draws as SP
+        model.reset_parameters()
         optimizer = "mu" + optimizer
     try:
         history = train(
@@ -74,10 +72,40 @@ def train_mlp(
     return history.final()["train_loss"]
 
 
-def at_transferred_lr(summary: pd.DataFrame, opt: pd.DataFrame) -> tuple[float, pd.DataFrame]:
-    """The muP optimum at the narrowest width (the learning rate to transfer), and the seed
-    mean and standard error of the muP loss at that learning rate for every width."""
-    mup_opt = opt[opt["parametrization"] == "mup"].set_index("width")
-    transferred = float(mup_opt.loc[mup_opt.index.min(), "log2_lr_opt"])
-    rows = summary[(summary["parametrization"] == "mup") & (summary["log2_lr"] == transferred)]
+def at_transferred_lr(
+    summary: pd.DataFrame, opt: pd.DataFrame, parametrization: str = "mup"
+) -> tuple[float, pd.DataFrame]:
+    """The optimum of `parametrization` at the narrowest width (the learning rate to
+    transfer), and the seed mean and standard error of its loss at that learning rate for
+    every width (inf where a seed diverged)."""
+    own = opt[opt["parametrization"] == parametrization].set_index("width")
+    if own.empty:
+        raise ValueError(f"opt has no rows for parametrization {parametrization!r}")
+    transferred = float(own.loc[own.index.min(), "log2_lr_opt"])
+    rows = summary[
+        (summary["parametrization"] == parametrization) & (summary["log2_lr"] == transferred)
+    ]
     return transferred, rows.set_index("width")[["mean", "stderr"]]
+
+
+def payoff(summary: pd.DataFrame, opt: pd.DataFrame) -> pd.DataFrame:
+    """Loss (seed mean, standard error) per width of three ways to pick the learning rate:
+
+    "mup, lr tuned at the narrowest width"  (muTransfer),
+    "sp, lr tuned at the narrowest width"   (transfer without muP),
+    "sp, lr tuned at every width"           (SP's own optimum: a full sweep per width).
+
+    Columns: width, then mean and stderr of each, as a (width x (rule, stat)) frame.
+    """
+    mup = at_transferred_lr(summary, opt, "mup")[1]
+    sp = at_transferred_lr(summary, opt, "sp")[1]
+    sp_opt = opt[opt["parametrization"] == "sp"].set_index("width")[["loss_opt", "stderr_opt"]]
+    sp_opt.columns = ["mean", "stderr"]
+    return pd.concat(
+        {
+            "mup, lr tuned at the narrowest width": mup,
+            "sp, lr tuned at the narrowest width": sp,
+            "sp, lr tuned at every width": sp_opt,
+        },
+        axis=1,
+    )

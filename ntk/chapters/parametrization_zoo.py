@@ -1,14 +1,17 @@
 """Chapter 06 experiments: SP, NTK, muP and MFP as abc-rules, applied with `Parametrization`.
 
 The notebook `notebooks/06_parametrization_zoo.py` prints the rules (`ntk.scaling.abc_rules`)
-and calls these functions for the parts that train networks: the abc-symmetry in training
-(`adam_losses`), the output and feature scales across widths after one Adam step
-(`probe_scales`), and one cell of the learning-rate sweep (`sweep_cell`). All train a depth-2
-MLP on one-hot 8x8 digits with the MSE 0.5 * sum_k (f_k - y_k)^2 averaged over examples.
+and calls these functions for the parts that train networks: the three terms of one layer's
+update after one Adam step (`update_terms`, the measurement behind the update-exponent
+recursion), the abc-symmetry in training (`adam_losses`), the output and feature scales across
+widths after one Adam step (`probe_scales`), and one cell of the learning-rate sweep
+(`sweep_cell`). All train MLPs on one-hot 8x8 digits with the MSE 0.5 * sum_k (f_k - y_k)^2
+averaged over examples.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 
@@ -22,9 +25,8 @@ from ntk.models import WideMLP
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 from ntk.training import TrainConfig, TrainingDivergedError, train
 
-# SP as most people run it: one global learning rate (c = 0 everywhere); a = 0, b = (0, 1/2, 1/2)
+# SP as most people run it: one global learning rate (c = 0 everywhere), `sp_global_lr_rule`
 SP_GLOBAL_LR = "sp, global lr"
-SP_GLOBAL_LR_RULE = dict(a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0, 0, 0])
 
 
 @functools.cache
@@ -33,17 +35,82 @@ def digits() -> Task:
     return load_digits_task(one_hot=True)
 
 
-def config(name: str, lr: float, base_width: int, **kwargs: object) -> ParametrizationConfig:
-    """Adam config of a named parametrization, or of SP with one global lr (`SP_GLOBAL_LR`)."""
+def sp_global_lr_rule(depth: int = 2) -> dict[str, list[float]]:
+    """(a, b, c) of SP with one global learning rate, for an MLP of `depth` hidden layers:
+    a = 0, b = (0, 1/2, ..., 1/2) and c = 0 everywhere."""
+    return dict(a=[0.0] * (depth + 1), b=[0.0] + [0.5] * depth, c=[0.0] * (depth + 1))
+
+
+def config(
+    name: str, lr: float, base_width: int, depth: int = 2, **kwargs: object
+) -> ParametrizationConfig:
+    """Adam config of a named parametrization, or of SP with one global lr (`SP_GLOBAL_LR`),
+    for an MLP of `depth` hidden layers."""
     if name == SP_GLOBAL_LR:
+        rule = sp_global_lr_rule(depth)
         return ParametrizationConfig(
-            None, "adam", **SP_GLOBAL_LR_RULE, lr_prefactor=lr, base_width=base_width, **kwargs
+            None, "adam", **rule, lr_prefactor=lr, base_width=base_width, **kwargs
         )
     return ParametrizationConfig(name, "adam", lr_prefactor=lr, base_width=base_width, **kwargs)
 
 
 def _mse(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((model(x) - y) ** 2).sum(1).mean()
+
+
+def update_terms(
+    cfg: ParametrizationConfig, width: int, depth: int = 3, seed: int = 0, batch: int = 64
+) -> list[dict[str, float]]:
+    """One Adam step on a float64 MLP, and the change of every layer's pre-activations, split.
+
+    Layer l computes z_l = n^-a W_l x_{l-1}; after the step (W + dW, x + dx)
+
+        dz_l = n^-a dW_l x_{l-1}  +  n^-a W_l dx_{l-1}  +  n^-a dW_l dx_{l-1}
+
+    exactly. Returns, per layer in forward order, the RMS over the batch and units of dz and
+    of the three terms ("dW x", "W dx", "dW dx"), and of the layer's input change dx, measured on
+    the training batch itself. The embedding's input does not change: dx and its last two terms
+    are 0.
+    """
+    task = digits()
+    x, y = task.x_train[:batch].double(), task.y_train[:batch].double()
+    torch.manual_seed(seed)
+    model = WideMLP(64, width, 10, depth=depth).double()
+    opt = torch.optim.Adam(Parametrization(model, cfg).param_groups)
+    before = copy.deepcopy(model)
+    loss = _mse(model, x, y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+    def layer_inputs(net: WideMLP) -> list[torch.Tensor]:
+        inputs, h = [], x
+        for layer in net.hidden:
+            inputs.append(h)
+            h = net.phi(net.dense(layer, h))
+        return [*inputs, h]
+
+    def rms(t: torch.Tensor) -> float:
+        return t.pow(2).mean().sqrt().item()
+
+    rows = []
+    with torch.no_grad():
+        pairs = zip(
+            before.layers, model.layers, layer_inputs(before), layer_inputs(model), strict=True
+        )
+        for old, new, x_old, x_new in pairs:
+            z = old(x_old)
+            dz, dw_x, w_dx = new(x_new) - z, new(x_old) - z, old(x_new) - z
+            rows.append(
+                {
+                    "dz": rms(dz),
+                    "dx": rms(x_new - x_old),
+                    "dW x": rms(dw_x),
+                    "W dx": rms(w_dx),
+                    "dW dx": rms(dz - dw_x - w_dx),
+                }
+            )
+    return rows
 
 
 def adam_losses(
@@ -114,7 +181,7 @@ def slopes_by_parametrization(df: pd.DataFrame, column: str) -> pd.Series:
 def sweep_cell(parametrization: str, width: int, lr: float, seed: int, steps: int = 30) -> float:
     """One cell of the learning-rate sweep (`ntk.scaling.sweep.lr_sweep`): Adam on a
     parametrized MLP (base width 32), batches of 128; the score is the mean training loss at
-    steps 10, 20, 30 (fast, stable progress), inf if training diverged."""
+    steps 10, 20, ..., `steps` (fast, stable progress), inf if training diverged."""
     task = digits()
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=2)
@@ -131,6 +198,6 @@ def sweep_cell(parametrization: str, width: int, lr: float, seed: int, steps: in
     )
     try:
         history = train(model, task.x_train, task.y_train, config=tc, optimizer=opt)
-        return float(np.mean(history.train_loss[1:]))  # steps 10, 20, 30
+        return float(np.mean(history.train_loss[1:]))  # steps 10, 20, ...; not step 0
     except TrainingDivergedError:
         return math.inf

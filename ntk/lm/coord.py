@@ -8,8 +8,9 @@ size ~ width^e is near 0); under SP with one global learning rate the hidden mod
 grow like the width (e = 1 in the limit; less over a finite range of widths).
 
 The modules recorded, by group (`GROUPS`): the embedding output, each block's q, k, v
-projections, its attention logits s q.k (through `GPT.record_attention_logits`, a hook of our
-model: the fused attention never shows them), the attention output projection, the MLP's up
+projections, its attention logits s q.k (recorded by `coord_check` from the arguments of the
+`F.scaled_dot_product_attention` call, `ntk.scaling.attention_logits`: the fused attention
+never returns them), the attention output projection, the MLP's up
 and down projections, the residual stream after each block, and the readout's logits.
 Parametrized layers are recorded through their `ScaledModule` wrapper, whose output is the
 effective one (multiplier included).
@@ -39,7 +40,7 @@ GROUPS = {
     r"blocks\.\d+\.attn\.q": "query",
     r"blocks\.\d+\.attn\.k": "key",
     r"blocks\.\d+\.attn\.v": "value",
-    r"blocks\.\d+\.attn\.logits": "attention logits",
+    r"blocks\.\d+\.attn\.attn_logits": "attention logits",
     r"blocks\.\d+\.attn\.o": "attention output",
     r"blocks\.\d+\.mlp\.up": "mlp up",
     r"blocks\.\d+\.mlp\.down": "mlp down",
@@ -78,9 +79,7 @@ def gpt_coord_check(
 
     def make(width: int):
         seed = torch.initial_seed()  # coord_check seeds torch right before this call
-        model, optimizer = build(parametrization, width, lr, seed, setup)
-        model.record_attention_logits(True)
-        return model, optimizer
+        return build(parametrization, width, lr, seed, setup)
 
     df = coord_check(
         make,
@@ -90,6 +89,7 @@ def gpt_coord_check(
         steps=steps,
         seeds=seeds,
         modules=lambda name: group_of(name) is not None,
+        attention_logits=True,
     )
     return df.assign(group=df["module"].map(group_of), parametrization=parametrization)
 

@@ -135,17 +135,6 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     return torch.view_as_real(rotated).reshape(B, T, H, D).type_as(x)
 
 
-def causal_logits(q: Tensor, k: Tensor, scale: float) -> Tensor:
-    """The attention logits s q_t.k_u of every causal pair u <= t: (B, H, T (T + 1) / 2).
-
-    What softmax sees inside `F.scaled_dot_product_attention(..., is_causal=True, scale=s)`
-    for q, k of shape (B, H, T, D); the masked pairs u > t are left out.
-    """
-    T = q.shape[-2]
-    rows, cols = torch.tril_indices(T, T, device=q.device)
-    return scale * (q @ k.transpose(-2, -1))[..., rows, cols]
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with rotary positions (Vaswani et al. 2017, sec. 3.2)."""
 
@@ -161,10 +150,6 @@ class CausalSelfAttention(nn.Module):
         # muP: a plain float that a parametrization may overwrite (muP: 1/head_dim scaling,
         # anchored to 1/sqrt(head_dim) at the base width); forward reads it at every call
         self.softmax_scale = 1.0 / math.sqrt(self.head_dim)
-        # coordinate checks: the logits s q.k of every causal pair as the output of a module,
-        # hookable like any layer; computed only when asked (SDPA never materializes them)
-        self.logits = nn.Identity()
-        self.record_logits = False
 
     def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
         B, T, C = x.shape
@@ -172,9 +157,6 @@ class CausalSelfAttention(nn.Module):
         q = apply_rope(self.q(x).view(B, T, H, D), rotation).transpose(1, 2)  # (B, H, T, D)
         k = apply_rope(self.k(x).view(B, T, H, D), rotation).transpose(1, 2)  # (B, H, T, D)
         v = self.v(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        if self.record_logits:
-            with torch.no_grad():
-                self.logits(causal_logits(q, k, self.softmax_scale))  # (B, H, T (T + 1) / 2)
         # muP: the logits q.k are scaled by softmax_scale, set from outside
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): heads side by side
@@ -280,17 +262,6 @@ class GPT(nn.Module):
                 f"idx holds token ids in [{int(low)}, {int(high)}], outside "
                 f"[0, GPTConfig.vocab_size) = [0, {self.config.vocab_size})"
             )
-
-    def record_attention_logits(self, enabled: bool = True) -> None:
-        """Make every attention module call its `logits` submodule (an identity) on its logits
-        s q.k of the causal pairs, so forward hooks (e.g. `ntk.coord_check`) can record them.
-
-        Off by default: the logits cost B H T^2 / 2 numbers per layer, which the fused
-        attention otherwise never stores.
-        """
-        check_bool("enabled", enabled)
-        for block in self.blocks:
-            block.attn.record_logits = enabled
 
     def num_params(self, embedding: bool = False) -> int:
         """Number of parameters, without the token embedding unless `embedding` (a lookup,

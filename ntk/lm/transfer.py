@@ -8,12 +8,13 @@ inputs each move by about lr, so its change grows like n lr and the best lr like
 
 `train_run(parametrization, width, lr, seed, setup)` is the function `ntk.scaling.sweep.lr_sweep`
 calls on every cell of the grid. It trains a GPT of n_embd = width on the default word-chain
-corpus (`ntk.lm.data`) with AdamW: `setup.steps` updates on random windows, a linear warmup
-then a linear decay of the learning rate to 0, and returns the validation loss in bits per
-character (inf if training diverged). "sp" is SP with ONE learning rate for every parameter;
-"mup" is the engine's muP (`ntk.lm.parametrize`): zero query and readout, hidden lr ~ 1/m,
-readout multiplier 1/m, attention scale sqrt(d0)/d, m = width / base_width. The two are the
-same model at width = base_width, up to the zero inits.
+corpus (`ntk.lm.data`, char or word tokens) with AdamW: `setup.steps` updates on random
+windows, a linear warmup then a linear decay of the learning rate to 0, and returns the
+validation loss in bits per token (inf if training diverged). "sp" is SP with ONE learning
+rate for every parameter; "mup" is the engine's muP (`ntk.lm.parametrize`): zero query and
+readout, hidden lr ~ 1/m, readout updates ~ 1/m, attention scale sqrt(d0)/d,
+m = width / base_width. The two are the same model at width = base_width, up to the zero
+inits.
 
 Seeds fix the init and the training batches; the same seed draws the same batches at every
 width and learning rate (common random numbers: differences between widths are not batch luck).
@@ -47,7 +48,7 @@ class LMSetup:
         level: "char" or "word" tokens of the default corpus (`ntk.lm.data.load_corpus`).
         n_layer, n_head: the GPT's depth and head count; the head count is fixed, so heads
             widen with n_embd (head_dim = n_embd / n_head) and muP's 1/d attention scale acts.
-        block_size, batch_size: training windows of block_size characters, batch_size of them
+        block_size, batch_size: training windows of block_size tokens, batch_size of them
             per step.
         steps, warmup: AdamW updates; the learning rate rises linearly over `warmup` steps,
             then decays linearly to 0 at `steps`.
@@ -131,7 +132,7 @@ def schedule(step: int, setup: LMSetup) -> float:
 def train_run(
     parametrization: str, width: int, lr: float, seed: int, setup: LMSetup | None = None
 ) -> float:
-    """Validation loss (bits per character) after training; inf if the loss became NaN/inf."""
+    """Validation loss (bits per token) after training; inf if the loss became NaN/inf."""
     setup = LMSetup() if setup is None else setup
     data = corpus(setup)
     model, optimizer = build(parametrization, width, lr, seed, setup)

@@ -206,31 +206,3 @@ def test_state_dict_round_trip_and_float64():
     wide = model.double()(x)
     assert wide.dtype == torch.float64
     torch.testing.assert_close(wide.float(), copy(x), rtol=1e-5, atol=1e-5)
-
-
-def test_recorded_attention_logits_are_what_the_softmax_sees():
-    """softmax over the recorded causal logits, times v, is the attention's own output."""
-    torch.manual_seed(2)
-    model = GPT(tiny(n_embd=16, block_size=8, n_head=2)).double()
-    attn = model.blocks[1].attn
-    attn.softmax_scale = 0.29  # as a parametrization sets it: the recording must use it
-    seen = {}
-    attn.logits.register_forward_hook(lambda m, i, out: seen.update(logits=out))
-    attn.register_forward_hook(lambda m, i, out: seen.update(x=i[0], rotation=i[1], out=out))
-    idx = torch.randint(0, 11, (3, 7))
-    model(idx)
-    assert "logits" not in seen  # off by default: nothing computed
-    model.record_attention_logits(True)
-    model(idx)
-    B, T, (H, D) = 3, 7, model.config.heads
-    assert seen["logits"].shape == (B, H, T * (T + 1) // 2)
-    rows, cols = torch.tril_indices(T, T)
-    full = torch.full((B, H, T, T), -math.inf, dtype=torch.float64)
-    full[..., rows, cols] = seen["logits"]
-    v = attn.v(seen["x"]).view(B, T, H, D).transpose(1, 2)
-    y = (torch.softmax(full, dim=-1) @ v).transpose(1, 2).reshape(B, T, H * D)
-    torch.testing.assert_close(attn.o(y), seen["out"], rtol=1e-10, atol=1e-10)
-    model.record_attention_logits(False)
-    assert not any(b.attn.record_logits for b in model.blocks)
-    with pytest.raises(TypeError, match="enabled must be a bool"):
-        model.record_attention_logits("yes")

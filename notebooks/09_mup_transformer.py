@@ -162,8 +162,8 @@ print(
 # One run trains a GPT (1 block, 2 heads, context 16) for 100 AdamW steps (betas 0.9, 0.95,
 # linear warmup over 10 steps, then linear decay to 0) on batches of 32 windows of the
 # word-level corpus, and scores the validation loss in bits per token (the corpus' entropy
-# floor is 1.75 bits; a uniform guess over the 512 words costs 9). Widths 32 to 256 (8x), base
-# width 32, learning rates $2^{-8} \dots 2^{-1}$, 3 seeds, SP (one learning rate) and muP.
+# floor is 1.75 bits; a uniform guess over the 512 words costs 9). Widths 16 to 128 (8x), base
+# width 16, learning rates $2^{-6} \dots 2^{-1}$, 3 seeds, SP (one learning rate) and muP.
 # The same seed gives the same init draw and the same batches at every width and learning
 # rate. `ntk.scaling.sweep.lr_sweep` runs the grid on two worker processes.
 

@@ -74,7 +74,7 @@ NOTEBOOK = Scale(
         base_width=16,
     ),
     widths=(16, 32, 64, 128),
-    log2_lrs=tuple(float(a) for a in range(-7, 0)),
+    log2_lrs=tuple(float(a) for a in range(-6, 0)),
     note="notebook scale",
 )
 FULL = Scale(

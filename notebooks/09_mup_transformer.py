@@ -27,7 +27,9 @@
 #
 # Everything runs on the default corpus of `ntk.lm` (a generated word chain, no downloads).
 # The scale here fits a few minutes on two CPU cores; `python -m ntk.chapters.mup_transformer`
-# runs the larger version and writes its figures to `figures/`.
+# runs the larger version and writes its figures to `figures/`. Most of the time goes to the
+# transfer sweep's 144 training runs (the notebook took 14 minutes on a 2-core CPU shared with
+# a dozen other processes; expect a few minutes on an idle one).
 
 # %%
 import sys
@@ -94,7 +96,7 @@ model = GPT(GPTConfig(vocab_size=512, block_size=16, n_layer=1, n_embd=256, n_he
 mup = parametrize(model, "mup", base_width=32, lr=0.01)
 print(mup)
 wd = {g["name"]: g["lr"] * g["weight_decay"] for g in optimizer_groups(mup, 0.1) if g["role"]}
-print("lr_g * weight_decay_g per matrix:", sorted(set(np.round(list(wd.values()), 12))))
+print("lr_g * weight_decay_g per matrix:", sorted({round(float(v), 12) for v in wd.values()}))
 
 # %% [markdown]
 # At the base width every ratio is 1: SP and muP are the same model with the same learning
@@ -144,7 +146,8 @@ plt.show()
 # Top row: SP with one learning rate. After a few steps the hidden modules' updates, the
 # attention logits and the readout's logits grow like a power of the width (the lines climb);
 # muP's lines (bottom) are flat. Zero-initialized modules (muP's query, its logits and its
-# readout) are exactly zero at step 0 and leave it after the first update.
+# readout) are exactly zero at step 0; the readout moves at the first update, the query and
+# the logits at the second (at step 0 no gradient reaches anything behind the zero readout).
 
 # %%
 cc = coord_claims(fits, checked)

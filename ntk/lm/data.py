@@ -11,6 +11,14 @@ local UTF-8 file instead. Either way the text is split into a training and a val
 character, the vocabulary being the text's sorted character set, as nanoGPT's
 shakespeare_char).
 
+`load_corpus(level="word")` reads the same text one word per token instead (a word: a maximal
+run of non-whitespace; vocabulary the sorted set of words, decoded joined by single spaces).
+On the default corpus that is the word chain itself, 512 tokens and an entropy floor of
+H(q) = 7/4 bits per token, reached at every position after the first: each target's previous
+word is in its window. A model then has no spelling to learn, only the 512 x 4 successor
+table, so it learns from the first steps (no plateau while attention learns to read back
+through a word), which suits short experiments.
+
 Batches are windows of block_size + 1 tokens at random offsets: `sample_batch` draws them with
 a `torch.Generator`, so a seed gives the same batches on every machine with the same torch
 (the generator's state can be saved to resume). `eval_batches` takes evenly spaced windows,
@@ -19,17 +27,19 @@ no randomness: the same validation set for every run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ntk._checks import check_fraction, check_positive_int
+from ntk._checks import check_choice, check_fraction, check_positive_int
 from ntk.lm.corpus import default_chain
 
 DEFAULT_CHARS = 1_100_000  # 990,000 for training, 110,000 for validation (val_fraction 0.1)
 DEFAULT_TEXT_SEED = 1
+LEVELS = ("char", "word")
 
 
 class CharTokenizer:
@@ -69,13 +79,52 @@ class CharTokenizer:
         return "".join(self.alphabet[i] for i in ids)
 
 
+class WordTokenizer:
+    """One token per word (maximal run of non-whitespace); ids are positions in the sorted
+    lexicon; decoding joins the words with single spaces."""
+
+    def __init__(self, words: Sequence[str]) -> None:
+        words = list(words) if not isinstance(words, str) else None
+        if not words or not all(isinstance(w, str) and w and w.split() == [w] for w in words):
+            raise ValueError("words must be a non-empty list of non-empty words without spaces")
+        if len(set(words)) != len(words) or sorted(words) != words:
+            raise ValueError("words must be distinct and in sorted order")
+        self.words = tuple(words)
+        self._index = {w: i for i, w in enumerate(words)}
+
+    @classmethod
+    def from_text(cls, text: str) -> WordTokenizer:
+        """The tokenizer whose vocabulary is the set of words of `text`."""
+        return cls(sorted(set(text.split())))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.words)
+
+    def encode(self, text: str) -> Tensor:
+        """Token ids (int64) of the words of `text`; every word must be in the vocabulary."""
+        try:
+            return torch.tensor([self._index[w] for w in text.split()], dtype=torch.int64)
+        except KeyError as err:
+            raise ValueError(
+                f"text contains the word {err.args[0]!r}, not in the tokenizer's vocabulary"
+            ) from None
+
+    def decode(self, ids: Tensor | list[int]) -> str:
+        """The words of a 1-d sequence of token ids, joined by single spaces."""
+        ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        if any(not 0 <= i < self.vocab_size for i in ids):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
+        return " ".join(self.words[i] for i in ids)
+
+
 @dataclass
 class TextData:
     """Encoded training and validation tokens, the tokenizer, and where the text came from."""
 
     train: Tensor  # (N_train,) int64
     val: Tensor  # (N_val,) int64
-    tokenizer: CharTokenizer
+    tokenizer: CharTokenizer | WordTokenizer
     source: str
 
     @property
@@ -102,28 +151,39 @@ def read_text_file(path: str | Path) -> str:
 
 
 def load_corpus(
-    path: str | Path | None = None, *, block_size: int = 1, val_fraction: float = 0.1
+    path: str | Path | None = None,
+    *,
+    block_size: int = 1,
+    val_fraction: float = 0.1,
+    level: str = "char",
 ) -> TextData:
     """The default generated corpus (`path` None) or a UTF-8 file, split and encoded.
 
-    Both parts must hold at least block_size + 1 tokens (one input window and its targets).
+    `level` "char" gives one token per character, "word" one per word (the default text's
+    last word, which the character count may cut, is dropped). The last `val_fraction` of the
+    tokens is the validation part; both parts must hold at least block_size + 1 tokens (one
+    input window and its targets).
     """
     check_positive_int("block_size", block_size)
     check_fraction("val_fraction", val_fraction)
+    check_choice("level", level, LEVELS)
     if path is None:
         text, source = default_text(), "default word chain (ntk.lm.corpus)"
+        if level == "word":
+            text = text.rsplit(" ", 1)[0]
     else:
         text, source = read_text_file(path), str(path)
-    n_val = int(len(text) * val_fraction)
-    n_train = len(text) - n_val
+    tokenizer = (CharTokenizer if level == "char" else WordTokenizer).from_text(text)
+    tokens = tokenizer.encode(text)
+    n_val = int(len(tokens) * val_fraction)
+    n_train = len(tokens) - n_val
     if min(n_train, n_val) < block_size + 1:
+        unit = "characters" if level == "char" else "words"
         raise ValueError(
-            f"corpus {source!r} has {len(text)} characters, too short for block_size "
+            f"corpus {source!r} has {len(tokens)} {unit}, too short for block_size "
             f"{block_size}: its training part ({n_train}) and validation part ({n_val}) each "
             f"need block_size + 1 = {block_size + 1} (val_fraction={val_fraction})"
         )
-    tokenizer = CharTokenizer.from_text(text)
-    tokens = tokenizer.encode(text)
     return TextData(tokens[:n_train], tokens[n_train:], tokenizer, source)
 
 

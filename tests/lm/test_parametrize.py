@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ntk.lm.model import GPT, GPTConfig
-from ntk.lm.parametrize import gpt_layers, parametrize
+from ntk.lm.parametrize import gpt_layers, optimizer_groups, parametrize
 from ntk.lm.step import train_step
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -40,26 +40,48 @@ def test_gpt_layers_rejects_other_models():
         gpt_layers(torch.nn.Linear(2, 2))
 
 
-def test_sp_and_mup_are_the_same_model_at_the_base_width():
+def train_three_steps(name: str, n_embd: int = 64, **options):
+    torch.manual_seed(0)
     batch = (torch.randint(0, 13, (4, 16)), torch.randint(0, 13, (4, 16)))
-    runs = {}
-    for name in ("sp", "mup"):
-        torch.manual_seed(0)
-        model = make(64)
-        p = parametrize(model, name, base_width=64, lr=3e-3)
-        assert all(s.multiplier == 1.0 for s in p.layers)
-        opt = torch.optim.AdamW(p.param_groups)
-        losses = [train_step(model, opt, batch, step=s) for s in range(3)]
-        runs[name] = (model, [g["lr"] for g in p.param_groups], losses)
-    (sp, sp_lrs, sp_losses), (mp, mup_lrs, mup_losses) = runs["sp"], runs["mup"]
-    assert sp_lrs == mup_lrs
+    model = make(n_embd)
+    p = parametrize(model, name, base_width=64, lr=3e-3, **options)
+    opt = torch.optim.AdamW(optimizer_groups(p, weight_decay=0.1))
+    losses = [train_step(model, opt, batch, step=s) for s in range(3)]
+    return model, p, losses
+
+
+@pytest.mark.parametrize("sp", [dict(), dict(global_lr=True)])
+def test_sp_and_mup_are_the_same_model_at_the_base_width(sp):
+    """Without muP's zero inits, the same init, learning rates, decay and training."""
+    runs = {
+        "sp": train_three_steps("sp", **sp),
+        "mup": train_three_steps("mup", zero_query=False, zero_readout=False),
+    }
+    (sp_model, sp_p, sp_losses), (mup_model, mup_p, mup_losses) = runs["sp"], runs["mup"]
+    assert all(s.multiplier == 1.0 for s in sp_p.layers + mup_p.layers)
+    lrs = [[(g["lr"], g["weight_decay"]) for g in optimizer_groups(p, 0.1)] for p in (sp_p, mup_p)]
+    assert lrs[0] == lrs[1]
     assert sp_losses == mup_losses
-    for (n, a), (_, b) in zip(sp.state_dict().items(), mp.state_dict().items(), strict=True):
+    for (n, a), (_, b) in zip(
+        sp_model.state_dict().items(), mup_model.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), n
 
 
+def test_mup_default_is_sp_with_a_zero_query_and_readout_at_the_base_width():
+    sp, sp_p, sp_losses = train_three_steps("sp", zero_query=True, zero_readout=True)
+    mup_model, mup_p, mup_losses = train_three_steps("mup")  # zero query and readout by default
+    assert sp_losses == mup_losses
+    for (n, a), (_, b) in zip(sp.state_dict().items(), mup_model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+    torch.manual_seed(0)
+    plain = make(64)
+    parametrize(plain, "sp", base_width=64, lr=3e-3)
+    assert plain.lm_head.weight.abs().min() > 0 and plain.blocks[0].attn.q.weight.abs().max() > 0
+
+
 def test_mup_away_from_the_base_width_scales_readout_and_hidden_learning_rates():
-    p = parametrize(make(128), "mup", base_width=32, lr=1.0)
+    p = parametrize(make(128), "mup", base_width=32, lr=1.0, zero_readout=False)
     by_name = {s.name: s for s in p.layers}
     assert by_name["lm_head"].multiplier == pytest.approx(0.5)  # (n / n0)^-1/2, Everett form
     head = by_name["lm_head"]
@@ -108,10 +130,16 @@ def test_attention_scale_follows_the_way_the_width_grows():
 
 def test_zero_query_and_readout_options():
     model = make(64)
-    parametrize(model, "mup", base_width=32, lr=1e-3, zero_query=True, zero_readout=True)
+    parametrize(model, "mup", base_width=32, lr=1e-3)  # muP's default: both zero
     assert all(b.attn.q.weight.abs().max() == 0 for b in model.blocks)
     assert model.lm_head.weight.abs().max() == 0
     assert model.blocks[0].attn.k.weight.abs().max() > 0
+    model = make(64)
+    parametrize(model, "mup", base_width=32, lr=1e-3, zero_query=False, zero_readout=False)
+    assert model.blocks[0].attn.q.weight.abs().max() > 0 and model.lm_head.weight.abs().max() > 0
+    model = make(64)
+    parametrize(model, "sp", base_width=32, lr=1e-3, zero_query=True)
+    assert model.blocks[0].attn.q.weight.abs().max() == 0 and model.lm_head.weight.abs().max() > 0
 
 
 def test_tied_embeddings_under_mup_and_refused_under_sp():
@@ -133,3 +161,49 @@ def test_base_width_must_fit_the_heads():
         parametrize(make(64), "mup", base_width=30, lr=1e-3)
     with pytest.raises(TypeError, match="base_width must be an int"):
         parametrize(make(64), "mup", base_width=32.0, lr=1e-3)
+
+
+def test_sp_with_one_global_learning_rate():
+    """Standard init (embedding N(0, 1), others N(0, 1/fan_in)), one lr, 1/sqrt(d) attention."""
+    torch.manual_seed(0)
+    model = make(256)
+    p = parametrize(model, "sp", base_width=32, lr=0.01, global_lr=True)
+    assert {g["lr"] for g in p.param_groups} == {0.01}
+    assert all((s.a, s.c, s.multiplier) == (0.0, 0.0, 1.0) for s in p.layers)
+    assert model.wte.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    assert model.blocks[0].mlp.up.weight.std().item() == pytest.approx(256**-0.5, rel=0.05)
+    assert model.blocks[0].mlp.down.weight.std().item() == pytest.approx(1024**-0.5, rel=0.05)
+    assert model.lm_head.weight.std().item() == pytest.approx(256**-0.5, rel=0.05)
+    assert model.blocks[0].attn.softmax_scale == pytest.approx(64**-0.5)
+    engine_sp = parametrize(make(256), "sp", base_width=32, lr=0.01)  # Everett's per-layer lrs
+    hidden = next(s for s in engine_sp.layers if s.name == "blocks.0.mlp.up")
+    assert hidden.lr == pytest.approx(0.01 / 8)  # lr ~ 1/n: not what "one lr" means
+    with pytest.raises(ValueError, match="global_lr=True is SP's single learning rate"):
+        parametrize(make(64), "mup", base_width=32, lr=0.01, global_lr=True)
+    with pytest.raises(ValueError, match="share one weight"):
+        parametrize(make(64, tie_embeddings=True), "sp", base_width=32, lr=0.01, global_lr=True)
+
+
+@pytest.mark.parametrize("name", ["mup", "sp"])
+def test_weight_decay_per_step_is_the_same_at_every_width(name):
+    """torch's AdamW decays p by lr_g * wd_g per step; optimizer_groups makes it lr * wd.
+
+    With zero gradients Adam's update is exactly 0, so one step is the decay alone."""
+    lr, wd = 0.01, 0.5
+    for width in (32, 128):
+        model = make(width, bias=True)
+        p = parametrize(model, name, base_width=32, lr=lr, zero_readout=False)
+        groups = optimizer_groups(p, weight_decay=wd)
+        before = {n: q.detach().clone() for n, q in model.named_parameters()}
+        for q in model.parameters():
+            q.grad = torch.zeros_like(q)
+        torch.optim.AdamW(groups).step()
+        for n, q in model.named_parameters():
+            factor = 1 - lr * wd if q.ndim == 2 else 1.0  # matrices decay, vectors do not
+            torch.testing.assert_close(q.detach(), before[n] * factor, rtol=1e-6, atol=0)
+        hidden = next(g for g in groups if g["name"] == "blocks.0.mlp.up")
+        assert hidden["lr"] * hidden["weight_decay"] == pytest.approx(lr * wd)
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        optimizer_groups(p, weight_decay=-1.0)
+    with pytest.raises(TypeError, match="param must be an ntk.Parametrization"):
+        optimizer_groups(model.parameters(), weight_decay=0.1)

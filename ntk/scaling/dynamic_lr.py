@@ -81,54 +81,55 @@ class DynamicLR:
         self.steps = 0  # optimizer steps taken (counted by the post-hook)
         self.measured_at: int | None = None
         self.history: list[dict[str, Any]] = []
-        self._saved: list[tuple[dict, float]] = []
+        self._saved: list[tuple[int, float]] = []
         self._hooks = [
             optimizer.register_step_pre_hook(self._apply),
             optimizer.register_step_post_hook(self._restore),
         ]
 
     # ---- optimizer groups -------------------------------------------------------------------
-    def _match_groups(self) -> list[dict[str, Any]]:
-        """The optimizer group of each layer's weight (the same dict for a shared weight)."""
-        by_param = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
+    def _match_groups(self) -> list[int]:
+        """The index of each layer's weight group in `optimizer.param_groups` (indices, not
+        the dicts: `optimizer.load_state_dict` replaces the dicts and keeps the order)."""
+        by_param = {
+            id(p): k for k, g in enumerate(self.optimizer.param_groups) for p in g["params"]
+        }
         groups = []
         for spec in self.param.layers:
-            group = by_param.get(id(spec.weight))
-            if group is None:
+            k = by_param.get(id(spec.weight))
+            if k is None:
                 raise ValueError(
                     f"layer {spec.name!r}: its weight is in none of the optimizer's param "
                     "groups; build the optimizer from param.param_groups"
                 )
-            if isinstance(group["lr"], Tensor):
+            if isinstance(self.optimizer.param_groups[k]["lr"], Tensor):
                 raise TypeError(
                     f"layer {spec.name!r}: tensor learning rates are not supported; use floats"
                 )
-            groups.append(group)
+            groups.append(k)
         return groups
 
     def factors(self) -> dict[int, float]:
-        """Per optimizer group (by id): (n / n0)^(c_static - c), the largest c where shared."""
+        """Per optimizer group index: (n / n0)^(c_static - c), the largest c where shared."""
         worst: dict[int, tuple[float, float, float]] = {}
-        for spec, group, c0, c in zip(
+        for spec, k, c0, c in zip(
             self.param.layers, self._groups, self.c_static, self.c, strict=True
         ):
-            key = id(group)
-            if key not in worst or c > worst[key][1]:
-                worst[key] = (spec.ratio, c, c0)
+            if k not in worst or c > worst[k][1]:
+                worst[k] = (spec.ratio, c, c0)
         return {k: ratio ** (c0 - c) for k, (ratio, c, c0) in worst.items()}
 
     def _apply(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
-        factors = self.factors()
         self._saved = []
-        for group in optimizer.param_groups:
-            f = factors.get(id(group))
-            if f is not None and f != 1.0:
-                self._saved.append((group, group["lr"]))
+        for k, f in self.factors().items():
+            group = optimizer.param_groups[k]
+            if f != 1.0:
+                self._saved.append((k, group["lr"]))
                 group["lr"] = group["lr"] * f
 
     def _restore(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
-        for group, lr in self._saved:
-            group["lr"] = lr  # exactly the scheduler's value, not lr * f / f
+        for k, lr in self._saved:
+            optimizer.param_groups[k]["lr"] = lr  # exactly the scheduler's value, not lr * f / f
         self._saved = []
         self.steps += 1
 
@@ -191,10 +192,10 @@ class DynamicLR:
 
     def lrs(self) -> dict[str, float]:
         """The learning rate each layer's weight gets at the next update, by layer name."""
-        factors = self.factors()
+        factors, groups = self.factors(), self.optimizer.param_groups
         return {
-            s.name: g["lr"] * factors[id(g)]
-            for s, g in zip(self.param.layers, self._groups, strict=True)
+            s.name: groups[k]["lr"] * factors[k]
+            for s, k in zip(self.param.layers, self._groups, strict=True)
         }
 
     # ---- checkpoints ------------------------------------------------------------------------

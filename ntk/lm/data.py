@@ -1,0 +1,165 @@
+"""Character-level data for the GPT: the generated default corpus or any UTF-8 text file.
+
+`load_corpus()` gives the default corpus, text of the word chain of `ntk.lm.corpus` (1.1 M
+characters over a 27-letter alphabet, generated in about a second, the same bytes on every
+machine). Its entropy floor, `default_chain().entropy_floor()`, is 896/2821 = 0.3176 bits
+(0.2202 nats) per character: 7/4 bits per word transition over 2821/512 characters per word.
+A model that sees windows of T characters cannot quite reach it: at each window's start the
+previous word is cut off. `load_corpus(path)` reads a
+local UTF-8 file instead. Either way the text is split into a training and a validation part
+(the last `val_fraction` of it) and encoded by a `CharTokenizer` (one token per Unicode
+character, the vocabulary being the text's sorted character set, as nanoGPT's
+shakespeare_char).
+
+Batches are windows of block_size + 1 tokens at random offsets: `sample_batch` draws them with
+a `torch.Generator`, so a seed gives the same batches on every machine with the same torch
+(the generator's state can be saved to resume). `eval_batches` takes evenly spaced windows,
+no randomness: the same validation set for every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ntk._checks import check_fraction, check_positive_int
+from ntk.lm.corpus import default_chain
+
+DEFAULT_CHARS = 1_100_000  # 990,000 for training, 110,000 for validation (val_fraction 0.1)
+DEFAULT_TEXT_SEED = 1
+
+
+class CharTokenizer:
+    """One token per character; ids are positions in the sorted alphabet."""
+
+    def __init__(self, alphabet: str) -> None:
+        if not isinstance(alphabet, str) or not alphabet:
+            raise ValueError("alphabet must be a non-empty str")
+        if len(set(alphabet)) != len(alphabet) or "".join(sorted(alphabet)) != alphabet:
+            raise ValueError("alphabet must list distinct characters in sorted order")
+        self.alphabet = alphabet
+        self._index = {ch: i for i, ch in enumerate(alphabet)}
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        """The tokenizer whose vocabulary is the set of characters of `text`."""
+        return cls("".join(sorted(set(text))))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.alphabet)
+
+    def encode(self, text: str) -> Tensor:
+        """Token ids (int64) of `text`; every character must be in the alphabet."""
+        try:
+            return torch.tensor([self._index[ch] for ch in text], dtype=torch.int64)
+        except KeyError as err:
+            raise ValueError(
+                f"text contains {err.args[0]!r}, not in the tokenizer's alphabet"
+            ) from None
+
+    def decode(self, ids: Tensor | list[int]) -> str:
+        """The text of a 1-d sequence of token ids."""
+        ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        if any(not 0 <= i < self.vocab_size for i in ids):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
+        return "".join(self.alphabet[i] for i in ids)
+
+
+@dataclass
+class TextData:
+    """Encoded training and validation tokens, the tokenizer, and where the text came from."""
+
+    train: Tensor  # (N_train,) int64
+    val: Tensor  # (N_val,) int64
+    tokenizer: CharTokenizer
+    source: str
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+
+def default_text(n_chars: int = DEFAULT_CHARS, seed: int = DEFAULT_TEXT_SEED) -> str:
+    """`n_chars` characters of the default word chain's text (see `ntk.lm.corpus`)."""
+    return default_chain().sample(n_chars, seed=seed)
+
+
+def read_text_file(path: str | Path) -> str:
+    """The content of a UTF-8 text file, with a clear error if it is missing or not UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file {str(path)!r} does not exist (or is not a file)")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"corpus file {str(path)!r} is not UTF-8 text (byte {err.start}: {err.reason})"
+        ) from None
+
+
+def load_corpus(
+    path: str | Path | None = None, *, block_size: int = 1, val_fraction: float = 0.1
+) -> TextData:
+    """The default generated corpus (`path` None) or a UTF-8 file, split and encoded.
+
+    Both parts must hold at least block_size + 1 tokens (one input window and its targets).
+    """
+    check_positive_int("block_size", block_size)
+    check_fraction("val_fraction", val_fraction)
+    if path is None:
+        text, source = default_text(), "default word chain (ntk.lm.corpus)"
+    else:
+        text, source = read_text_file(path), str(path)
+    n_val = int(len(text) * val_fraction)
+    n_train = len(text) - n_val
+    if min(n_train, n_val) < block_size + 1:
+        raise ValueError(
+            f"corpus {source!r} has {len(text)} characters, too short for block_size "
+            f"{block_size}: its training part ({n_train}) and validation part ({n_val}) each "
+            f"need block_size + 1 = {block_size + 1} (val_fraction={val_fraction})"
+        )
+    tokenizer = CharTokenizer.from_text(text)
+    tokens = tokenizer.encode(text)
+    return TextData(tokens[:n_train], tokens[n_train:], tokenizer, source)
+
+
+def _check_windows(tokens: Tensor, batch_size: int, block_size: int) -> None:
+    if not isinstance(tokens, Tensor) or tokens.ndim != 1 or tokens.dtype != torch.int64:
+        raise TypeError("tokens must be a 1-d int64 tensor of token ids")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("block_size", block_size)
+    if len(tokens) < block_size + 1:
+        raise ValueError(
+            f"tokens has {len(tokens)} entries, fewer than block_size + 1 = {block_size + 1}"
+        )
+
+
+def _windows(tokens: Tensor, starts: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    rows = tokens.unfold(0, block_size + 1, 1)[starts]  # (B, T + 1), a copy
+    return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # inputs, next-token targets
+
+
+def sample_batch(
+    tokens: Tensor, batch_size: int, block_size: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """`batch_size` random windows: inputs x and targets y = x shifted by one, each (B, T)."""
+    _check_windows(tokens, batch_size, block_size)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator)
+    return _windows(tokens, starts, block_size)
+
+
+def eval_batches(
+    tokens: Tensor, batch_size: int, block_size: int, n_batches: int
+) -> list[tuple[Tensor, Tensor]]:
+    """`n_batches` batches of windows at evenly spaced offsets: a fixed validation set."""
+    _check_windows(tokens, batch_size, block_size)
+    check_positive_int("n_batches", n_batches)
+    last = len(tokens) - block_size - 1  # the largest valid start
+    starts = torch.linspace(0, last, n_batches * batch_size, dtype=torch.float64).long()
+    return [_windows(tokens, s, block_size) for s in starts.view(n_batches, batch_size)]

@@ -1,0 +1,272 @@
+"""A decoder-only transformer language model in the nanoGPT shape, ready for muP.
+
+The architecture of Vaswani et al. 2017 ("Attention Is All You Need", arXiv:1706.03762) as
+GPT-2 and nanoGPT use it, with two modern changes: pre-norm blocks and rotary position
+embeddings (RoPE, Su et al. 2021, "RoFormer", arXiv:2104.09864) instead of a learned
+position table. For token ids x of shape (B, T):
+
+    h_0 = wte[x]                                         (B, T, C)   C = n_embd
+    h_l = h_{l-1} + o(attn(rope(q(n1)), rope(k(n1)), v(n1))),  n1 = norm(h_{l-1})
+    h_l = h_l + down(gelu(up(norm(h_l))))                4x MLP
+    logits = lm_head(norm(h_L))                          (B, T, vocab)
+
+with causal attention softmax(s * q k^T + mask) v per head, s = `softmax_scale`.
+
+Width is C = n_embd, and it grows in one of two ways: a fixed head size `head_dim` with more
+heads (n_head = C / head_dim), or a fixed number of heads `n_head` with wider heads
+(head_dim = C / n_head). Set exactly one of the two in `GPTConfig`.
+
+muP (Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466) is applied from outside by the
+abc engine (`ntk.Parametrization`, through `ntk.lm.parametrize`): it re-initializes and wraps
+the layers that `gpt_layers` lists by role. muP also scales attention logits by 1/head_dim
+instead of 1/sqrt(head_dim) (anchored to agree at the base width), so each attention's
+`softmax_scale` is a plain float attribute that forward reads. The model keeps everything a
+parametrization touches addressable: separate q, k, v, o layers (muP zero-initializes the
+query alone) and layers called as modules (so a wrapper sees every call). Lines that muP relies
+on are marked `# muP:`.
+
+Defaults follow the engine's standard parametrization at std_prefactor 1: embedding N(0, 1),
+every other weight N(0, 1/fan_in), biases zero. There is no dropout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ntk._checks import check_bool, check_positive, check_positive_int
+
+
+@dataclass
+class GPTConfig:
+    """Shape of a `GPT`.
+
+    Attributes:
+        vocab_size: number of token ids (e.g. 256 for bytes, the alphabet size for chars).
+        block_size: the longest sequence the model accepts.
+        n_layer: number of transformer blocks.
+        n_embd: the width C of the residual stream.
+        n_head: number of attention heads; set it (and leave head_dim None) to keep the head
+            count fixed as n_embd grows: heads get wider.
+        head_dim: size of each head; set it (and n_head=None) to keep the head size fixed as
+            n_embd grows: there are more heads.
+        tie_embeddings: use the token embedding matrix as the readout weight.
+        bias: biases in the Linear layers and norms (GPT-2 has them; nanoGPT suggests not).
+        rope_base: base of the rotary frequencies theta_i = rope_base^(-2i / head_dim).
+        norm_eps: epsilon of the LayerNorms.
+    """
+
+    vocab_size: int = 256
+    block_size: int = 256
+    n_layer: int = 4
+    n_embd: int = 256
+    n_head: int | None = 4
+    head_dim: int | None = None
+    tie_embeddings: bool = False
+    bias: bool = False
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_embd"):
+            check_positive_int(f"GPTConfig.{name}", getattr(self, name))
+        if (self.n_head is None) == (self.head_dim is None):
+            raise ValueError(
+                "GPTConfig: set exactly one of n_head (fixed head count, wider heads) and "
+                f"head_dim (fixed head size, more heads); got n_head={self.n_head}, "
+                f"head_dim={self.head_dim}"
+            )
+        field = "n_head" if self.n_head is not None else "head_dim"
+        size = check_positive_int(f"GPTConfig.{field}", getattr(self, field))
+        if self.n_embd % size:
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by GPTConfig.{field} ({size})"
+            )
+        if self.heads[1] % 2:
+            raise ValueError(
+                f"GPTConfig: RoPE rotates pairs of coordinates, so the head size must be even; "
+                f"n_embd={self.n_embd} with n_head={self.n_head}, head_dim={self.head_dim} "
+                f"gives {self.heads[1]}"
+            )
+        check_bool("GPTConfig.tie_embeddings", self.tie_embeddings)
+        check_bool("GPTConfig.bias", self.bias)
+        check_positive("GPTConfig.norm_eps", self.norm_eps)
+        if check_positive("GPTConfig.rope_base", self.rope_base) <= 1:
+            raise ValueError(f"GPTConfig.rope_base must be > 1, got {self.rope_base}")
+
+    @property
+    def heads(self) -> tuple[int, int]:
+        """(n_head, head_dim), whichever of the two was given."""
+        if self.n_head is not None:
+            return self.n_head, self.n_embd // self.n_head
+        return self.n_embd // self.head_dim, self.head_dim
+
+
+def rope_rotation(
+    T: int, head_dim: int, base: float, device: torch.device | str | None = None
+) -> Tensor:
+    """exp(i t theta_k) for positions t < T, pairs k < head_dim / 2: (T, head_dim / 2), complex128.
+
+    Su et al. 2021, eq. (15): coordinate pair k of a query or key at position t is rotated by
+    the angle t * theta_k, theta_k = base^(-2k / head_dim). The product of a rotated query at
+    t and a rotated key at s then depends on t - s only: attention sees relative positions.
+    Computed in float64 at every forward pass (T x head_dim / 2 numbers, negligible next to
+    the matmuls) so that no table is stored, cast or broadcast with the parameters.
+    """
+    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim)
+    angles = torch.outer(torch.arange(T, dtype=torch.float64, device=device), theta)  # (T, D/2)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
+    """Rotate consecutive coordinate pairs of x (B, T, H, D) by `rotation` (T, D/2), complex.
+
+    The pair (x_2i, x_2i+1), read as the complex number x_2i + i x_2i+1, is rotated by one
+    complex multiplication: the form of Su et al. 2021, section 3.4.2.
+    """
+    B, T, H, D = x.shape
+    real = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    pairs = torch.view_as_complex(real.reshape(B, T, H, D // 2, 2))  # (B, T, H, D/2)
+    rotated = pairs * rotation[:T, None, :]  # (B, T, H, D/2), broadcast over heads
+    return torch.view_as_real(rotated).reshape(B, T, H, D).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with rotary positions (Vaswani et al. 2017, sec. 3.2)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        C = config.n_embd
+        self.n_head, self.head_dim = config.heads
+        # muP: separate projections, so that the query alone can be zero-initialized
+        self.q = nn.Linear(C, C, bias=config.bias)
+        self.k = nn.Linear(C, C, bias=config.bias)
+        self.v = nn.Linear(C, C, bias=config.bias)
+        self.o = nn.Linear(C, C, bias=config.bias)
+        # muP: a plain float that a parametrization may overwrite (muP: 1/head_dim scaling,
+        # anchored to 1/sqrt(head_dim) at the base width); forward reads it at every call
+        self.softmax_scale = 1.0 / math.sqrt(self.head_dim)
+
+    def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
+        B, T, C = x.shape
+        H, D = self.n_head, self.head_dim
+        q = apply_rope(self.q(x).view(B, T, H, D), rotation).transpose(1, 2)  # (B, H, T, D)
+        k = apply_rope(self.k(x).view(B, T, H, D), rotation).transpose(1, 2)  # (B, H, T, D)
+        v = self.v(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        # muP: the logits q.k are scaled by softmax_scale, set from outside
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): heads side by side
+        return self.o(y)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network, C -> 4C -> C with GELU (Vaswani et al. 2017, sec. 3.3)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        # muP: fan-in 4C, a hidden layer whose width ratio is that of n_embd
+        self.down = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.gelu(self.up(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        # muP: norm gains and biases are vector-like: width-independent init and lr
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x), rotation)  # (B, T, C)
+        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer: token ids (B, T) int64 -> next-token logits (B, T, vocab)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        # muP: the embedding is an "embedding" layer (input of finite size vocab, output width C)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+        # muP: the readout (fan-in C): its effective weight must shrink like 1/C, e.g. through
+        # an output multiplier base_width / C
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            # muP: one (vocab, C) matrix in both roles, embedding and readout
+            self.lm_head.weight = self.wte.weight
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Standard parametrization: embedding N(0, 1), other weights N(0, 1/fan_in), biases 0.
+
+        muP's init (and any other abc-parametrization's) replaces this: `ntk.lm.parametrize`.
+
+        With tied embeddings the shared matrix is initialized N(0, 1/C) as in GPT-2 (std
+        0.02 at C = 768): at N(0, 1) the tied readout's logits would have std sqrt(C).
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=module.in_features**-0.5)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+        std = self.config.n_embd**-0.5 if self.config.tie_embeddings else 1.0
+        nn.init.normal_(self.wte.weight, std=std)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """Logits (B, T, vocab_size) of the next token at every position of idx (B, T)."""
+        self._check_input(idx)
+        x = self.wte(idx)  # (B, T, C)
+        cfg = self.config
+        rotation = rope_rotation(idx.shape[1], cfg.heads[1], cfg.rope_base, idx.device)
+        rotation = rotation.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+        for block in self.blocks:
+            x = block(x, rotation)  # (B, T, C)
+        return self.lm_head(self.ln_f(x))  # (B, T, vocab)
+
+    def _check_input(self, idx: Tensor) -> None:
+        if not isinstance(idx, Tensor):
+            raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"idx must hold integer token ids (int64), got dtype {idx.dtype}")
+        if idx.ndim != 2 or idx.numel() == 0:
+            raise ValueError(
+                f"idx must have shape (batch, time), non-empty; got {tuple(idx.shape)}"
+            )
+        if idx.shape[1] > self.config.block_size:
+            raise ValueError(
+                f"idx has sequence length {idx.shape[1]} > GPTConfig.block_size "
+                f"({self.config.block_size})"
+            )
+        low, high = torch.aminmax(idx)
+        if low < 0 or high >= self.config.vocab_size:
+            raise ValueError(
+                f"idx holds token ids in [{int(low)}, {int(high)}], outside "
+                f"[0, GPTConfig.vocab_size) = [0, {self.config.vocab_size})"
+            )
+
+    def num_params(self, embedding: bool = False) -> int:
+        """Number of parameters, without the token embedding unless `embedding` (a lookup,
+        not a matmul: FLOP counts leave it out). A tied matrix is counted once, as the readout."""
+        n = sum(p.numel() for p in self.parameters())
+        if not embedding and not self.config.tie_embeddings:
+            n -= self.wte.weight.numel()
+        return n

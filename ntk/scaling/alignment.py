@@ -68,15 +68,21 @@ __all__ = [
 
 
 class AlignmentRatios(NamedTuple):
-    """Alignment ratios rho of dW x_0 (alpha), W_0 dx (omega), dW dx (u): not exponents."""
+    """Alignment ratios rho of dW x_0 (alpha), W_0 dx (omega), dW dx (u): not exponents.
+
+    omega is None for a zero-initialized weight (muP's zero query or readout): W_0 dx = 0, so
+    its constraint a + b + r_prev - omega >= 0 does not exist; `exponents` then reads it as
+    1/2, for which that constraint (a + b = 1/2 for hidden layers) holds whenever r_prev >= 0.
+    """
 
     alpha: float
-    omega: float
+    omega: float | None
     u: float
 
     def exponents(self, n: int) -> Alignment:
         """The single-width estimate log rho / log n of each exponent (see the module doc)."""
-        return Alignment(*(exponent(x, n) for x in self))
+        omega = 0.5 if self.omega is None else exponent(self.omega, n)
+        return Alignment(exponent(self.alpha, n), omega, exponent(self.u, n))
 
 
 def alignment_ratio(a: Tensor, x: Tensor) -> float:
@@ -118,7 +124,12 @@ def exponents_from_widths(ratios: Mapping[int, AlignmentRatios]) -> tuple[Alignm
         check_positive_int("ratios key (fan-in n)", n, minimum=2)
         if not isinstance(ratios[n], AlignmentRatios):
             raise TypeError(f"ratios[{n}] must be AlignmentRatios, got {type(ratios[n]).__name__}")
-    fits = [loglog_fit(ns, [ratios[n][k] for n in ns]) for k in range(3)]
+    fits = [
+        loglog_fit(ns, [ratios[n][k] for n in ns])
+        if all(ratios[n][k] is not None for n in ns)
+        else (0.5, 0.0, math.nan)  # omega of a zero-initialized weight: see AlignmentRatios
+        for k in range(3)
+    ]
     return Alignment(*(f[0] for f in fits)), Alignment(*(f[2] for f in fits))
 
 
@@ -228,12 +239,12 @@ class AlignmentMeter:
         out: list[LayerAlignment | None] = []
         for s, w0, x0, x in zip(self.layers, self.w0, self.x0, xs, strict=True):
             dw, dx = self._matrix(s) - w0, x - x0
-            if not (torch.any(dw != 0) and torch.any(dx != 0)):
+            if torch.linalg.vector_norm(dw) == 0 or torch.linalg.vector_norm(dx) == 0:
                 out.append(None)
                 continue
-            ratios = AlignmentRatios(
-                alignment_ratio(dw, x0), alignment_ratio(w0, dx), alignment_ratio(dw, dx)
-            )
+            zero_init = torch.linalg.vector_norm(w0) == 0
+            omega = None if zero_init else alignment_ratio(w0, dx)
+            ratios = AlignmentRatios(alignment_ratio(dw, x0), omega, alignment_ratio(dw, dx))
             out.append(LayerAlignment(s.name, s.role, s.geometry.fan_in, ratios))
         return out
 

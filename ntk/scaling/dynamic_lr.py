@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ntk._checks import check_choice, check_positive_int
 from ntk.scaling.abc_rules import ALIGNMENT_EXPONENTS, Alignment
-from ntk.scaling.alignment import AlignmentMeter
+from ntk.scaling.alignment import AlignmentMeter, LayerAlignment
 
 if TYPE_CHECKING:
     from ntk.scaling.parametrization import Parametrization
@@ -81,6 +81,7 @@ class DynamicLR:
         self.steps = 0  # optimizer steps taken (counted by the post-hook)
         self.measured_at: int | None = None
         self.history: list[dict[str, Any]] = []
+        self.last: list[LayerAlignment | None] = []  # the latest measurement, meter.layers order
         self._saved: list[tuple[int, float]] = []
         self._hooks = [
             optimizer.register_step_pre_hook(self._apply),
@@ -150,7 +151,8 @@ class DynamicLR:
         """Alignment exponents per layer (single-width estimates): None for embeddings, the
         config's assumption where a layer is not measurable or has not moved yet."""
         names = [s.name for s in self.meter.layers]
-        measured = {n: m for n, m in zip(names, self.meter.measure(), strict=True) if m}
+        self.last = self.meter.measure()
+        measured = {n: m for n, m in zip(names, self.last, strict=True) if m}
         assumed = ALIGNMENT_EXPONENTS[self.param.config.alignment]
         return [
             None

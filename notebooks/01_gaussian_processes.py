@@ -32,11 +32,11 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks
+if "google.colab" in sys.modules:  # install only what Colab lacks: ntk (and mup, its dependency)
     import subprocess
 
-    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    repository = "https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repository}"], check=True)
 
 # %%
 import math
@@ -113,6 +113,8 @@ plt.show()
 # make larger ensembles slow on a CPU).
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# Monte Carlo estimates in float32: the last digits depend on the machine
 kurt1 = gpd.kurtosis_vs_width(samples, depth=1, **net)
 samples2 = gpd.sample_outputs([16, 32, 64, 128, 256], n_members=2000, depth=2, seed=SEED, **net)
 kurt2 = gpd.kurtosis_vs_width(samples2, depth=2, **net)
@@ -143,6 +145,8 @@ plt.show()
 # 16 inputs, 6 networks per width; the analytic K is `ntk.kernels.MLPKernel`.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# Random networks: the last digits depend on the machine
 errs = gpd.nngp_error_vs_width(WIDTHS[2:], n_networks=6, depth=2, seed=SEED)
 mean_err = errs.groupby("width").rel_error.mean()
 fit_nngp = fit_power_law(mean_err.index, mean_err.values)
@@ -209,6 +213,8 @@ plt.show()
 # is `ntk.kernels.gp_posterior`.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# An ensemble in float32: the last digits depend on the machine
 reg = gpd.gp_vs_readout_ensemble(width=2048, n_members=512, seed=SEED)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
 gpd.plot_regression(reg, axes)
@@ -228,28 +234,53 @@ print(f"ensemble std / GP std: min {std_ratio.min():.3f}, max {std_ratio.max():.
 # SP ("sp") NTK depends on the width, 512 here).
 
 # %%
-# NBVAL_IGNORE_OUTPUT (errors at the round-off level may differ between machines)
-nt_check = gpd.compare_with_neural_tangents()
-print(nt_check.to_string(index=False, float_format=lambda v: f"{v:.2g}"))
-print(
-    f"max relative error: NNGP {nt_check.nngp_rel_err.max():.1e}, NTK {nt_check.ntk_rel_err.max():.1e}"
-)
+# NBVAL_IGNORE_OUTPUT
+# Round-off errors differ between machines; skipped without neural-tangents
+import importlib.util
+
+if importlib.util.find_spec("neural_tangents") is None:
+    print("neural-tangents is not installed: comparison skipped")
+else:
+    nt_check = gpd.compare_with_neural_tangents()
+    print(nt_check.to_string(index=False, float_format=lambda v: f"{v:.2g}"))
+    nt_worst = max(nt_check.nngp_rel_err.max(), nt_check.ntk_rel_err.max())
+    print(f"max relative error: {nt_worst:.1e}")
+    assert nt_worst < 1e-12
+    print("PASS: MLPKernel equals neural-tangents' kernel_fn to 1e-12")
 
 # %% [markdown]
 # ## Claims, checked
 #
-# Each fitted exponent must be within ±0.15 of the theory value quoted above.
+# Each fitted exponent must be within ±0.15 of the theory value quoted above. The first cell
+# shows the measured values (their last digits depend on the machine); the second asserts the
+# claims and prints only verdicts.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# Measured values: the last digits depend on the machine
 print(f"excess kurtosis slope, depth 1: {fit1.exponent:.3f} (theory -1, exact for one layer)")
 print(f"excess kurtosis slope, depth 2: {fit2.exponent:.3f} (theory -1, Yaida 2020)")
-assert abs(fit1.exponent + 1) <= 0.15 and abs(fit2.exponent + 1) <= 0.15
 worst = (kurt1.excess_kurtosis / kurt1.theory - 1).abs().max()
 print(f"depth 1: largest relative deviation from the exact kurtosis 15/n: {worst:.3f}")
-assert worst < 0.2
-
 print(f"empirical NNGP error slope: {fit_nngp.exponent:.3f} (theory -1/2, CLT)")
+gap_angle = {
+    name: df.assign(gap=(df.empirical - df.correlation).abs()).groupby("depth").gap.max()
+    for name, df in [("relu", angle_relu), ("erf", angle_erf)]
+}
+print("width-1024 network vs analytic correlation, max gap per depth:")
+print(pd.DataFrame(gap_angle).round(3).T.to_string())
+print(
+    f"GP vs network ensemble: mean gap <= {mean_gap.max():.3f} std, std ratio in "
+    f"[{std_ratio.min():.3f}, {std_ratio.max():.3f}]"
+)
+
+# %%
+assert abs(fit1.exponent + 1) <= 0.15 and abs(fit2.exponent + 1) <= 0.15
+print("PASS: excess kurtosis ~ 1/width at depths 1 and 2 (slopes within 0.15 of -1)")
+assert worst < 0.2
+print("PASS: depth 1 matches the exact kurtosis 15/n within 20% at every width")
 assert abs(fit_nngp.exponent + 0.5) <= 0.15
+print("PASS: one network's NNGP kernel error ~ width^-1/2 (slope within 0.15 of -1/2)")
 
 # depth makes ReLU kernels flatter (rho up) and chaotic erf kernels sharper (rho down)
 rho = {
@@ -259,20 +290,9 @@ rho = {
 inner = rho["relu"].index < 3.0  # away from the antipode, where erf's rho is pinned at -1
 assert (rho["relu"].diff(axis=1).iloc[:, 1:] >= -1e-12).all().all()
 assert (rho["erf"][inner].abs().diff(axis=1).iloc[:, 1:] <= 1e-12).all().all()
-gap_angle = {
-    name: df.assign(gap=(df.empirical - df.correlation).abs()).groupby("depth").gap.max()
-    for name, df in [("relu", angle_relu), ("erf", angle_erf)]
-}
-print("width-1024 network vs analytic correlation, max gap per depth:")
-print(pd.DataFrame(gap_angle).round(3).T.to_string())
+print("PASS: depth raises ReLU correlations and lowers |erf| correlations at every angle")
 assert gap_angle["relu"].max() < 0.1 and gap_angle["erf"][[1, 2]].max() < 0.1
+print("PASS: a width-1024 network lands within 0.1 of the analytic correlation")
 
-print(
-    f"GP vs network ensemble: mean gap <= {mean_gap.max():.3f} std, std ratio in "
-    f"[{std_ratio.min():.3f}, {std_ratio.max():.3f}]"
-)
 assert mean_gap.max() < 0.25 and 0.85 < std_ratio.min() and std_ratio.max() < 1.15
-
-nt_worst = max(nt_check.nngp_rel_err.max(), nt_check.ntk_rel_err.max())
-print(f"neural-tangents agreement: max relative error below 1e-12: {nt_worst < 1e-12}")
-assert nt_worst < 1e-12
+print("PASS: ensemble mean within 0.25 GP std of the GP mean, std ratio in (0.85, 1.15)")

@@ -24,8 +24,10 @@
 # package's `MuReadout`/`MuAdam`, and our `Parametrization` on a plain `WideMLP`); we check our
 # hook-based tool against `mup.coord_check.get_coord_data`; and we watch the same effect in
 # weight space through the spectral condition of Yang, Simon & Bernstein (2023,
-# arXiv:2310.17813). The plumbing (spectral logging, mup's runner, exponent tables) is in
-# `ntk/chapters/coordinate_checks.py`.
+# arXiv:2310.17813). Then the same check on a model nobody here wrote: Hugging Face's GPT-2,
+# in SP as it ships and in muP through `Parametrization`, with every attention module, block
+# and the attention logits recorded. The plumbing (spectral logging, mup's runner, exponent
+# tables, GPT-2 at any width) is in `ntk/chapters/coordinate_checks.py`.
 #
 # Runs in about 1-2 minutes on a 2-core CPU.
 
@@ -35,8 +37,9 @@ import sys
 if "google.colab" in sys.modules:  # install only what Colab lacks
     import subprocess
 
-    packages = ["mup==1.0.0", "neural-tangents==0.6.5", "git+https://github.com/ntk-lab/ntk"]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    # the package (with its dependency mup); Colab has transformers; no neural-tangents here
+    repo = "https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repo}"], check=True)
 
 # %%
 # %matplotlib inline
@@ -49,6 +52,9 @@ from mup import MuAdam
 from ntk.chapters.coordinate_checks import (
     SpectralLog,
     exponent_table,
+    gpt2_factory,
+    gpt2_groups,
+    lm_loss,
     mup_coord_data,
     spectral_exponents,
 )
@@ -101,6 +107,7 @@ spectral = SpectralLog()  # a SpectralMonitor per (width, seed), logged at every
 # ## SP vs muP (the `mup` package)
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 cc_sp = coord_check(
     sp_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral.on_step("SP")
 )
@@ -125,6 +132,7 @@ for df, name in [(cc_sp, "SP, Adam"), (cc_mup, "muP (mup package), MuAdam")]:
 
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 exp_sp, exp_mup = exponent_table(cc_sp), exponent_table(cc_mup)
 print("SP\n", exp_sp.round(2).to_string(), "\n\nmuP\n", exp_mup.round(2).to_string())
 
@@ -140,6 +148,7 @@ print("SP\n", exp_sp.round(2).to_string(), "\n\nmuP\n", exp_mup.round(2).to_stri
 # `act_size`.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 cc_pkg = mup_coord_data(lambda w: mup_model(w)[0], WIDTHS, (x, y), lr=LR, steps=STEPS, seeds=SEEDS)
 both = cc_mup.merge(cc_pkg, on=["width", "module", "step", "seed"], suffixes=("", "_mup"))
 max_rel_diff = float(((both["act_size"] - both["act_size_mup"]).abs() / both["act_size_mup"]).max())
@@ -189,6 +198,8 @@ def outer(name):
     return not name.endswith(".module")
 
 
+# %%
+# NBVAL_IGNORE_OUTPUT
 cc_abc_mup = coord_check(
     abc_model(parametrization="mup"),
     WIDTHS,
@@ -210,6 +221,89 @@ plot_coord_check(cc_abc_mup, "act_size", title="Parametrization('mup'): mean |h_
 plt.show()
 
 # %% [markdown]
+# ## The same check on Hugging Face GPT-2
+#
+# A coordinate check has to run on the models people train, not only on MLPs written for it.
+# We build `transformers`' `GPT2LMHeadModel` from a config (2 blocks, random init, no download)
+# at widths 64, 128, 256, growing it the way the GPT-2 family grows: heads of a fixed size (32
+# here), width / 32 of them. Every module output is recorded, including those that are
+# tuples (the attention module returns `(output, weights)`: recorded as `attn[0]`) or dicts
+# (the model's `ModelOutput`: `<output>.logits`), and the attention logits
+# $\ell = s\, q k^\top$ that no module returns, rebuilt from each
+# `F.scaled_dot_product_attention` call over the causal triangle (`…attn.attn_logits`).
+#
+# * **SP** is GPT-2 as Hugging Face ships it: its own init (std 0.02) and one Adam learning
+#   rate.
+# * **muP** is the same model through `Parametrization`: the Conv1D layers (GPT-2's transposed
+#   linear layers) are hidden layers with Adam learning rate $\eta\, n_0/n$ and init std
+#   $1/\sqrt{\text{fan\_in}}$, the embeddings keep GPT-2's std 0.02 and learning rate
+#   $\eta$, and the untied readout gets the output multiplier $n_0/n$, zero at init. The
+#   attention scale $\sqrt{d_0}/d$ equals $1/\sqrt{d}$ here since the head size is fixed.
+#   Base width $n_0 = 64$, where the two coincide.
+#
+# Both are trained for 4 Adam steps ($\eta = 3 \cdot 10^{-3}$) on one batch of 8 random
+# sequences of 16 tokens (next-token cross-entropy), 3 seeds. muP also runs 9 more seeds: at
+# these small widths a 3-seed exponent carries seed noise of a few hundredths, and the 12
+# seeds show how much of what is left is noise.
+
+# %%
+VOCAB, SEQ, LM_LR, LM_STEPS = 101, 16, 3e-3, 4
+LM_WIDTHS, LM_SEEDS = [64, 128, 256], list(range(12))
+ids = torch.randint(0, VOCAB, (8, SEQ + 1), generator=torch.Generator().manual_seed(0))
+tokens = ids[:, :-1], ids[:, 1:]  # inputs and next-token targets, (8, 16) token ids each
+
+
+def gpt2(parametrization):
+    return gpt2_factory(
+        parametrization, lr=LM_LR, base_width=BASE, head_dim=32, vocab=VOCAB, seq=SEQ
+    )
+
+
+def recorded(name):  # the wrappers' outputs, not the raw layer inside; no dropouts (p = 0)
+    return not name.endswith(".module") and "drop" not in name
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+run = dict(loss_fn=lm_loss, steps=LM_STEPS, modules=recorded)
+cc_gpt_sp = coord_check(gpt2("sp"), LM_WIDTHS, tokens, seeds=[0, 1, 2], **run)
+cc_gpt_mup = coord_check(gpt2("mup"), LM_WIDTHS, tokens, seeds=LM_SEEDS, **run)
+cc_gpt_mup3 = cc_gpt_mup[cc_gpt_mup["seed"] < 3]
+groups_sp, groups_mup3 = gpt2_groups(cc_gpt_sp), gpt2_groups(cc_gpt_mup3)
+groups_mup12 = gpt2_groups(cc_gpt_mup)
+print("width exponents over steps 1-4, smallest and largest in each group of modules")
+print("SP (3 seeds)\n", groups_sp.round(2).to_string())
+print("\nmuP (3 seeds)\n", groups_mup3.round(2).to_string())
+print("\nmuP (12 seeds)\n", groups_mup12.round(2).to_string())
+
+# %% [markdown]
+# Next to the MLP: the change of every recorded module after the last step, against width.
+# GPT-2 is shown through its Conv1D layers, block outputs and logits (the other modules lie
+# on the same lines).
+
+# %%
+shown = r"(?:c_attn|c_proj|c_fc|h\.\d|logits)$"
+fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex="col")
+panels = [
+    (cc_abc_sp, "MLP, SP"),
+    (cc_gpt_sp[cc_gpt_sp["module"].str.contains(shown)], "GPT-2, SP (Hugging Face init)"),
+    (cc_abc_mup, "MLP, muP (Parametrization)"),
+    (cc_gpt_mup3[cc_gpt_mup3["module"].str.contains(shown)], "GPT-2, muP (Parametrization)"),
+]
+for ax, (df, title) in zip(axes.flat, panels, strict=True):
+    plot_coord_check(df, "delta_size", steps=[df["step"].max()], axes=[ax])
+    ax.set_title(f"{title}, step {df['step'].max()}", fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    ax.set_ylabel("mean |h_t - h_0|")
+plt.show()
+
+# %% [markdown]
+# Under SP the changes of GPT-2's layers and blocks grow with width, like $n^{0.7}$ to $n^2$
+# (they compound from block to block), so its best learning rate must shrink as it widens.
+# Under muP every line is flat: hidden layers, block outputs, attention logits and the logits'
+# change all keep their size (the table above: exponents within a few hundredths of 0).
+
+# %% [markdown]
 # ## The spectral view
 #
 # Yang, Simon & Bernstein (2023) state muP as a condition on weights: for a layer with
@@ -228,6 +322,7 @@ for label in ["SP", "muP", "muP (Parametrization)"]:
 
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 spec_sp, spec_mup = spectral_exponents(last, "SP"), spectral_exponents(last, "muP")
 spec_abc = spectral_exponents(last, "muP (Parametrization)")
 print("exponents of ||.|| / sqrt(fan_out/fan_in) against width, after", STEPS, "steps")
@@ -237,29 +332,59 @@ print("muP (Parametrization)\n", spec_abc.round(2).to_string())
 
 # %% [markdown]
 # ## Checks
+#
+# Every claim above, asserted. The numbers behind them come from training, whose last digits
+# depend on the machine's summation order, so they are printed in the cell below and only the
+# verdicts in the checking cells.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 mup_max = float(exp_mup.abs().max().max())
 abc_max = float(exp_abc_mup.abs().max().max())
 sp_readout = float(exp_sp.loc[("readout", "delta_size")].min())
 sp_hidden = float(exp_sp.loc[("hidden.1", "delta_size")].min())
 abc_sp_readout = float(exp_abc_sp.loc[("readout", "delta_size")].min())
 abc_sp_hidden = float(exp_abc_sp.loc[("hidden.1", "delta_size")].min())
+HIDDEN = ["block outputs", "Conv1D layers", "attention and MLP outputs", "LayerNorms"]
+gpt_mup3 = float(groups_mup3.loc[HIDDEN].abs().max().max())
+gpt_mup12 = float(groups_mup12.loc[HIDDEN].abs().max().max())
+gpt_logits = float(groups_mup3.loc[("logits", "delta_size")].abs().max())
+gpt_attn = float(groups_mup12.loc["attention logits"].abs().max().max())
+gpt_sp = float(groups_sp.loc[(["block outputs", "Conv1D layers"], "delta_size"), "min"].min())
+triples = [
+    float(gpt2_groups(cc_gpt_mup[cc_gpt_mup["seed"] // 3 == k]).loc[HIDDEN].abs().max().max())
+    for k in range(4)
+]
 print(f"muP (mup package): max |exponent| over modules, steps 1-{STEPS}: {mup_max:.3f}")
 print(f"muP (Parametrization): max |exponent|: {abc_max:.3f}")
 print(f"SP: smallest readout update exponent {sp_readout:.2f}, hidden {sp_hidden:.2f}")
-print(
-    f"SP (Parametrization): smallest readout update exponent {abc_sp_readout:.2f}, "
-    f"hidden {abc_sp_hidden:.2f}"
-)
+print(f"SP (Parametrization): readout {abc_sp_readout:.2f}, hidden {abc_sp_hidden:.2f}")
 print(f"agreement with mup.get_coord_data: max relative difference {max_rel_diff:.1e}")
+print(f"GPT-2 muP, hidden modules and blocks: max |exponent| {gpt_mup3:.3f} (3 seeds)")
+print(f"  per disjoint triple of seeds {[round(t, 3) for t in triples]}, 12 seeds {gpt_mup12:.3f}")
+print(f"GPT-2 muP, logits' update: max |exponent| {gpt_logits:.3f} (3 seeds)")
+print(f"GPT-2 muP, attention logits: max |exponent| {gpt_attn:.3f} (12 seeds)")
+print(f"GPT-2 SP: smallest update exponent of Conv1D layers and blocks {gpt_sp:.2f}")
+
+# %%
 assert len(both) == len(cc_mup) == len(cc_pkg) and max_rel_diff < 1e-5
 assert mup_max < 0.1, exp_mup
 assert abc_max < 0.1, exp_abc_mup
 assert sp_readout > 0.7 and sp_hidden > 0.5, exp_sp
 assert abc_sp_readout > 0.7 and abc_sp_hidden > 0.5, exp_abc_sp
+print("PASS: MLP coordinate checks (ours = mup's; muP flat, SP updates grow)")
+# GPT-2: within +-0.1 of 0 for every hidden module and block, activations and updates, steps 1-4
+assert gpt_mup3 < 0.1 and gpt_logits < 0.1, (groups_mup3, gpt_logits)
+# 12 seeds halve the noise (measured 0.04; single triples 0.06-0.09)
+assert gpt_mup12 < 0.06, groups_mup12
+assert gpt_attn < 0.1, groups_mup12
+assert gpt_sp > 0.5, groups_sp
+print(
+    "PASS: GPT-2 coordinate check (muP flat within 0.1, SP hidden updates grow faster than n^0.5)"
+)
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 mup_spec = float(spec_mup["rel_dw"].abs().max())
 abc_spec = float(spec_abc["rel_dw"].abs().max())
 sp_spec = float(spec_sp.loc[["hidden.1", "readout"], "rel_dw"].min())
@@ -267,5 +392,8 @@ print(
     f"spectral: muP updates max |exponent| {mup_spec:.3f}, Parametrization muP (updates) "
     f"{abc_spec:.3f}, SP hidden/readout updates >= {sp_spec:.2f}"
 )
+
+# %%
 assert mup_spec < 0.1 and abc_spec < 0.1
 assert sp_spec > 0.7
+print("PASS: spectral norms of the updates (muP flat, SP grows)")

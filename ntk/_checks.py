@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import torch
+from torch.nn.parameter import UninitializedParameter
 
 # "standard" is what many papers and older code call SP; we accept it as an input alias.
 PARAMETRIZATION_ALIASES = {"standard": "sp"}
@@ -31,9 +32,7 @@ def check_choices(name: str, values: Sequence[str], choices: Iterable[str]) -> l
         raise TypeError(
             f"{name} must be a sequence of names from {choices}, not the string {values!r}"
         )
-    values = list(values)
-    if not values:
-        raise ValueError(f"{name} must be a non-empty sequence of {choices}")
+    values = check_sequence(name, values, f"names from {choices}")
     for i, value in enumerate(values):
         check_choice(f"{name}[{i}]", value, choices)
     return values
@@ -113,22 +112,90 @@ def check_numbers(name: str, values: Sequence[float], length: int, what: str) ->
     return [float(v) for v in values]
 
 
-def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
-    """An int >= `minimum` (a width, a depth, a chunk size)."""
+# Counts and seeds end up in torch (int64) and in float arithmetic: larger ints overflow there.
+INT64_MAX = 2**63 - 1
+
+
+def check_positive_int(name: str, value: int, minimum: int = 1, maximum: int = INT64_MAX) -> int:
+    """An int in [`minimum`, `maximum`] (a width, a depth, a chunk size, a seed)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        shown = value if value.bit_length() <= 64 else f"an int of {len(str(value))} digits"
+        raise ValueError(f"{name} must be <= {maximum}, got {shown}")
     return value
 
 
+def check_std(name: str, value: float) -> float:
+    """A finite std >= 0 whose square (the variance the kernels and inits use) is finite too."""
+    value = check_nonnegative(name, value)
+    if not math.isfinite(value * value):
+        raise ValueError(
+            f"{name} must be a std whose square fits in a float (<= ~1e154), got {value:g}"
+        )
+    return value
+
+
+def check_sequence(name: str, values: object, what: str) -> list:
+    """A non-empty list, tuple, range or array of `what` (a bare string or number is refused)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of {what}, got {values!r}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must be a non-empty sequence of {what}")
+    return values
+
+
+def check_int_list(name: str, values: object, minimum: int) -> list[int]:
+    """A non-empty sequence of ints >= `minimum` (numpy integers accepted, floats refused)."""
+    out = []
+    for i, v in enumerate(check_sequence(name, values, f"ints >= {minimum}")):
+        if isinstance(v, bool) or not hasattr(v, "__index__"):
+            raise TypeError(f"{name}[{i}] must be an int, got {v!r}")
+        out.append(check_positive_int(f"{name}[{i}]", int(v), minimum=minimum))
+    return out
+
+
+def check_number_list(name: str, values: object) -> list[float]:
+    """A non-empty sequence of finite real numbers."""
+    out = []
+    for i, v in enumerate(check_sequence(name, values, "finite numbers")):
+        if not is_finite_number(v):
+            raise ValueError(f"{name}[{i}] must be a finite real number, got {v!r}")
+        out.append(float(v))
+    return out
+
+
 def check_float_dtype(name: str, dtype: object) -> torch.dtype:
-    """A floating torch.dtype (an integer dtype would truncate inputs silently)."""
+    """A real floating torch.dtype (an integer dtype would truncate inputs silently)."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        hint = f" (torch.{dtype})" if isinstance(dtype, str) and hasattr(torch, dtype) else ""
         raise TypeError(
-            f"{name} must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}"
+            f"{name} must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}{hint}"
         )
     return dtype
+
+
+def check_scale_fits(name: str, value: float, scale: float, dtype: torch.dtype) -> None:
+    """Raise if a weight scale derived from `name` (e.g. weight_std / sqrt(fan_in)) would
+    overflow `dtype`: the parameters or the forward multipliers would be Inf."""
+    if not scale <= torch.finfo(dtype).max:
+        raise ValueError(
+            f"{name}={value:g} gives weights of scale {scale:g}, beyond the largest {dtype} "
+            f"({torch.finfo(dtype).max:g}); lower {name} or use a wider dtype"
+        )
+
+
+def check_real(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Refuse complex tensors: casting them to a real dtype would drop the imaginary part."""
+    if x.is_complex():
+        raise TypeError(
+            f"{name} must be real, got a complex tensor ({x.dtype}); casting would silently "
+            f"drop its imaginary part (pass {name}.real or {name}.abs() if that is what you mean)"
+        )
+    return x
 
 
 def check_module(name: str, value: object) -> torch.nn.Module:
@@ -136,6 +203,24 @@ def check_module(name: str, value: object) -> torch.nn.Module:
     if not isinstance(value, torch.nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
     return value
+
+
+def check_materialized(name: str, model: torch.nn.Module) -> torch.nn.Module:
+    """A module whose parameters all have shapes (lazy modules must have run once)."""
+    lazy = [k for k, p in model.named_parameters() if isinstance(p, UninitializedParameter)]
+    if lazy:
+        raise ValueError(
+            f"{name} has uninitialized (lazy) parameters {lazy[:3]}: their shapes, hence "
+            f"fan-ins and widths, are unknown until a forward pass; run {name}(x) once first"
+        )
+    return model
+
+
+def check_factor(name: str, value: object) -> float:
+    """A finite number >= 0 returned by a user callable (a learning-rate factor)."""
+    if not is_finite_number(value) or isinstance(value, complex) or float(value) < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def as_tensor(name: str, x: object) -> torch.Tensor:
@@ -156,11 +241,11 @@ def check_inputs(
     dtype: torch.dtype | None = None,
     features: int | None = None,
 ) -> torch.Tensor:
-    """A non-empty, finite tensor with `ndim` dims (batch first), cast to `dtype` if given.
+    """A non-empty, finite, real tensor with `ndim` dims (batch first), cast to `dtype` if given.
 
-    Numpy arrays and nested lists are accepted and converted.
+    Numpy arrays and nested lists are accepted and converted; complex tensors are refused.
     """
-    x = as_tensor(name, x)
+    x = check_real(name, as_tensor(name, x))
     if x.ndim != ndim:
         raise ValueError(
             f"{name} must have {ndim} dimensions (batch first), got shape {tuple(x.shape)}"
@@ -169,6 +254,8 @@ def check_inputs(
         raise ValueError(
             f"{name} is an empty batch (shape {tuple(x.shape)}); need at least one row"
         )
+    if x.shape[-1] == 0:
+        raise ValueError(f"{name} has no features (shape {tuple(x.shape)}); need at least one")
     if dtype is not None:
         x = x.to(dtype)
     elif not torch.is_floating_point(x):
@@ -180,6 +267,34 @@ def check_inputs(
             f"{name} must have {features} features in its last dimension, got {x.shape[-1]}"
         )
     return x
+
+
+def check_batch(
+    name: str, x: object, *, dtype: torch.dtype, keep_integers: bool = False
+) -> torch.Tensor:
+    """A non-empty batch (N, ...) of any shape: floats cast to `dtype` and finite; integers
+    kept as int64 when `keep_integers` (token ids, class labels), else cast to `dtype`."""
+    x = as_tensor(name, x)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty batch (N, ...) with one row per example, got shape "
+            f"{tuple(x.shape)}"
+        )
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers or integer ids, got dtype {x.dtype}")
+    if not x.is_floating_point() and keep_integers:
+        return x.long()
+    x = x.to(dtype)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return x
+
+
+def takes_integer_inputs(model: torch.nn.Module) -> bool:
+    """Integer inputs are token ids for a model that embeds them (nn.Embedding / EmbeddingBag
+    anywhere inside), and numbers to cast to floats for any other model."""
+    kinds = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+    return any(isinstance(m, kinds) for m in model.modules())
 
 
 def check_same_features(name1: str, x1: torch.Tensor, name2: str, x2: torch.Tensor) -> None:

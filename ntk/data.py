@@ -35,7 +35,11 @@ from ntk._checks import (
     check_fraction,
     check_nonnegative,
     check_positive_int,
+    check_real,
 )
+
+# The recurrence costs one pass per degree; degrees beyond this learn nothing on any data set
+MAX_HERMITE_DEGREE = 10_000
 
 
 @dataclass
@@ -53,20 +57,23 @@ class Task:
 
 
 def hermite(z: Tensor, degree: int) -> Tensor:
-    """Normalized probabilists' Hermite polynomial He_k(z) / sqrt(k!) (unit variance).
+    """Normalized probabilists' Hermite polynomial h_k(z) = He_k(z) / sqrt(k!) (unit variance).
 
-    Uses the three-term recurrence He_{k+1}(z) = z He_k(z) - k He_{k-1}(z), He_0 = 1, He_1 = z,
-    for which E[He_j(g) He_k(g)] = k! [j = k] when g ~ N(0, 1) (e.g. Abramowitz & Stegun 22.2).
+    From the three-term recurrence He_{k+1}(z) = z He_k(z) - k He_{k-1}(z), He_0 = 1, He_1 = z,
+    for which E[He_j(g) He_k(g)] = k! [j = k] when g ~ N(0, 1) (e.g. Abramowitz & Stegun 22.2),
+    run on the normalized polynomials, h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k + 1), so
+    that neither He_k nor k! overflows at high degree.
     """
-    check_positive_int("degree", degree, minimum=0)
+    check_positive_int("degree", degree, minimum=0, maximum=MAX_HERMITE_DEGREE)
     if not isinstance(z, Tensor):
         raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+    check_real("z", z)
     prev, cur = torch.ones_like(z), z
     if degree == 0:
         return prev
-    for k in range(1, degree):  # He_{k+1} = z He_k - k He_{k-1}
-        prev, cur = cur, z * cur - k * prev
-    return cur / math.sqrt(math.factorial(degree))
+    for k in range(1, degree):
+        prev, cur = cur, (z * cur - math.sqrt(k) * prev) / math.sqrt(k + 1)
+    return cur
 
 
 def make_low_dim_task(
@@ -102,7 +109,7 @@ def make_low_dim_task(
     check_positive_int("n_train", n_train)
     check_positive_int("n_test", n_test)
     check_positive_int("dim", dim)
-    check_positive_int("degree", degree, minimum=0)
+    check_positive_int("degree", degree, minimum=0, maximum=MAX_HERMITE_DEGREE)
     check_positive_int("n_directions", n_directions)
     if n_directions > dim:
         raise ValueError(f"n_directions must be <= dim={dim}, got {n_directions}")
@@ -129,6 +136,8 @@ def make_low_dim_task(
             raise ValueError(
                 f"link must act elementwise: projections of shape {tuple(z.shape)} gave {got}"
             )
+        if not torch.isfinite(gz).all():
+            raise ValueError("link returned NaN or Inf on the projections <u_j, x>")
         y = gz.sum(dim=1, keepdim=True) / math.sqrt(n_directions)  # (n, 1)
         return x, y
 
@@ -187,6 +196,8 @@ def load_digits_task(
 
 def point_on_sphere(in_features: int, seed: int = 0) -> Tensor:
     """One input with |x|^2 = in_features, so K^1(x, x) = weight_std^2 + bias_std^2: (1, d)."""
+    check_positive_int("in_features", in_features)
+    check_positive_int("seed", seed, minimum=0)
     x = torch.randn(1, in_features, generator=torch.Generator().manual_seed(seed))
     return x * math.sqrt(in_features) / x.norm()
 
@@ -197,6 +208,10 @@ def sphere_task(
     """Inputs uniform on the sphere of radius sqrt(d); target y = sin(2 <u, x>) + (<v, x>^2 - 1)/2
     for random unit u, v (smooth but not in the NTK's top eigenspace only). Returns
     x_train (N, d), y_train (N,), x_test (M, d), all float64."""
+    check_positive_int("n_train", n_train)
+    check_positive_int("n_test", n_test)
+    check_positive_int("in_features", in_features)
+    check_positive_int("seed", seed, minimum=0)
     gen = torch.Generator().manual_seed(seed)
 
     def sphere(n: int) -> Tensor:
@@ -218,6 +233,10 @@ def toy_regression_task(
     """A 1-D task: y = sin(2x) + noise at n_train points in [-2, 2]; test grid on [-3, 3].
 
     Returns x_train (N, 1) sorted, y_train (N,), x_test (M, 1), all float64."""
+    check_positive_int("n_train", n_train)
+    check_positive_int("n_test", n_test)
+    check_nonnegative("noise", noise)
+    check_positive_int("seed", seed, minimum=0)
     gen = torch.Generator().manual_seed(seed)
     x_train = (4 * torch.rand(n_train, 1, generator=gen, dtype=torch.float64) - 2).sort(0)[0]
     y_train = torch.sin(2 * x_train[:, 0]) + noise * torch.randn(

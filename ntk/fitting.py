@@ -30,13 +30,27 @@ class PowerLaw:
         return self.prefactor * np.asarray(x, dtype=float) ** self.exponent
 
 
+def _floats(name: str, v: object) -> np.ndarray:
+    try:
+        return np.asarray(v, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be an array of numbers, got {type(v).__name__}") from err
+
+
 def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """(slope, intercept, stderr) of the least-squares line through (log x, log y).
 
-    x, y > 0, 1-D, same length. Fewer than two distinct x give NaN everywhere; exactly two
-    points give an exact line with stderr NaN (no residual degrees of freedom).
+    x, y > 0, finite, 1-D, same length (else ValueError). Fewer than two distinct x give NaN
+    everywhere; exactly two points give an exact line with stderr NaN (no residual degrees of
+    freedom).
     """
-    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    x, y = _floats("x", x), _floats("y", y)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+    for name, v in (("x", x), ("y", y)):
+        if not (np.isfinite(v) & (v > 0)).all():
+            raise ValueError(f"{name} must be finite and > 0 to fit on log-log axes")
+    lx, ly = np.log(x), np.log(y)
     n = len(lx)
     if n < 2 or np.ptp(lx) == 0:
         return math.nan, math.nan, math.nan
@@ -50,19 +64,21 @@ def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 
 
 def fit_power_law(x: np.ndarray, y: np.ndarray) -> PowerLaw:
-    """The power law through (x, y); needs >= 2 points with x, y > 0."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    """The power law through (x, y); needs >= 2 distinct x, and x, y > 0."""
+    x, y = _floats("x", x), _floats("y", y)
     if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
         raise ValueError(f"x and y must be 1-D of equal length >= 2, got {x.shape} and {y.shape}")
     if (x <= 0).any() or (y <= 0).any():
         raise ValueError("x and y must be positive to fit a power law on log-log axes")
+    if np.ptp(x) == 0:
+        raise ValueError("x must have at least two distinct values to fit a power law")
     slope, intercept, stderr = loglog_fit(x, y)
     return PowerLaw(slope, math.exp(intercept), stderr)
 
 
 def fit_loglog_slope(x: object, y: object) -> float:
     """The exponent p of y ~ x^p, using only the finite, positive points (at least two)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x, y = _floats("x", x), _floats("y", y)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if keep.sum() < 2:
         raise ValueError("need at least two finite, positive points to fit a log-log slope")

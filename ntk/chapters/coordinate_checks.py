@@ -1,9 +1,13 @@
-"""Chapter 07 helpers: coordinate checks next to `mup`'s, and the spectral view of the same runs.
+"""Chapter 07 helpers: coordinate checks next to `mup`'s, the spectral view of the same runs, and
+the same check on Hugging Face GPT-2.
 
 The notebook `notebooks/07_coordinate_checks.py` builds the models and runs
 `ntk.scaling.coord_check.coord_check`; these functions collect spectral norms during those runs
 (`SpectralLog`), run `mup.coord_check.get_coord_data` one width at a time (`mup_coord_data`),
-and turn the long tables into exponent tables (`exponent_table`, `spectral_exponents`).
+turn the long tables into exponent tables (`exponent_table`, `spectral_exponents`), and build
+GPT-2 models at any width in SP (Hugging Face's own init, one learning rate) or in muP through
+`Parametrization` (`gpt2_factory`), with a next-token loss (`lm_loss`) and exponents per module
+group (`gpt2_groups`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,26 @@ import torch
 from torch import nn
 
 from ntk.scaling.coord_check import fit_exponents, from_mup
+from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 from ntk.scaling.spectral import SpectralMonitor
+
+# GPT-2's layers by role, for `Parametrization` (module names of GPT2LMHeadModel)
+GPT2_LAYERS = {
+    "transformer.w[tp]e": "embedding",
+    "transformer.h.*.attn.c_*": "hidden",
+    "transformer.h.*.mlp.c_*": "hidden",
+    "lm_head": "readout",
+}
+# module name patterns -> group, first match wins (exponents are reported per group)
+GPT2_GROUPS = {
+    r"\.attn_logits$": "attention logits",
+    r"^transformer\.h\.\d+$": "block outputs",
+    r"\.(?:c_attn|c_proj|c_fc)$": "Conv1D layers",
+    r"\.(?:attn\[0\]|mlp|mlp\.act)$": "attention and MLP outputs",
+    r"\.ln_\d$": "LayerNorms",
+    r"^transformer\.w[tp]e$": "embeddings",
+    r"^<output>\.logits$": "logits",
+}
 
 
 class SpectralLog:
@@ -91,3 +114,80 @@ def mup_coord_data(
         d["seed"] = np.repeat(list(seeds), len(d) // len(seeds))  # mup loops over seeds outermost
         frames.append(d)
     return pd.concat(frames, ignore_index=True)
+
+
+def gpt2_factory(
+    parametrization: str,
+    *,
+    lr: float,
+    base_width: int,
+    head_dim: int,
+    vocab: int,
+    seq: int,
+    n_layer: int = 2,
+) -> Callable[[int], tuple[nn.Module, torch.optim.Optimizer]]:
+    """`make(width)` -> (untied GPT2LMHeadModel, Adam) for `coord_check`.
+
+    Width grows as in the GPT-2 family: heads of fixed size `head_dim`, width / head_dim of
+    them. "sp": Hugging Face's own init (std 0.02) and one Adam learning rate `lr`. "mup":
+    `Parametrization` with base width `base_width` (where it is plain SP), GPT-2's embedding
+    std 0.02 at the base width, a zero readout (as mup's `readout_zero_init`), and its
+    per-layer Adam learning rates (`lr` at the base width). Dropout is off.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # a small vocabulary: GPT-2's default token ids fall outside
+
+    def make(width: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+        config = GPT2Config(
+            n_layer=n_layer,
+            n_embd=width,
+            n_head=width // head_dim,
+            vocab_size=vocab,
+            n_positions=seq,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=False,
+            use_cache=False,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        model = GPT2LMHeadModel(config)
+        if parametrization == "sp":
+            return model, torch.optim.Adam(model.parameters(), lr=lr)
+        param = Parametrization(
+            model,
+            ParametrizationConfig(
+                parametrization,
+                layers=GPT2_LAYERS,
+                base_width=base_width,
+                base_head_dim=head_dim,  # heads are added as the model widens
+                lr_prefactor=lr,
+                base_std={"transformer.w[tp]e": 0.02},
+                zero_readout=True,
+            ),
+        )
+        return model, torch.optim.Adam(param.param_groups)
+
+    return make
+
+
+def lm_loss(out, y: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of a Hugging Face causal LM output against (N, T) token ids."""
+    logits = out.logits
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def gpt2_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """Fitted width exponents of a GPT-2 coordinate check, steps >= 1, per module group
+    (`GPT2_GROUPS`) and quantity: the smallest and largest exponent over the group's modules
+    and steps."""
+    fits = fit_exponents(df).query("step > 0").dropna(subset=["exponent"])
+    groups = pd.Series(np.nan, index=fits.index, dtype=object)
+    for pattern, group in reversed(GPT2_GROUPS.items()):  # first match wins: apply it last
+        groups[fits["module"].str.contains(pattern, regex=True)] = group
+    fits = fits.assign(group=groups).dropna(subset=["group"])
+    table = fits.groupby(["group", "quantity"])["exponent"].agg(["min", "max"])
+    return table.reindex(list(dict.fromkeys(GPT2_GROUPS.values())), level="group")

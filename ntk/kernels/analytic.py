@@ -81,16 +81,26 @@ from torch import Tensor
 from ntk._checks import (
     check_float_dtype,
     check_inputs,
-    check_nonnegative,
     check_parametrization,
     check_positive_int,
+    check_std,
 )
 from ntk.kernels.activations import get_activation
-from ntk.kernels.quadrature import QUADRATURE_NODES, quadrature_block, quadrature_diag
+from ntk.kernels.quadrature import (
+    MAX_DEGREE,
+    QUADRATURE_NODES,
+    check_gauss_hermite,
+    quadrature_block,
+    quadrature_diag,
+    snap_unit,
+)
 
 CLOSED_FORM = ("relu", "erf", "gelu", "identity")
 PARAMETRIZATIONS = ("ntk", "sp")
 _TWO_PI = 2.0 * math.pi
+# The sp NTK multiplies kernels by the width: an exactly representable float (2^53) is far
+# beyond any network, and larger ints would overflow float arithmetic.
+MAX_WIDTH = 2**53
 
 
 class Kernels(NamedTuple):
@@ -134,19 +144,21 @@ class MLPKernel:
     def __post_init__(self) -> None:
         check_positive_int("depth", self.depth, minimum=0)
         get_activation(self.activation)  # raises on an unknown name
-        object.__setattr__(self, "weight_std", check_nonnegative("weight_std", self.weight_std))
+        object.__setattr__(self, "weight_std", check_std("weight_std", self.weight_std))
         if self.bias_std is not None:
-            object.__setattr__(self, "bias_std", check_nonnegative("bias_std", self.bias_std))
+            object.__setattr__(self, "bias_std", check_std("bias_std", self.bias_std))
         p = check_parametrization("parametrization", self.parametrization, PARAMETRIZATIONS)
         object.__setattr__(self, "parametrization", p)
         if self.width is not None:
-            check_positive_int("width", self.width)
+            check_positive_int("width", self.width, maximum=MAX_WIDTH)
         if self.parametrization == "sp" and self.depth >= 1 and self.width is None:
             raise ValueError(
                 "width must be given (a positive int, the hidden-layer width) when "
                 "parametrization='sp' and depth >= 1: that NTK grows with the width"
             )
-        check_positive_int("quadrature_degree", self.quadrature_degree)
+        check_positive_int("quadrature_degree", self.quadrature_degree, maximum=MAX_DEGREE)
+        if self._kind == "quadrature":
+            check_gauss_hermite(self.quadrature_degree)
         check_float_dtype("dtype", self.dtype)
         if self.block_size is not None:
             check_positive_int("block_size", self.block_size)
@@ -246,7 +258,9 @@ class MLPKernel:
         """K(x, x) and Kdot(x, x) from the variance q = Sigma(x, x), shape (N,)."""
         kind = self._kind
         if kind == "relu":
-            return q / 2, torch.full_like(q, 0.5)
+            # Kdot(x, x) = 1/2 at cos = 1; at zero variance cos is taken as 0 (Kdot = 1/4), as
+            # in the Gram blocks and in neural-tangents, so K(x) and K(x, x) agree there
+            return q / 2, torch.where(q > 0, 0.5, 0.25).to(q.dtype)
         if kind == "erf":
             k = torch.asin(2 * q / (1 + 2 * q)).mul_(2 / math.pi)
             return k, torch.rsqrt(1 + 4 * q).mul_(4 / math.pi)
@@ -396,7 +410,7 @@ class MLPKernel:
         kind = self._kind
         if kind == "relu":
             # a = sqrt(q), b = 1/sqrt(q) (0 for q = 0)
-            c = (s * b1[:, None]).mul_(b2).clamp_(-1.0, 1.0)  # cos(theta)
+            c = snap_unit((s * b1[:, None]).mul_(b2))  # cos(theta)
             theta = torch.arccos(c)
             sin = c.mul_(c).neg_().add_(1.0).sqrt_()  # sqrt(1 - cos^2) = sin(theta)
             kdot = theta.neg_().add_(math.pi).mul_(1 / _TWO_PI)  # (pi - theta) / (2 pi)

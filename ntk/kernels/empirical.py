@@ -10,10 +10,14 @@ normalisation as neural-tangents' `trace_axes` (which averages, not sums).
 Three ways to compute it:
 
 * "jacobian": per-example Jacobians J(x) (K x P) with `vmap(jacrev)`, contracted over the P
-  parameters (Jacobian contraction, Novak et al. 2022). Memory: chunk * K * P numbers.
+  parameters (Jacobian contraction, Novak et al. 2022). Memory: chunk * K * P numbers. For
+  models that do not support vmap (nn.LSTM) the rows come from a loop of plain backward passes
+  instead (a warning says so).
 * "ntvp": NTK-vector products (Novak et al. 2022, "Fast Finite Width Neural Tangent Kernel"):
   each column Θ v = J1 (J2^T v) is a vector-Jacobian product followed by a Jacobian-vector
-  product, so J(x1) is never stored.
+  product, so J(x1) is never stored. Needs forward-mode AD, which PyTorch's fused attention
+  kernels (SDPA, hence Hugging Face models) and nn.LSTM lack: "ntvp" then raises, and "auto"
+  falls back to "jacobian" in memory-sized chunks, with a warning.
 * "structured": for networks whose parameters all enter through linear maps z = a W^T + b
   (nn.Linear, or any `F.linear` call; a bias may also be added outside as z = ... + c b),
   with elementwise ops and constants in between, any module nesting. Then ∂f_k/∂W = g_k a^T
@@ -31,8 +35,10 @@ Three ways to compute it:
   That path lives in `ntk.kernels.structured`.
 
 All three assume that examples are processed independently (f(X)_n depends on x_n only).
-BatchNorm using batch statistics breaks this and dropout makes f random, so both are refused
-in training mode: call `model.eval()` first.
+`ntk.kernels.independence` checks it before anything is computed: BatchNorm using batch
+statistics and dropout in training mode are refused by type, and f on a few rows at once must
+equal f on each row alone (which catches a sequence-first LSTM or TransformerEncoder fed a
+batch-first tensor, or `h - h.mean(0)` in a forward); the error names where mixing starts.
 
 References: Jacot, Gabriel, Hongler (2018) "Neural Tangent Kernel", NeurIPS;
 Novak, Sohl-Dickstein, Schoenholz (2022) "Fast Finite Width Neural Tangent Kernel", ICML.
@@ -40,11 +46,11 @@ Novak, Sohl-Dickstein, Schoenholz (2022) "Fast Finite Width Neural Tangent Kerne
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev, jvp, vmap
 
 from ntk._checks import (
     as_tensor,
@@ -54,6 +60,15 @@ from ntk._checks import (
     check_module,
     check_positive_int,
     check_same_features,
+)
+from ntk.kernels.independence import check_module_types, check_rows_independent
+from ntk.kernels.jacobian import (
+    first_line,
+    jacobian_pair,
+    loop_rows,
+    ntvp_pair,
+    transform_failure,
+    vmap_rows,
 )
 from ntk.kernels.structured import (
     StructuredUnsupported,
@@ -86,7 +101,8 @@ def empirical_ntk(
       x1: inputs (N1, ...). Numpy arrays and lists are converted; cast to the model's dtype.
       x2: inputs (N2, ...), or None for x2 = x1 (the symmetric Gram matrix).
       method: "auto" (structured when the model qualifies, else "jacobian" when all
-        Jacobian rows fit in `MEMORY_BUDGET`, else "ntvp"), "structured", "jacobian", "ntvp".
+        Jacobian rows fit in `MEMORY_BUDGET`, else "ntvp" if the model supports forward-mode
+        AD, else "jacobian" in chunks), "structured", "jacobian", "ntvp".
       trace_outputs: True -> (N1, N2) kernel averaged over the K outputs (neural-tangents'
         `trace_axes=(-1,)`); False -> full (N1, N2, K, K) blocks.
       chunk_size: most examples whose per-example quantities are held at once; None picks
@@ -97,8 +113,10 @@ def empirical_ntk(
       Θ, detached, in the model's dtype and device.
 
     Raises:
-      TypeError / ValueError for bad arguments (naming them); FloatingPointError when Θ would
-      contain Inf or NaN (overflow in the model's dtype, or non-finite parameters).
+      TypeError / ValueError for bad arguments (naming them), for a model that mixes the
+      examples of a batch or is random (naming where), and for method="ntvp" or "structured"
+      on a model that does not support it; FloatingPointError when Θ would contain Inf or NaN
+      (overflow in the model's dtype, or non-finite parameters).
     """
     params = _check_arguments(model, method, trace_outputs, chunk_size, trainable_only)
 
@@ -111,65 +129,96 @@ def empirical_ntk(
     x2 = x1 if symmetric else _as_batch("x2", x2, dtype, ref.device, keep_int)
     check_same_features("x1", x1, "x2", x2)
     n_out = _probe_outputs(model, x1)
+    check_rows_independent(model, x1 if symmetric else torch.cat([x1, x2]))
+    run = _Run(x1, x2, symmetric, trace_outputs, n_out)
 
     if method in ("auto", "structured"):
-        try:  # qualify on one example, then run; "auto" falls back if the model is unfit
-            layers = structured_layers(model, params, x1[:1])
-        except StructuredUnsupported:
-            if method == "structured":
-                raise
-        else:
-            # ~3x the recorded features: A, G, and the autograd graph of the forward pass
-            per_example = 3 * ref.element_size() * sum(fi + n_out * fo for fi, fo in layers)
-            chunk = chunk_size or max(1, MEMORY_BUDGET // per_example)
-
-            def feats(x: Tensor) -> list:
-                return structured_features(model, params, x, n_out)
-
-            pair = structured_pair(trace_outputs, n_out)
-            k = _blocked(x1, x2, symmetric, chunk, feats, feats, pair, trace_outputs, n_out)
-            return _check_finite(k)
+        k = _structured(model, params, run, chunk_size, explicit=method == "structured")
+        if k is not None:
+            return k
 
     n_params = sum(p.numel() for p in params.values())
     row_bytes = 2 * ref.element_size() * n_out * n_params  # a Jacobian row block and a temporary
+    chunk = chunk_size or max(1, MEMORY_BUDGET // row_bytes)
+    rows = _jacobian_rows(model, params, x1)
     if method == "auto":
         n_rows = len(x1) if symmetric else len(x1) + len(x2)
-        method = "jacobian" if n_rows * row_bytes <= MEMORY_BUDGET else "ntvp"
-    chunk = chunk_size or max(1, MEMORY_BUDGET // row_bytes)
-    detached = {name: p.detach() for name, p in params.items()}
+        method = "jacobian" if n_rows * row_bytes <= MEMORY_BUDGET else "ntvp?"
+    if method.startswith("ntvp"):
+        pair = ntvp_pair(model, params, n_out, trace_outputs)
+        failure = transform_failure(lambda: pair(x1[:1], rows(x1[:1])))
+        if failure is None:
+            return run(chunk, lambda x: x, rows, pair)
+        _ntvp_unsupported(failure, explicit=method == "ntvp", chunk=chunk, row_bytes=row_bytes)
+    return run(chunk, rows, rows, jacobian_pair(trace_outputs, n_out))
 
-    def f_one(theta: dict[str, Tensor], x: Tensor) -> Tensor:  # one example -> (K,)
-        for name, t in theta.items():  # Python attributes of the parameters, e.g. mup's infshape
-            for attr, value in vars(params[name]).items():
-                setattr(t, attr, value)
-        return functional_call(model, theta, (x.unsqueeze(0),)).reshape(-1)
 
-    def jac_rows(x: Tensor) -> dict[str, Tensor]:  # name -> (n, K, *param.shape)
-        return vmap(jacrev(f_one), in_dims=(None, 0))(detached, x)
+class _Run:
+    """The inputs and output format of one `empirical_ntk` call; calling it assembles Θ."""
 
-    if method == "jacobian":
-        pair = _jacobian_pair(trace_outputs, n_out)
-        k = _blocked(x1, x2, symmetric, chunk, jac_rows, jac_rows, pair, trace_outputs, n_out)
+    def __init__(self, x1: Tensor, x2: Tensor, symmetric: bool, trace: bool, n_out: int):
+        self.x1, self.x2, self.symmetric, self.trace, self.n_out = x1, x2, symmetric, trace, n_out
+
+    def __call__(self, chunk: int, feats1: Callable, feats2: Callable, pair: Callable) -> Tensor:
+        k = _blocked(
+            self.x1, self.x2, self.symmetric, chunk, feats1, feats2, pair, self.trace, self.n_out
+        )
         return _check_finite(k)
 
-    def ntvp_pair(x1c: Tensor, rows2: dict[str, Tensor]) -> Tensor:
-        # Θ[x1c, x2c] v for the basis v = e_(m, k'): the vjp J2^T e is row (m, k') of J2,
-        # pushed through a jvp of the batch function on x1c.
-        n2 = next(iter(rows2.values())).shape[0]
-        tangents = {k: v.flatten(0, 1) for k, v in rows2.items()}  # (n2 * K, *shape)
 
-        def f_batch(theta: dict[str, Tensor]) -> Tensor:  # (n1, K)
-            return vmap(f_one, in_dims=(None, 0))(theta, x1c)
+def _structured(
+    model: nn.Module, params: dict[str, Tensor], run: _Run, chunk_size: int | None, explicit: bool
+) -> Tensor | None:
+    """The structured kernel; None when the model does not qualify and `explicit` is False."""
+    try:  # qualify on one example, then run
+        layers = structured_layers(model, params, run.x1[:1])
+    except StructuredUnsupported:
+        if explicit:
+            raise
+        return None
+    ref = next(iter(params.values()))
+    # ~3x the recorded features: A, G, and the autograd graph of the forward pass
+    per_example = 3 * ref.element_size() * sum(fi + run.n_out * fo for fi, fo in layers)
+    chunk = chunk_size or max(1, MEMORY_BUDGET // per_example)
 
-        def column(t: dict[str, Tensor]) -> Tensor:
-            return jvp(f_batch, (detached,), (t,))[1]
+    def feats(x: Tensor) -> list:
+        return structured_features(model, params, x, run.n_out)
 
-        cols = vmap(column)(tangents).reshape(n2, n_out, len(x1c), n_out)  # [m, k', n, k]
-        full = cols.permute(2, 0, 3, 1)  # (n1, n2, K, K)
-        return full.diagonal(dim1=2, dim2=3).mean(-1) if trace_outputs else full
+    return run(chunk, feats, feats, structured_pair(run.trace, run.n_out))
 
-    k = _blocked(x1, x2, symmetric, chunk, lambda x: x, jac_rows, ntvp_pair, trace_outputs, n_out)
-    return _check_finite(k)
+
+def _jacobian_rows(model: nn.Module, params: dict[str, Tensor], x: Tensor) -> Callable:
+    """vmap(jacrev) Jacobian rows if the model supports vmap (tried on two examples), else
+    the autograd loop, saying so once."""
+    rows = vmap_rows(model, params)
+    failure = transform_failure(lambda: rows(x[:2]))
+    if failure is None:
+        return rows
+    warnings.warn(
+        f"the model does not support torch.func.vmap ({first_line(failure)}); computing its "
+        "Jacobian one example and one output at a time with autograd (same result, slower)",
+        stacklevel=3,
+    )
+    return loop_rows(model, params)
+
+
+def _ntvp_unsupported(failure: Exception, *, explicit: bool, chunk: int, row_bytes: int) -> None:
+    """Raise (method="ntvp") or say once that "auto" falls back to Jacobian contraction."""
+    if explicit:
+        raise ValueError(
+            "method='ntvp' needs forward-mode AD (torch.func.jvp under vmap), which this model "
+            f"does not support: {first_line(failure)}; use method='jacobian', or 'auto', which "
+            "falls back to it (Hugging Face models support forward mode with "
+            "attn_implementation='eager')"
+        ) from failure
+    gb = chunk * row_bytes / 1e9
+    warnings.warn(
+        f"method='auto': the Jacobian rows exceed MEMORY_BUDGET, but the model does not support "
+        f"forward-mode AD for NTK-vector products ({first_line(failure)}); falling back to "
+        f"method='jacobian' in chunks of {chunk} examples (about {gb:.2g} GB of Jacobian rows "
+        "at a time)",
+        stacklevel=3,
+    )
 
 
 # ----------------------------------------------------------------------------- checks
@@ -194,7 +243,7 @@ def _check_arguments(
     }
     if not params:
         raise ValueError("model has no parameters to differentiate (check trainable_only)")
-    _check_examples_independent(model)
+    check_module_types(model)
     return params
 
 
@@ -219,23 +268,6 @@ def _as_batch(
     return (x if keep_int and is_int else checked).to(device)
 
 
-def _check_examples_independent(model: nn.Module) -> None:
-    """Refuse modules that mix examples (batch statistics) or make f random (dropout)."""
-    for name, m in model.named_modules():
-        where = f"model.{name}" if name else "model"
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            if m.training or m.running_mean is None:
-                raise ValueError(
-                    f"{where} ({type(m).__name__}) normalizes with batch statistics, so "
-                    "examples are not processed independently; call model.eval() (with "
-                    "track_running_stats=True) before computing the empirical NTK"
-                )
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
-            raise ValueError(
-                f"{where} is dropout in training mode (f is random); call model.eval()"
-            )
-
-
 def _probe_outputs(model: nn.Module, x1: Tensor) -> int:
     """Run one example through the model; return the number of outputs K."""
     try:
@@ -246,7 +278,10 @@ def _probe_outputs(model: nn.Module, x1: Tensor) -> int:
             f"x1 with shape {tuple(x1.shape)} does not fit the model: {type(err).__name__}: {err}"
         ) from err
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"model must return a tensor, got {type(out).__name__}")
+        raise TypeError(
+            f"model must return a tensor, got {type(out).__name__}; wrap it in a module whose "
+            "forward returns one tensor (e.g. a Hugging Face model's .logits)"
+        )
     if out.ndim == 0 or out.shape[0] != 1:
         raise ValueError(f"model output must be batch first (N, ...), got {tuple(out.shape)}")
     return max(1, out[0].numel())
@@ -289,22 +324,3 @@ def _blocked(
                 mirrored = block.transpose(0, 1)
                 out[j : j + chunk, i : i + chunk] = mirrored if trace else mirrored.transpose(2, 3)
     return out
-
-
-# ---------------------------------------------------------------- jacobian contraction
-
-
-def _jacobian_pair(trace: bool, n_out: int) -> Callable:
-    def pair(j1: dict[str, Tensor], j2: dict[str, Tensor]) -> Tensor:
-        total = 0.0
-        for name, a in j1.items():
-            b = j2[name]
-            n1, n2 = a.shape[0], b.shape[0]
-            if trace:  # Σ_k Σ_p J1[n,k,p] J2[m,k,p]
-                total = total + a.reshape(n1, -1) @ b.reshape(n2, -1).T
-            else:  # Σ_p J1[n,k,p] J2[m,k',p] -> (n1, n2, K, K)
-                g = a.reshape(n1 * n_out, -1) @ b.reshape(n2 * n_out, -1).T
-                total = total + g.reshape(n1, n_out, n2, n_out).permute(0, 2, 1, 3)
-        return total / n_out if trace else total
-
-    return pair

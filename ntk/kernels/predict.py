@@ -15,9 +15,12 @@ conventions of `neural_tangents.predict` (NT), so results agree with it to float
   `diag_reg_absolute_scale=True` to add diag_reg · I instead.
 * t = None (or t = inf) is the end of training, computed with a Cholesky solve; finite times use
   one eigendecomposition Θ = V diag(λ) V^T for all times, with the stable
-  (1 - e^{-λτ}) / λ = -expm1(-λτ) / λ (which tends to τ as λ → 0). A singular train kernel is
-  therefore fine at finite t, but at t = inf with diag_reg = 0 it raises a ValueError (the
-  inverse it needs does not exist); pass diag_reg > 0.
+  (1 - e^{-λτ}) / λ = -expm1(-λτ) / λ. Eigenvalues below eigh's round-off (N eps max λ) count
+  as 0, and the prediction lives on the kernel's range: a singular train kernel (duplicate
+  train points) gives a finite answer at every finite t, which tends to the pseudo-inverse
+  solution Θ_*X Θ^+ Y as t grows (at duplicate points, the mean of their targets). At t = inf
+  with diag_reg = 0 a singular kernel raises a ValueError (the inverse the Cholesky solve
+  needs does not exist): pass diag_reg > 0 or a large finite t.
 
 References:
   Rasmussen & Williams, "Gaussian Processes for Machine Learning" (2006), Alg. 2.1.
@@ -32,17 +35,16 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call, jvp
+from torch import Tensor
 
 from ntk._checks import (
     as_tensor,
     check_bool,
     check_inputs,
-    check_module,
     check_nonnegative,
     check_positive,
 )
+from ntk.kernels.linearized import LinearizedModel
 
 __all__ = [
     "Prediction",
@@ -209,22 +211,27 @@ class _GradientFlow:
     negative ones are round-off); infinite ones use a Cholesky factor.
     """
 
-    def __init__(self, theta: Tensor, theta_tx: Tensor | None, tau: Tensor, diag_reg: float):
+    def __init__(
+        self, theta: Tensor, theta_tx: Tensor | None, tau: Tensor, diag_reg: float, eps: float
+    ):
         self.theta_tx, self.tau = theta_tx, tau  # (M, N) or None; (T,)
         self.finite = torch.isfinite(tau)
         self.n = theta.shape[0]
         if self.finite.any():
             evals, self.evecs = torch.linalg.eigh(theta)  # (N,), (N, N)
-            lam = evals.clamp_min(0.0)[None, :]  # (1, N)
+            lam = _resolved_eigenvalues(evals, eps)[None, :]  # (1, N)
             t = tau[self.finite][:, None]  # (Tf, 1)
             decay = torch.expm1(-lam * t)  # e^{-λτ} - 1: (Tf, N)
             if theta_tx is None:
-                self.coef = -decay  # 1 - e^{-λτ}
+                self.coef = -decay  # 1 - e^{-λτ}; 0 on the null space
                 self.left = self.evecs
             else:
-                # (1 - e^{-λτ}) / λ, whose limit at λ = 0 is τ (exact there, stable near it)
+                # (1 - e^{-λτ}) / λ on the kernel's range. On its null space Θ v = 0 implies
+                # Θ_*X v = 0 (both are Gram matrices of the same features), so those directions
+                # contribute nothing at any t; giving them the exact coefficient τ would
+                # multiply the round-off in Θ_*X v by τ, an error growing without bound in t.
                 safe = torch.where(lam > 0, lam, torch.ones_like(lam))
-                self.coef = torch.where(lam > 0, -decay / safe, t.expand_as(decay))
+                self.coef = torch.where(lam > 0, -decay / safe, torch.zeros_like(decay))
                 self.left = theta_tx @ self.evecs  # (M, N)
         if theta_tx is not None and not self.finite.all():
             self.chol = _cholesky("ntk_train", theta, diag_reg)
@@ -247,6 +254,34 @@ class _GradientFlow:
     def matrix(self) -> Tensor:
         """A(t) for every time: (T, M, N)."""
         return self.apply(torch.eye(self.n, dtype=DTYPE))
+
+
+def _precision(k: object) -> float:
+    """The relative precision of a kernel as given: float32 kernels (empirical NTKs) carry
+    float32 round-off even after the cast to float64."""
+    if isinstance(k, Tensor) and k.is_floating_point():
+        return max(torch.finfo(k.dtype).eps, torch.finfo(DTYPE).eps)
+    return torch.finfo(DTYPE).eps
+
+
+def _resolved_eigenvalues(evals: Tensor, eps: float) -> Tensor:
+    """Eigenvalues of a PSD train kernel with those below its round-off set to exactly 0.
+
+    Eigenvalues of a kernel known to relative precision eps are accurate to about
+    N eps max|λ| (the rank cutoff of numpy's matrix_rank), so smaller ones, negative ones
+    included, are zero within round-off. A clearly negative eigenvalue means the matrix is not
+    a kernel (gradient flow on it would grow like e^{|λ| τ}): that is an error, not something
+    to clip.
+    """
+    top = evals.abs().max()
+    cutoff = top * evals.numel() * eps
+    # 1e-5 relative: float32 empirical kernels are PSD only to ~1e-7 of their largest eigenvalue
+    if evals.min() < -max(float(cutoff), 1e-5 * float(top)):
+        raise ValueError(
+            f"ntk_train is not positive semi-definite (smallest eigenvalue {float(evals.min()):.3g}, "
+            f"largest {float(evals.max()):.3g}): a kernel matrix must be; check how it was built"
+        )
+    return torch.where(evals > cutoff, evals, torch.zeros_like(evals))
 
 
 def gradient_descent_mse_ensemble(
@@ -316,7 +351,7 @@ def gradient_descent_mse_ensemble(
 
     tau = times * lr / y.numel()  # τ = η t / (N K)
     theta = _regularize(theta, diag_reg, diag_reg_absolute_scale)
-    flow = _GradientFlow(theta, theta_tx, tau, diag_reg)
+    flow = _GradientFlow(theta, theta_tx, tau, diag_reg, _precision(ntk_train))
     mean = flow.apply(y)  # (T, M, K)
 
     cov = None
@@ -438,7 +473,7 @@ def gradient_descent_mse(
 
     tau = times * lr / y.numel()
     theta = _regularize(theta, diag_reg, diag_reg_absolute_scale)
-    flow = _GradientFlow(theta, theta_tx, tau, diag_reg)
+    flow = _GradientFlow(theta, theta_tx, tau, diag_reg, _precision(ntk_train))
     residual = _outputs("f0_train", f0_train, n, out, vector) - y  # (N, K)
     if full:  # the output index is part of the kernel's: (N, K) -> (N K, 1) -> (T, M, K)
         change = flow.apply(residual.reshape(-1, 1)).reshape(len(times), -1, out)
@@ -448,45 +483,3 @@ def gradient_descent_mse(
     if vector:
         fx = fx[..., 0]
     return fx[0] if scalar else fx
-
-
-# ----------------------------------------------------------------------------- linearized net
-
-
-class LinearizedModel(nn.Module):
-    """First-order Taylor expansion of `model` in its parameters around their current values θ_0:
-
-        f_lin(x; θ) = f(x; θ_0) + J(x; θ_0) (θ - θ_0),    J = ∂f/∂θ at θ_0,
-
-    computed as a Jacobian-vector product (torch.func.jvp), never forming J. Its trainable
-    parameters are θ (initialized at θ_0; only those of `model` that require grad), so any
-    torch optimizer trains it; under gradient flow on MSE it follows `gradient_descent_mse`
-    with the empirical NTK of `model` at θ_0 (Lee et al. 2019, Sec. 2.2). `model` is kept by
-    reference, not as a submodule: its own parameters are not part of this module's.
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        check_module("model", model)
-        named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-        if not named:
-            raise ValueError("model has no parameters that require grad; nothing to linearize")
-        self._names = tuple(k for k, _ in named)
-        self.params = nn.ParameterList([nn.Parameter(p.detach().clone()) for _, p in named])
-        for i, (_, p) in enumerate(named):
-            self.register_buffer(f"theta0_{i}", p.detach().clone())
-        object.__setattr__(self, "model", model)  # plain attribute: not registered
-
-    def theta0(self) -> dict[str, Tensor]:
-        """The expansion point θ_0, by parameter name of `model`."""
-        return {k: getattr(self, f"theta0_{i}") for i, k in enumerate(self._names)}
-
-    def forward(self, x: Tensor) -> Tensor:
-        """f_lin(x; θ), shape as `model(x)`; floating x is cast to the parameters' dtype."""
-        theta0 = self.theta0()
-        dtype = next(iter(theta0.values())).dtype
-        if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype:
-            x = x.to(dtype)  # as ntk.kernels.empirical does: float64 data into a float32 network
-        delta = {k: p - theta0[k] for k, p in zip(self._names, self.params, strict=True)}
-        f0, jd = jvp(lambda params: functional_call(self.model, params, (x,)), (theta0,), (delta,))
-        return f0 + jd

@@ -9,6 +9,7 @@ phi' from torch autograd.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -19,11 +20,44 @@ from torch import Tensor
 from ntk.kernels.activations import get_activation
 
 QUADRATURE_NODES = 1 << 20  # node evaluations per quadrature chunk (8 MB per float64 array)
+# deg^2 nodes per kernel entry: beyond this the cost is absurd (and numpy's nodes fail anyway)
+MAX_DEGREE = 500
+
+
+@functools.lru_cache(maxsize=16)
+def _hermgauss(degree: int) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(all="ignore"):  # overflow at large degrees is reported by the check below
+        return np.polynomial.hermite.hermgauss(degree)
+
+
+def snap_unit(c: Tensor) -> Tensor:
+    """A cosine (correlation) clamped to [-1, 1], with values within 8 eps of +-1 set to +-1.
+
+    A Gram entry fixes the angle between two points only to ~sqrt(eps) (arccos(1 - delta) ~
+    sqrt(2 delta)), so rounding alone puts identical points at an angle of ~1e-8 and makes
+    their kernel rows differ in the 8th digit: a duplicated training point would then not give
+    an exactly singular kernel. Closer to +-1 than the rounding of the entries, the angle is
+    taken as 0 (or pi). In place; returns `c`.
+    """
+    c.clamp_(-1.0, 1.0)
+    edge = 1.0 - 8 * torch.finfo(c.dtype).eps
+    return c.masked_fill_(c > edge, 1.0).masked_fill_(c < -edge, -1.0)
+
+
+def check_gauss_hermite(degree: int) -> None:
+    """Raise if numpy's Gauss-Hermite rule of this degree is not finite (NaN from ~372 on)."""
+    x, w = _hermgauss(degree)
+    if not (np.isfinite(x).all() and np.isfinite(w).all()):
+        raise ValueError(
+            f"quadrature_degree={degree} is too large: numpy's hermgauss({degree}) returns "
+            "non-finite nodes or weights (they overflow from about degree 372); degree 100 is "
+            "already accurate to ~1e-7"
+        )
 
 
 def gauss_hermite(degree: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """Physicists' Gauss-Hermite nodes and weights: int e^{-x^2} g(x) dx ~ sum w_i g(x_i)."""
-    x, w = np.polynomial.hermite.hermgauss(degree)
+    x, w = _hermgauss(degree)
     return (
         torch.as_tensor(x, dtype=like.dtype, device=like.device),
         torch.as_tensor(w, dtype=like.dtype, device=like.device),
@@ -83,7 +117,7 @@ def quadrature_block(
     m = max(1, QUADRATURE_NODES // (s.shape[0] * deg * deg))
     for c0 in range(0, s.shape[1], m):
         cols = slice(c0, c0 + m)
-        rho = (s[:, cols] * inv1[:, None] * inv2[cols]).clamp_(-1.0, 1.0)  # (B, m)
+        rho = snap_unit(s[:, cols] * inv1[:, None] * inv2[cols])  # (B, m)
         r = (1 - rho * rho).clamp_(min=0.0).sqrt_()
         s2 = math.sqrt(2.0) * root2[cols, None, None]  # (m, 1, 1)
         v = (rho[..., None, None] * x[:, None] + r[..., None, None] * x) * s2  # (B,m,i,j)

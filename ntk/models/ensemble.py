@@ -35,13 +35,18 @@ import torch
 from torch import Tensor, nn
 
 from ntk._checks import (
+    as_tensor,
+    check_float_dtype,
     check_inputs,
     check_nonnegative,
     check_parametrization,
     check_positive_int,
+    check_scale_fits,
+    check_std,
 )
 from ntk.kernels.activations import get_activation
 from ntk.models.mlp import WideMLP
+from ntk.training.config import TrainingDivergedError
 
 
 class MLPEnsemble(nn.Module):
@@ -79,13 +84,16 @@ class MLPEnsemble(nn.Module):
         self.depth = check_positive_int("depth", depth, minimum=0)
         self.activation = activation
         self.phi = get_activation(activation)
-        self.weight_std = check_nonnegative("weight_std", weight_std)
-        self.bias_std = check_nonnegative("bias_std", bias_std)
+        self.weight_std = check_std("weight_std", weight_std)
+        self.bias_std = check_std("bias_std", bias_std)
         self.parametrization = check_parametrization(
             "parametrization", parametrization, ("ntk", "sp")
         )
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.dtype = dtype
+        self.generator = torch.Generator().manual_seed(check_positive_int("seed", seed, minimum=0))
+        self.dtype = check_float_dtype("dtype", dtype)
+        min_fan_in = min([in_features] + [width] * depth)
+        check_scale_fits("weight_std", weight_std, weight_std / math.sqrt(min_fan_in), dtype)
+        check_scale_fits("bias_std", bias_std, bias_std, dtype)
 
         fans = [in_features] + [width] * depth + [out_features]
         self.weights = nn.ParameterList()
@@ -122,7 +130,7 @@ class MLPEnsemble(nn.Module):
                     f"x must have shape (N, {self.in_features}) or "
                     f"({self.n_members}, N, {self.in_features}), got {tuple(x.shape)}"
                 )
-            return x.to(self.dtype)
+            return check_inputs("x", x, ndim=3, dtype=self.dtype)
         x = check_inputs("x", x, dtype=self.dtype, features=self.in_features)
         return x.unsqueeze(0).expand(self.n_members, -1, -1)
 
@@ -188,14 +196,7 @@ class MLPEnsemble(nn.Module):
         check_nonnegative("noise_var", noise_var)
         check_nonnegative("jitter", jitter)
         x_train = check_inputs("x_train", x_train, dtype=self.dtype, features=self.in_features)
-        y = torch.as_tensor(y_train, dtype=self.dtype)
-        if y.ndim == 1:
-            y = y[:, None]
-        if y.shape != (x_train.shape[0], self.out_features):
-            raise ValueError(
-                f"y_train must have shape ({x_train.shape[0]},) or "
-                f"({x_train.shape[0]}, {self.out_features}), got {tuple(y_train.shape)}"
-            )
+        y = self._columns(x_train, y_train)
         psi = self.readout_features(x_train)  # (E, N, width + 1)
         n = psi.shape[1]
         theta0 = self._readout_theta()  # (E, width + 1, K)
@@ -205,7 +206,13 @@ class MLPEnsemble(nn.Module):
         scale = gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
         eye = torch.eye(n, dtype=self.dtype)
         # Solve in float64: the Gram matrix of wide features is close to low rank on nearby inputs.
-        chol = torch.linalg.cholesky((gram + (noise_var + jitter * scale) * eye).double())
+        chol, info = torch.linalg.cholesky_ex((gram + (noise_var + jitter * scale) * eye).double())
+        if info.any():
+            raise ValueError(
+                "the readout features' Gram matrix (plus noise_var + jitter) is singular for "
+                f"{int((info > 0).sum())} member(s) (duplicate or collinear x_train rows?); "
+                "pass noise_var > 0 or a larger jitter"
+            )
         alpha = torch.cholesky_solve(residual.double(), chol).to(self.dtype)  # (E, N, K)
         self._set_readout_theta(theta0 + psi.transpose(1, 2) @ alpha)
         return self
@@ -228,11 +235,17 @@ class MLPEnsemble(nn.Module):
         self.biases[self.depth].copy_(b)
 
     def _columns(self, x_train: Tensor, y_train: Tensor) -> Tensor:
-        """Targets as (N, out_features) in the ensemble's dtype."""
-        y = torch.as_tensor(y_train, dtype=self.dtype).reshape(x_train.shape[0], -1)
-        if y.shape[1] != self.out_features:
+        """Targets (N,) or (N, out_features), finite and real, as (N, out_features)."""
+        n = x_train.shape[0]
+        y = as_tensor("y_train", y_train)
+        y = check_inputs("y_train", y, ndim=1 if y.ndim == 1 else 2, dtype=self.dtype)
+        if y.ndim == 1 and self.out_features == 1:
+            y = y[:, None]
+        if y.shape != (n, self.out_features):
             raise ValueError(
-                f"y_train must have {self.out_features} column(s), got shape {tuple(y_train.shape)}"
+                f"y_train must have shape ({n}, {self.out_features})"
+                + (f" or ({n},)" if self.out_features == 1 else "")
+                + f", got {tuple(y.shape)}"
             )
         return y
 
@@ -244,7 +257,8 @@ class MLPEnsemble(nn.Module):
         Loss L = 1/(2 N K) sum_{i,k} (f_k(x_i) - y_ik)^2, the convention of `ntk.kernels.predict` (and
         neural-tangents), with the readout in NTK scaling theta ~ N(0, I). Its t -> infinity
         limit is `sample_readout_posterior(noise_var=0)`. Returns the loss per step, (steps,),
-        averaged over members.
+        averaged over members. Raises `TrainingDivergedError` (with the step) if the loss or the
+        readout stops being finite; the readout is then left as it was before the call.
         """
         check_nonnegative("learning_rate", learning_rate)
         check_positive_int("steps", steps)
@@ -258,6 +272,14 @@ class MLPEnsemble(nn.Module):
                 residual = psi @ theta - y  # (E, N, K)
                 losses[step] = 0.5 * residual.pow(2).mean((1, 2)).mean()
                 theta -= (learning_rate / y.numel()) * (psi.transpose(1, 2) @ residual)
+            # checked once at the end (no per-step sync): a diverged run is NaN from then on
+            bad = (~torch.isfinite(losses)).nonzero()
+            if len(bad):
+                step = int(bad[0])
+                raise TrainingDivergedError(step, float(losses[step]))
+            if not torch.isfinite(theta).all():  # the last update overflowed
+                residual = psi @ theta - y
+                raise TrainingDivergedError(steps, float(0.5 * residual.pow(2).mean()))
             self._set_readout_theta(theta)
         return losses
 
@@ -272,6 +294,8 @@ class MLPEnsemble(nn.Module):
         network alone; the members never interact (the gradient of sum_e L_e w.r.t. member e's
         parameters is that of L_e). Batching them makes each step a few large matmuls.
         Returns the loss of every member before each step and after the last, (steps + 1, E).
+        Raises `TrainingDivergedError` at the first step whose loss is not finite for some
+        member (the parameters are left as they were at that step).
         """
         check_nonnegative("learning_rate", learning_rate)
         check_positive_int("steps", steps, minimum=0)
@@ -283,14 +307,20 @@ class MLPEnsemble(nn.Module):
             with torch.enable_grad():
                 per_member = 0.5 * (self(x_train) - y).pow(2).mean((1, 2))  # (E,)
                 losses[step] = per_member.detach()
+                finite = torch.isfinite(losses[step])
+                if not finite.all():
+                    bad = (~finite).nonzero()[:, 0].tolist()
+                    err = TrainingDivergedError(step, float(losses[step, bad[0]]))
+                    err.add_note(
+                        f"members that diverged: {bad[:10]}{' ...' if len(bad) > 10 else ''}"
+                    )
+                    raise err
                 if step == steps:
                     break
                 grads = torch.autograd.grad(per_member.sum(), params)
             with torch.no_grad():
                 for p, g in zip(params, grads, strict=True):
                     p -= learning_rate * g
-        if not torch.isfinite(losses[-1]).all():
-            raise FloatingPointError("train_gd diverged (non-finite loss); lower learning_rate")
         return losses
 
     def member(self, index: int) -> WideMLP:
@@ -299,6 +329,7 @@ class MLPEnsemble(nn.Module):
         In the NTK parametrization with bias_std = 0 the biases do nothing (their multiplier is
         0), so the copy has none (`bias=False`); otherwise biases are copied.
         """
+        check_positive_int("index", index, minimum=0)
         if not 0 <= index < self.n_members:
             raise ValueError(f"index must be in [0, {self.n_members}), got {index}")
         bias = not (self.parametrization == "ntk" and self.bias_std == 0)

@@ -37,10 +37,11 @@ from torch import Tensor, nn
 from ntk._checks import (
     check_bool,
     check_forward_input,
-    check_nonnegative,
     check_parametrization,
     check_positive,
     check_positive_int,
+    check_scale_fits,
+    check_std,
 )
 from ntk.kernels.activations import get_activation
 from ntk.models.mup_shapes import setup_mup_scaling
@@ -91,8 +92,13 @@ class MLPBase(nn.Module):
         check_positive_int("width", width)
         check_positive_int("out_features", out_features)
         check_positive_int("depth", depth, minimum=self.MIN_DEPTH)
-        check_nonnegative("weight_std", weight_std)
-        check_nonnegative("bias_std", bias_std)
+        check_std("weight_std", weight_std)
+        check_std("bias_std", bias_std)
+        # weights and multipliers must be finite in the dtype the layers are built in
+        dtype = torch.get_default_dtype()
+        min_fan_in = min([in_features] + [width] * depth)
+        check_scale_fits("weight_std", weight_std, weight_std / math.sqrt(min_fan_in), dtype)
+        check_scale_fits("bias_std", bias_std, bias_std, dtype)
         self.parametrization = check_parametrization(
             "parametrization", parametrization, self.PARAMETRIZATIONS
         )

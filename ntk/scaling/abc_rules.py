@@ -146,6 +146,8 @@ def max_lr_exponents(
     check_choice("optimizer", optimizer, OPTIMIZER_FAMILIES)
     if isinstance(alignment, str):
         alignment = ALIGNMENT_EXPONENTS[check_choice("alignment", alignment, ALIGNMENTS)]
+    else:  # a custom (alpha, omega, u)
+        alignment = Alignment(*check_numbers("alignment", alignment, 3, "(alpha, omega, u)"))
     _check_lengths(roles, a=a, b=b)
     alpha, omega, u = alignment
     g = backward_exponent(a, b, roles) if optimizer == "sgd" else 0.0

@@ -13,6 +13,12 @@ batch at a series of widths, record both numbers with forward hooks, and fit the
 parametrization with a width-independent learning rate the readout and the hidden updates
 grow (exponent > 0), which is why SP's optimal learning rate shrinks with width.
 
+Any module works: a module returning a tuple, list or dict (attention layers, Hugging Face
+blocks and `ModelOutput`s) gets one record per floating tensor in it (`name[i]`, `name.key`),
+and the attention logits s q k^T, which no module returns, are rebuilt from every
+`F.scaled_dot_product_attention` / `nn.MultiheadAttention` call and recorded as
+`<module>.attn_logits` (`ntk.scaling.attention_logits`).
+
 `step` counts the optimizer updates made before the forward pass that produced the record,
 so step 0 is initialization. `mup.coord_check.get_coord_data` calls the same forward pass
 t = step + 1 and records `l1` = act_size (`from_mup` converts its table).
@@ -21,6 +27,7 @@ t = step + 1 and records `l1` = act_size (`from_mup` converts its table).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -29,8 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ntk._checks import check_positive_int
+from ntk._checks import (
+    check_bool,
+    check_int_list,
+    check_nonnegative,
+    check_number_list,
+    check_positive_int,
+    check_sequence,
+)
 from ntk.fitting import loglog_fit
+from ntk.scaling.attention_logits import AttentionLogitRecorder, eager_attention_modules
+from ntk.training.config import TrainingDivergedError
 
 ROOT = "<output>"  # name used for the model itself (named_modules() calls it "")
 QUANTITIES = ("act_size", "delta_size")
@@ -51,6 +67,18 @@ def _module_selector(modules: ModuleFilter) -> Callable[[str, nn.Module], bool]:
         raise TypeError("modules must be a callable or a list of module names, not a str")
     names = set(modules)
     return lambda name, m: name in names
+
+
+def _check_selected(model: nn.Module, modules: ModuleFilter, select) -> None:
+    """Refuse a filter that names modules the model lacks, or that selects nothing."""
+    names = {name or ROOT: m for name, m in model.named_modules()}
+    if modules is not None and not callable(modules):
+        unknown = sorted(set(modules) - set(names))
+        if unknown:
+            some = list(names)[:6]
+            raise ValueError(f"modules names modules the model lacks: {unknown} (it has {some}...)")
+    if not any(select(name, m) for name, m in names.items()):
+        raise ValueError("modules selects no module of the model: nothing would be recorded")
 
 
 def _build(make_model: ModelFactory, width: int, optimizer: OptimizerFactory | None):
@@ -80,6 +108,7 @@ def coord_check(
     seeds: Sequence[int] = (0,),
     modules: ModuleFilter = None,
     on_step: Callable[[nn.Module, int, int, int], None] | None = None,
+    attention_logits: bool = True,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Train each width for `steps` updates on the fixed batch `data`; record coordinate sizes.
@@ -87,15 +116,24 @@ def coord_check(
     Args:
         make_model: `make_model(width)` returns a model, or a `(model, optimizer)` pair.
         widths: the widths to compare (any notion of width; it is the x axis of the fits).
-        data: one batch `(x, y)`, reused at every step (as mup's default `fix_data=True`).
+        data: one batch `(x, y)`, reused at every step (as mup's default `fix_data=True`);
+            the model is called as `model(x)`, or `model(**x)` when x is a dict (e.g. a
+            tokenizer's output). x may have any shape and dtype (token ids stay integers).
         optimizer: `optimizer(model)` builds the optimizer when `make_model` returns a model.
         loss_fn: `loss_fn(model(x), y)`, a scalar; cross-entropy by default.
         steps: number of optimizer updates; records are taken at steps 0..steps.
         seeds: `torch.manual_seed(seed)` runs right before each `make_model(width)` call.
         modules: which modules to record: None (every non-container module and the model
-            output, named `ROOT`), a predicate on names, or a list of names.
+            output, named `ROOT`), a predicate on names, or a list of names. A module that
+            returns a tuple, list or dict (attention, Hugging Face blocks and outputs) gets one
+            record per floating tensor in it, named `name[i]` or `name.key`.
         on_step: called as `on_step(model, width, seed, step)` after each forward pass at
             steps 0..steps (e.g. to log a `SpectralMonitor`).
+        attention_logits: also record the attention logits s q k^T of every
+            `F.scaled_dot_product_attention` and `nn.MultiheadAttention` call, as
+            `<module>.attn_logits` (module_type "attn_logits"), over the positions that attend
+            (`ntk.scaling.attention_logits`). Attention computed by hand is not seen; a warning
+            names Hugging Face modules built with `attn_implementation="eager"`.
         progress: show a tqdm bar over (seed, width).
 
     Returns:
@@ -103,15 +141,19 @@ def coord_check(
         delta_size (one row per recorded tensor output).
     """
     check_positive_int("steps", steps, minimum=0)
-    widths = list(widths)
-    seeds = list(seeds)
-    if not widths:
-        raise ValueError("widths must be a non-empty list of ints")
-    if not seeds:
-        raise ValueError("seeds must be a non-empty list of ints")
+    check_bool("attention_logits", attention_logits)
+    widths = check_number_list("widths", widths)
+    if min(widths) <= 0:
+        raise ValueError(f"widths must be > 0 (the x axis of log-log fits), got {widths}")
+    widths = [int(w) if float(w).is_integer() else w for w in widths]
+    seeds = check_int_list("seeds", seeds, minimum=0)
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise TypeError("data must be one batch (x, y) of tensors")
     x, y = data
+    for i, t in enumerate(data):  # integer data (token ids, labels) cannot be NaN
+        if isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex()):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"data[{i}] ({'xy'[i]}) contains NaN or Inf values")
     select = _module_selector(modules)
     records: list[dict] = []
     jobs = [(seed, width) for seed in seeds for width in widths]
@@ -119,66 +161,162 @@ def coord_check(
         from tqdm import tqdm
 
         jobs = tqdm(jobs, desc="coord check", mininterval=1.0)
+    warned = not attention_logits
     for seed, width in jobs:
         torch.manual_seed(seed)
         model, opt = _build(make_model, width, optimizer)
+        _check_selected(model, modules, select)
+        if not warned:
+            warned = _warn_eager_attention(model)
         model.train()
-        _run_one(model, opt, x, y, loss_fn, steps, select, width, seed, records, on_step)
+        hooks = dict(select=select, attention_logits=attention_logits)
+        try:
+            _run_one(model, opt, (x, y), loss_fn, steps, hooks, (width, seed), records, on_step)
+        except TrainingDivergedError as err:
+            err.add_note(f"coord_check: at width {width}, seed {seed}")
+            raise
     return pd.DataFrame.from_records(
         records,
         columns=["width", "module", "module_type", "step", "seed", *QUANTITIES],
     )
 
 
-def _run_one(model, opt, x, y, loss_fn, steps, select, width, seed, records, on_step) -> None:
+def _run_one(model, opt, data, loss_fn, steps, hook_args, key, records, on_step) -> None:
+    """Train one model, appending a record per recorded tensor and forward pass."""
+    (x, y), (width, seed) = data, key
     init: dict[str, Tensor] = {}  # name -> h_0 on the fixed batch
     state = {"step": 0}
 
-    def hook_for(name: str, kind: str):
-        def hook(module, inputs, output):
-            if not isinstance(output, Tensor):
-                return  # tuples, dicts: not coordinates of one tensor
-            with torch.no_grad():
-                h = output.detach()
-                step = state["step"]
-                if step == 0:
-                    init[name] = h.clone()
-                h0 = init.get(name)
-                delta = (h - h0).abs().mean().item() if h0 is not None else math.nan
-                records.append(
-                    dict(
-                        width=width,
-                        module=name,
-                        module_type=kind,
-                        step=step,
-                        seed=seed,
-                        act_size=h.abs().mean().item(),
-                        delta_size=delta,
-                    )
-                )
+    def record(name: str, kind: str, h: Tensor) -> None:
+        step = state["step"]
+        if step == 0:
+            init[name] = h.clone()
+        h0 = init.get(name)
+        delta = (h - h0).abs().mean().item() if h0 is not None and h0.shape == h.shape else math.nan
+        records.append(
+            dict(
+                width=width,
+                module=name,
+                module_type=kind,
+                step=step,
+                seed=seed,
+                act_size=h.abs().mean().item(),
+                delta_size=delta,
+            )
+        )
 
-        return hook
-
-    handles = []
-    for name, module in model.named_modules():
-        name = name or ROOT
-        if select(name, module):
-            handles.append(module.register_forward_hook(hook_for(name, type(module).__name__)))
+    hooks = _Hooks(model, record=record, **hook_args)
     try:
         for step in range(steps + 1):
             state["step"] = step
-            out = model(x)
+            seen = len(records)
+            with hooks:
+                out = model(**x) if isinstance(x, dict) else model(x)
+            if any(not math.isfinite(r["act_size"]) for r in records[seen:]):
+                raise TrainingDivergedError(step, math.nan)  # an activation overflowed
             if on_step is not None:
                 on_step(model, width, seed, step)
             if step == steps:
                 break  # the last forward pass only measures
             loss = loss_fn(out, y)
+            if not torch.isfinite(loss.detach()).all():
+                raise TrainingDivergedError(step, float(loss.detach().sum()))
             opt.zero_grad()
             loss.backward()
             opt.step()
     finally:
-        for handle in handles:
+        hooks.remove()
+
+
+def _tensors(output: object, name: str) -> list[tuple[str, Tensor]]:
+    """Every floating tensor in a module's output, named by its place: `name` for a tensor,
+    `name[i]` in a tuple or list, `name.key` in a dict (e.g. a Hugging Face `ModelOutput`)."""
+    if isinstance(output, Tensor):
+        return [(name, output)] if output.is_floating_point() else []
+    if isinstance(output, dict):
+        items = [(f"{name}.{key}", v) for key, v in output.items()]
+    elif isinstance(output, (tuple, list)):
+        items = [(f"{name}[{i}]", v) for i, v in enumerate(output)]
+    else:
+        return []  # None, caches and other objects hold no coordinates
+    return [found for key, v in items for found in _tensors(v, key)]
+
+
+class _Hooks:
+    """Forward hooks recording the selected modules' outputs and, inside `with hooks:`, the
+    attention logits computed in the forward pass (`ntk.scaling.attention_logits`).
+
+    Logits computed while module M runs (M the innermost module) are named `M.attn_logits`
+    (`M.attn_logits.1`, ... for further calls in one pass) and recorded when M or that name
+    is selected. Only the positions that may attend count (causal triangle, masks).
+    """
+
+    def __init__(self, model: nn.Module, *, select, record, attention_logits: bool) -> None:
+        self.select, self.record = select, record
+        self.stack: list[tuple[str, nn.Module]] = []  # modules running, outermost first
+        self.calls: dict[str, int] = {}
+        self.handles = []
+        self.recorder = AttentionLogitRecorder(self._logits) if attention_logits else None
+        for name, module in model.named_modules():
+            name = name or ROOT
+            if attention_logits:
+                self.handles.append(module.register_forward_pre_hook(self._enter(name)))
+                self.handles.append(module.register_forward_hook(self._exit, always_call=True))
+            if select(name, module):
+                self.handles.append(module.register_forward_hook(self._output(name, module)))
+
+    def _enter(self, name: str):
+        return lambda module, inputs: self.stack.append((name, module))
+
+    def _exit(self, module: nn.Module, inputs: object, output: object) -> None:
+        self.stack.pop()  # returns None: a forward hook's return value would replace output
+
+    def _output(self, name: str, module: nn.Module):
+        kind = type(module).__name__
+
+        def hook(module, inputs, output):
+            with torch.no_grad():
+                for key, h in _tensors(output, name):
+                    self.record(key, kind, h.detach())
+
+        return hook
+
+    def _logits(self, logits: Tensor, keep: Tensor | None) -> None:
+        owner, module = self.stack[-1] if self.stack else (ROOT, None)
+        k = self.calls[owner] = self.calls.get(owner, -1) + 1
+        name = f"{owner}.attn_logits" + (f".{k}" if k else "")
+        if self.select(owner, module) or self.select(name, None):
+            if keep is not None:
+                logits = logits[torch.broadcast_to(keep, logits.shape)]
+            self.record(name, "attn_logits", logits)
+
+    def __enter__(self) -> _Hooks:
+        self.calls.clear()
+        self.stack.clear()
+        if self.recorder is not None:
+            self.recorder.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.recorder is not None:
+            self.recorder.__exit__(*exc)
+
+    def remove(self) -> None:
+        for handle in self.handles:
             handle.remove()
+
+
+def _warn_eager_attention(model: nn.Module) -> bool:
+    """Warn (once per coord_check) about attention whose logits cannot be recorded."""
+    eager = eager_attention_modules(model)
+    if eager:
+        warnings.warn(
+            f"attention logits of {', '.join(eager[:3])}{', ...' if len(eager) > 3 else ''} "
+            "are not recorded: Hugging Face's eager attention computes them by hand; build the "
+            'model with attn_implementation="sdpa" to record them',
+            stacklevel=3,
+        )
+    return bool(eager)
 
 
 def from_mup(df: pd.DataFrame) -> pd.DataFrame:
@@ -187,6 +325,11 @@ def from_mup(df: pd.DataFrame) -> pd.DataFrame:
     mup's forward pass t (1-based) is our step t - 1, its `l1` our act_size, its root module ""
     our `ROOT`. Seeds are mup's loop index, which it passes to `torch.manual_seed`.
     """
+    missing = {"width", "module", "t", "l1"} - set(getattr(df, "columns", ()))
+    if missing:
+        raise ValueError(
+            f"df lacks columns {sorted(missing)}; pass mup.coord_check.get_coord_data() output"
+        )
     out = pd.DataFrame(
         {
             "width": df["width"].to_numpy(),
@@ -211,7 +354,9 @@ def fit_exponents(
     Returns a DataFrame with columns module, step, quantity, exponent, stderr (the slope's
     standard error from the residuals; NaN with two widths), n_widths.
     """
-    missing = {"width", "module", "step", *quantities} - set(df.columns)
+    check_nonnegative("min_size", min_size)
+    quantities = check_sequence("quantities", quantities, "column names")
+    missing = {"width", "module", "step", *quantities} - set(getattr(df, "columns", ()))
     if missing:
         raise ValueError(f"df lacks columns {sorted(missing)}; pass a coord_check() table")
     rows = []

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ntk._checks import check_module, check_numbers, check_positive_int
+from ntk._checks import check_materialized, check_module, check_numbers, check_positive_int
 from ntk.scaling.abc_rules import (
     ABC,
     abc_shift,
@@ -141,7 +141,7 @@ class Parametrization(DynamicLRMixin):
     """
 
     def __init__(self, model: nn.Module, config: ParametrizationConfig | None = None) -> None:
-        check_module("model", model)
+        check_materialized("model", check_module("model", model))
         config = ParametrizationConfig() if config is None else config
         if not isinstance(config, ParametrizationConfig):
             raise TypeError(f"config must be a ParametrizationConfig, got {type(config).__name__}")

@@ -31,9 +31,16 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from ntk._checks import check_choice, check_positive_int
+from ntk._checks import (
+    check_bool,
+    check_choice,
+    check_number_list,
+    check_positive_int,
+    check_sequence,
+)
 from ntk.scaling.attention import fused_blocks
 from ntk.scaling.geometry import WeightGeometry, geometry_of, registered_geometry, torch_layout
+from ntk.training.config import TrainingDivergedError
 
 Multipliers = Mapping[str, float] | Callable[[str, nn.Module], float] | None
 
@@ -46,23 +53,54 @@ def power_iteration(
 
     Iterates v <- W^T W v / ||W^T W v|| from `v` (n,) (a random start if None) and returns
     (||W v||, v). The estimate never exceeds the true value and converges at the rate
-    (sigma_2 / sigma_1)^(2 n_iter). A zero matrix gives 0.
+    (sigma_2 / sigma_1)^(2 n_iter). A zero matrix gives 0. Complex matrices iterate with the
+    conjugate transpose W^H; half precision is computed in float32.
     """
-    if w.ndim != 2:
-        raise ValueError(f"w must be a matrix (2 dimensions), got shape {tuple(w.shape)}")
     check_positive_int("n_iter", n_iter, minimum=0)
-    w = w.detach()
-    if v is None:
-        v = torch.randn(w.shape[1], generator=generator, dtype=w.dtype).to(w.device)
-    v = v / v.norm().clamp_min(torch.finfo(w.dtype).tiny)
+    w, scale = _scaled_matrix(w)
+    v = _start_vector(v, w, generator)
     for _ in range(n_iter):
         u = w @ v  # (m,)
-        v_new = w.T @ u  # (n,)
+        v_new = w.mH @ u  # (n,)
         norm = v_new.norm()
         if norm == 0:  # v is in the null space (or w == 0): the estimate stays ||w v||
             break
         v = v_new / norm
-    return float((w @ v).norm()), v
+    return scale * float((w @ v).norm()), v
+
+
+def _scaled_matrix(w: object) -> tuple[Tensor, float]:
+    """w / max|w_ij| and that scale: products with W^H W then neither overflow (float32 norms
+    ~1e19 square to inf) nor underflow (~1e-30 squares to 0)."""
+    if not isinstance(w, Tensor):
+        raise TypeError(f"w must be a torch.Tensor matrix, got {type(w).__name__}")
+    if w.ndim != 2:
+        raise ValueError(f"w must be a matrix (2 dimensions), got shape {tuple(w.shape)}")
+    if not (w.is_floating_point() or w.is_complex()):
+        raise TypeError(f"w must be a floating or complex matrix, got {w.dtype}")
+    w = w.detach()
+    if w.dtype in (torch.float16, torch.bfloat16):  # no CPU matmul/eigh kernels for these
+        w = w.float()
+    scale = float(w.abs().max()) if w.numel() else 0.0
+    if not math.isfinite(scale):
+        raise ValueError("w contains NaN or Inf entries: its spectral norm is undefined")
+    return (w / scale if scale > 0 else w), scale
+
+
+def _start_vector(v: object, w: Tensor, generator: torch.Generator | None) -> Tensor:
+    """The unit start vector (n,) in w's dtype: `v`, or a random one."""
+    n = w.shape[1]
+    if v is None:
+        real = w.real.dtype if w.is_complex() else w.dtype
+        v = torch.randn(n, generator=generator, dtype=real).to(w.device, w.dtype)
+    elif not isinstance(v, Tensor) or v.shape != (n,):
+        shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+        raise ValueError(f"v must be a vector of shape ({n},) (w's columns), got {shape}")
+    v = v.detach().to(w.device, w.dtype)
+    norm = v.norm()
+    if not torch.isfinite(norm):
+        raise ValueError("v contains NaN or Inf entries")
+    return v / norm.clamp_min(torch.finfo(norm.dtype).tiny)
 
 
 @torch.no_grad()
@@ -78,24 +116,21 @@ def lanczos(
     (||W v*||, v*) with v* the top Ritz vector, a warm start for the next call. Fully
     reorthogonalized (k is small), a lower bound on the true value.
     """
-    if w.ndim != 2:
-        raise ValueError(f"w must be a matrix (2 dimensions), got shape {tuple(w.shape)}")
     check_positive_int("n_iter", n_iter)
-    w = w.detach()
+    w, scale = _scaled_matrix(w)
     n = w.shape[1]
     k = min(n_iter, n)
-    if v is None:
-        v = torch.randn(n, generator=generator, dtype=w.dtype).to(w.device)
+    real = w.real.dtype if w.is_complex() else w.dtype
     basis = torch.zeros(k, n, dtype=w.dtype, device=w.device)  # orthonormal Krylov basis
-    basis[0] = v / v.norm().clamp_min(torch.finfo(w.dtype).tiny)
-    alpha = torch.zeros(k, dtype=w.dtype, device=w.device)
-    beta = torch.zeros(k, dtype=w.dtype, device=w.device)
+    basis[0] = _start_vector(v, w, generator)
+    alpha = torch.zeros(k, dtype=real, device=w.device)
+    beta = torch.zeros(k, dtype=real, device=w.device)
     m = k
     for j in range(k):
-        z = w.T @ (w @ basis[j])  # (n,): W^T W q_j
-        alpha[j] = basis[j] @ z
+        z = w.mH @ (w @ basis[j])  # (n,): W^H W q_j
+        alpha[j] = torch.vdot(basis[j], z).real  # real: W^H W is Hermitian
         for _ in range(2):  # twice is enough (Giraud et al. 2005)
-            z = z - basis[: j + 1].T @ (basis[: j + 1] @ z)
+            z = z - basis[: j + 1].T @ (basis[: j + 1].conj() @ z)
         b = z.norm()
         if j == k - 1 or b <= 1e-6 * alpha[: j + 1].abs().max().clamp_min(1e-30):
             m = j + 1  # invariant subspace found (or budget spent): the Ritz values are exact
@@ -104,9 +139,9 @@ def lanczos(
         basis[j + 1] = z / b
     tri = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
     _, vecs = torch.linalg.eigh(tri)
-    top = basis[:m].T @ vecs[:, -1]  # (n,) top Ritz vector
-    top = top / top.norm().clamp_min(torch.finfo(w.dtype).tiny)
-    return float((w @ top).norm()), top
+    top = basis[:m].T @ vecs[:, -1].to(w.dtype)  # (n,) top Ritz vector
+    top = top / top.norm().clamp_min(torch.finfo(real).tiny)
+    return scale * float((w @ top).norm()), top
 
 
 @dataclass
@@ -227,19 +262,23 @@ class SpectralMonitor:
         self.every = check_positive_int("every", every)
         self.n_iter = check_positive_int("n_iter", n_iter)
         self.n_iter_init = check_positive_int("n_iter_init", n_iter_init)
-        self.exact = bool(exact)
+        self.exact = check_bool("exact", exact)
         check_choice("method", method, ("lanczos", "power"))
         self._estimate = lanczos if method == "lanczos" else power_iteration
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(check_positive_int("seed", seed, minimum=0))
+        modules = dict(model.named_modules())
+        matrices, assumed = weight_matrices(model)
         if layers is None:
             keep = lambda name: True  # noqa: E731
         elif callable(layers):
             keep = layers
         else:
-            names = set(layers)
+            names = set(check_sequence("layers", layers, "module or matrix names"))
+            known = set(modules) | {m.label for m in matrices}
+            unknown = sorted(str(n) for n in names - known)
+            if unknown:
+                raise ValueError(f"layers names modules the model does not have: {unknown}")
             keep = names.__contains__
-        modules = dict(model.named_modules())
-        matrices, assumed = weight_matrices(model)
         if assumed:
             warnings.warn(
                 f"SpectralMonitor: {assumed} have no registered geometry; their weights are "
@@ -256,9 +295,13 @@ class SpectralMonitor:
             if multipliers is None:
                 self.multiplier[label] = _default_multiplier(m.module_name, m.module, modules)
             elif callable(multipliers):
-                self.multiplier[label] = float(multipliers(label, m.module))
+                self.multiplier[label] = check_number_list(
+                    f"multipliers({label!r}, module)", [multipliers(label, m.module)]
+                )[0]
             else:
-                self.multiplier[label] = float(multipliers.get(label, 1.0))
+                self.multiplier[label] = check_number_list(
+                    f"multipliers[{label!r}]", [multipliers.get(label, 1.0)]
+                )[0]
         self.w0 = {label: m.read().detach().clone() for label, m in self.matrices.items()}
         self._v: dict[tuple[str, str], Tensor] = {}  # warm starts, keyed (layer, "w" | "dw")
         self.records: list[dict] = []
@@ -266,7 +309,8 @@ class SpectralMonitor:
 
     def _sigma(self, key: tuple[str, str], w: Tensor) -> float:
         if self.exact:
-            return float(torch.linalg.matrix_norm(w.detach(), ord=2))
+            w, scale = _scaled_matrix(w)
+            return scale * float(torch.linalg.matrix_norm(w, ord=2))
         v = self._v.get(key)
         sigma, self._v[key] = self._estimate(
             w, v, self.n_iter if v is not None else self.n_iter_init, generator=self.generator
@@ -280,6 +324,10 @@ class SpectralMonitor:
         for name, matrix in self.matrices.items():
             w = matrix.read()
             fan_out, fan_in = w.shape
+            if not torch.isfinite(w).all():  # training diverged: there is no norm to log
+                err = TrainingDivergedError(step, math.nan)
+                err.add_note(f"SpectralMonitor: layer {name!r} has NaN or Inf weights")
+                raise err
             mult = abs(self.multiplier[name])
             scale = math.sqrt(fan_out / fan_in)
             sigma_w = mult * self._sigma((name, "w"), w)

@@ -13,7 +13,7 @@ from ntk._checks import check_bool, check_choice, check_nonnegative, check_posit
 # Optimizer names `train` builds itself (musgd / muadam: mup.optim, need mup base shapes).
 OPTIMIZERS = ("sgd", "adam", "musgd", "muadam")
 LOSSES = ("mse", "cross_entropy")
-METRICS = ("accuracy", "mse")
+METRICS = ("accuracy", "mse", "none")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -36,8 +36,9 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" | "adam" | "musgd" | "muadam" (mup.optim, needs base shapes)
     momentum: float = 0.0  # sgd / musgd only
     weight_decay: float = 0.0
-    loss: str = "mse"  # "mse" = 0.5 * mean((f - y)^2) | "cross_entropy"
-    metric: str | None = None  # None -> "accuracy" for cross_entropy, else "mse"
+    loss: str = "mse"  # "mse" = 0.5 * mean((f - y)^2) | "cross_entropy" (train's loss_fn wins)
+    # None -> "accuracy" for cross_entropy, "none" (not computed) with a loss_fn, else "mse"
+    metric: str | None = None
     batch_size: int | None = None  # None = full batch
     log_every: int = 10
     seed: int = 0

@@ -1,7 +1,8 @@
 """A compact, seeded training loop that records feature-learning diagnostics.
 
 `train` runs full-batch or mini-batch SGD/Adam (or mup's MuSGD/MuAdam, or any optimizer you
-build) on MSE or cross-entropy, and logs, at steps 0, log_every, ..., steps: train/test loss
+build) on MSE, cross-entropy or a loss of your own, on inputs of any shape (token ids
+included), and logs, at steps 0, log_every, ..., steps: train/test loss
 and metric (accuracy or mean squared error) and the diagnostics of `ntk.training.diagnostics`
 (relative change of hidden features, weights and optionally the empirical NTK).
 
@@ -20,11 +21,11 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ntk._checks import check_callable, check_module
+from ntk._checks import check_callable, check_factor, check_module
 from ntk.training.config import Callback, History, StepState, TrainConfig, TrainingDivergedError
 from ntk.training.diagnostics import Diagnostics
 from ntk.training.inputs import TrainData, prepare_data
-from ntk.training.losses import evaluate, loss_value
+from ntk.training.losses import Loss, builtin_loss, evaluate
 from ntk.training.optim import make_optimizer
 
 
@@ -39,14 +40,19 @@ def train(
     optimizer: torch.optim.Optimizer | str | None = None,
     callbacks: Sequence[Callback] = (),
     lr_schedule: Callable[[int], float] | None = None,
+    loss_fn: Callable[[object, Tensor], Tensor] | None = None,
     **overrides: object,
 ) -> History:
     """Train `model` in place and return its `History`.
 
     Args:
-        model: maps (N, d) inputs to (N, K) outputs.
-        x_train, y_train: (N, d) inputs; targets (N, K) or (N,) for MSE, labels (N,) (long) or
-            class probabilities (N, K) for cross-entropy.
+        model: maps a batch of inputs (N, ...) to outputs, e.g. (N, d) -> (N, K), images
+            (N, C, H, W) -> (N, K), token ids (N, T) -> logits (N, T, V).
+        x_train, y_train: inputs (N, ...) of any shape; integer inputs stay integers (token
+            ids) when the model has an `nn.Embedding`, else become floats. Targets: shaped like
+            the outputs (or (N,) for (N, 1)) for MSE; integer labels shaped like the outputs
+            without their last (class) dimension, or class probabilities, for cross-entropy;
+            anything `loss_fn` takes.
         x_test, y_test: optional held-out data, evaluated at every log step.
         config: a `TrainConfig`; `overrides` replace its fields (``train(m, x, y, lr=0.5)``).
         optimizer: a built optimizer (e.g. from custom param groups), which replaces
@@ -54,7 +60,9 @@ def train(
             `config.optimizer` override.
         callbacks: called as `cb(StepState)` after every update; a True return stops training.
         lr_schedule: step -> factor multiplying every param group's initial lr at that step.
-
+        loss_fn: `loss_fn(model(x), y)`, a scalar tensor, replacing `config.loss` (the model
+            may then return anything, e.g. a Hugging Face `ModelOutput`); the metric defaults
+            to "none" (logged as nan) unless `config.metric` names one.
     Seeding: `torch.manual_seed(config.seed)` at the start and a dedicated generator for the
     mini-batch order, so the same model init and seed give an identical `History`.
 
@@ -64,11 +72,12 @@ def train(
         update (`ntk.training.inputs`).
     """
     cfg, optimizer, callbacks = _resolve_arguments(
-        model, config, optimizer, callbacks, lr_schedule, overrides
+        model, config, optimizer, callbacks, lr_schedule, loss_fn, overrides
     )
+    loss = loss_fn if loss_fn is not None else builtin_loss(cfg.loss)
     start_time = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    data = prepare_data(model, x_train, y_train, x_test, y_test, cfg)
+    data = prepare_data(model, x_train, y_train, x_test, y_test, cfg, loss_fn)
     opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     diagnostics = Diagnostics(model, data.x_train, cfg)
@@ -76,21 +85,22 @@ def train(
     batches = _batches(data, cfg)
     bar = _progress_bar(cfg)
     try:
-        _log(model, data, cfg, diagnostics, hist, 0)
+        _log(model, data, (loss, cfg.metric), diagnostics, hist, 0)
         model.train()
         for step in range(cfg.steps):
             xb, yb = next(batches)
             if lr_schedule is not None:
-                _scale_lrs(opt, base_lrs, float(lr_schedule(step)))
-            loss = _update(model, opt, xb, yb, cfg.loss, step)
+                factor = check_factor(f"lr_schedule({step})", lr_schedule(step))
+                _scale_lrs(opt, base_lrs, factor)
+            batch_loss = _update(model, opt, xb, yb, loss, step)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                bar.set_postfix(loss=f"{batch_loss:.4g}", refresh=False)
             done = step + 1
-            state = StepState(done, loss, model, opt, hist, cfg)
+            state = StepState(done, batch_loss, model, opt, hist, cfg)
             stop = any([bool(cb(state)) for cb in callbacks])  # every callback runs
             if done % cfg.log_every == 0 or done == cfg.steps or stop:
-                _log(model, data, cfg, diagnostics, hist, done)
+                _log(model, data, (loss, cfg.metric), diagnostics, hist, done)
             if stop:
                 break
     finally:
@@ -108,6 +118,7 @@ def _resolve_arguments(
     optimizer: object,
     callbacks: Sequence[Callback],
     lr_schedule: object,
+    loss_fn: object,
     overrides: dict[str, object],
 ) -> tuple[TrainConfig, torch.optim.Optimizer | None, tuple[Callback, ...]]:
     """The validated config (with `overrides`), the built optimizer or None, the callbacks."""
@@ -130,8 +141,12 @@ def _resolve_arguments(
         check_callable(f"callbacks[{i}]", cb, "(StepState -> bool)")
     if lr_schedule is not None:
         check_callable("lr_schedule", lr_schedule, "step -> factor")
+    if loss_fn is not None:
+        check_callable("loss_fn", loss_fn, "(model output, y) -> scalar tensor")
     cfg = dataclasses.replace(config or TrainConfig(), **overrides).validate()
-    if cfg.metric is None:
+    if cfg.metric is None and loss_fn is not None:
+        cfg.metric = "none"
+    elif cfg.metric is None:
         cfg.metric = "accuracy" if cfg.loss == "cross_entropy" else "mse"
     return cfg, optimizer, callbacks
 
@@ -170,10 +185,10 @@ def _scale_lrs(opt: torch.optim.Optimizer, base_lrs: list[float], factor: float)
 
 
 def _update(
-    model: nn.Module, opt: torch.optim.Optimizer, xb: Tensor, yb: Tensor, loss: str, step: int
+    model: nn.Module, opt: torch.optim.Optimizer, xb: Tensor, yb: Tensor, loss: Loss, step: int
 ) -> float:
     """One optimizer step on a batch; returns the batch loss before it (raises on NaN/Inf)."""
-    value = loss_value(model(xb), yb, loss)
+    value = loss(model(xb), yb)
     loss_item = value.item()
     if not math.isfinite(loss_item):
         raise TrainingDivergedError(step, loss_item)
@@ -186,7 +201,7 @@ def _update(
 def _log(
     model: nn.Module,
     data: TrainData,
-    cfg: TrainConfig,
+    objective: tuple[Loss, str],
     diagnostics: Diagnostics,
     hist: History,
     step: int,
@@ -195,11 +210,11 @@ def _log(
     was_training = model.training
     model.eval()
     hist.step.append(step)
-    loss, metric = evaluate(model, data.x_train, data.y_train, cfg)
+    loss, metric = evaluate(model, data.x_train, data.y_train, *objective)
     hist.train_loss.append(loss)
     hist.train_metric.append(metric)
     if data.has_test:
-        loss, metric = evaluate(model, data.x_test, data.y_test, cfg)
+        loss, metric = evaluate(model, data.x_test, data.y_test, *objective)
     else:
         loss, metric = math.nan, math.nan
     hist.test_loss.append(loss)

@@ -192,6 +192,21 @@ def test_zero_vectors_and_identical_points_are_finite(activation, parametrizatio
     torch.testing.assert_close(k.ntk[1, 2], k.ntk[1, 1], rtol=1e-7, atol=0)
 
 
+@pytest.mark.parametrize("parametrization", ["ntk", "sp"])
+@pytest.mark.parametrize("bias_std", [0.0, None, 0.5])
+def test_zero_variance_inputs_match_neural_tangents(parametrization, bias_std):
+    # x = 0 with bias_std = 0: the ReLU sees zero-variance pre-activations, where K(x) and
+    # K(x, x) once disagreed (Kdot 1/2 on the diagonal, 1/4 off it)
+    x = np.zeros((3, 4))
+    x[2] = 1.0
+    kernel = MLPKernel(2, "relu", 1.3, bias_std, parametrization, width=50)
+    kf = nt_kernel_fn(2, "relu", 1.3, bias_std, parametrization, 50)
+    for a, b in [(x, None), (x, x)]:
+        ref = kf(a, b, ("nngp", "ntk"))
+        ours = kernel.kernels(torch.tensor(a), None if b is None else torch.tensor(b))
+        assert rel_err(ours.nngp, ref.nngp) <= 1e-7 and rel_err(ours.ntk, ref.ntk) <= 1e-7
+
+
 def test_dtypes():
     x32 = torch.randn(5, 3)  # float32 in, float64 out (computed in float64)
     k64 = MLPKernel(2).kernels(x32)

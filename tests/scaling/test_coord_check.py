@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from mup import MuAdam, MuReadout, MuSGD, set_base_shapes
 from mup.coord_check import get_coord_data
 from torch import nn
@@ -191,3 +192,91 @@ def test_plot_has_one_panel_per_step(batch):
     assert fig.axes[0].get_xscale() == "log"
     with pytest.raises(ValueError, match="quantity"):
         plot_coord_check(df, "l1")
+
+
+class _TupleDict(nn.Module):
+    """Returns a dict holding a tuple: every tensor in it is a coordinate to record."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.inp, self.out = nn.Linear(IN, width), nn.Linear(width, OUT)
+
+    def forward(self, x):
+        h = self.inp(x)
+        return {"logits": self.out(h.relu()), "aux": (h, None, h.argmax(-1)), "cache": "c"}
+
+
+def test_tuple_and_dict_outputs_give_one_record_per_tensor(batch):
+    df = coord_check(
+        _TupleDict,
+        [8, 16],
+        batch,
+        optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+        loss_fn=lambda out, y: F.cross_entropy(out["logits"], y),
+        steps=1,
+    )
+    # integer tensors (argmax), None and other objects hold no coordinates
+    assert set(df["module"]) == {"inp", "out", f"{ROOT}.logits", f"{ROOT}.aux[0]"}
+    rows = df.set_index(["module", "width", "step"])
+    for width in (8, 16):
+        for step in (0, 1):
+            same = rows.loc[("out", width, step)], rows.loc[(f"{ROOT}.logits", width, step)]
+            assert same[0]["act_size"] == same[1]["act_size"]
+            assert rows.loc[(f"{ROOT}.aux[0]", width, step), "act_size"] == pytest.approx(
+                rows.loc[("inp", width, step), "act_size"]
+            )
+    assert (df.query("step == 1")["delta_size"] > 0).all()
+
+
+def _encoder(width: int, batch_first: bool = True) -> nn.Module:
+    layer = nn.TransformerEncoderLayer(width, 2, 2 * width, dropout=0.0, batch_first=batch_first)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+
+def test_attention_logits_of_torch_transformer_match_a_hand_computation():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8)  # (N, T, d)
+    df = coord_check(
+        _encoder,
+        [8],
+        (x, x),
+        optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+        loss_fn=lambda out, y: (out - y).pow(2).mean(),
+        steps=1,
+    )
+    logits = df[df["module_type"] == "attn_logits"].set_index(["module", "step"])
+    assert set(logits.index.get_level_values("module")) == {
+        "layers.0.self_attn.attn_logits",
+        "layers.1.self_attn.attn_logits",
+    }
+    torch.manual_seed(0)  # the same model: mean |q k^T| / sqrt(d_head) of layer 0 at init
+    attn = _encoder(8).layers[0].self_attn
+    q, k, _ = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k = (t.reshape(3, 5, 2, 4).transpose(1, 2) for t in (q, k))
+    expected = (q @ k.transpose(-2, -1) / 2.0).abs().mean().item()
+    assert logits.loc[("layers.0.self_attn.attn_logits", 0), "act_size"] == pytest.approx(
+        expected, rel=1e-5
+    )
+    assert (logits.xs(1, level="step")["delta_size"] > 0).all()
+    no_logits = coord_check(
+        _encoder,
+        [8],
+        (x, x),
+        optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+        loss_fn=lambda out, y: (out - y).pow(2).mean(),
+        steps=0,
+        attention_logits=False,
+    )
+    assert "attn_logits" not in set(no_logits["module_type"])
+    selected = coord_check(
+        _encoder,
+        [8],
+        (x, x),
+        optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+        loss_fn=lambda out, y: (out - y).pow(2).mean(),
+        steps=0,
+        modules=["layers.1.self_attn.attn_logits"],
+    )
+    assert set(selected["module"]) == {"layers.1.self_attn.attn_logits"}
+    with pytest.raises(TypeError, match="attention_logits"):
+        coord_check(_encoder, [8], (x, x), optimizer=torch.optim.SGD, attention_logits=1)

@@ -1,4 +1,8 @@
-"""muTransfer sweep: caching and resuming, process pool, optimum and drift on known objectives."""
+"""muTransfer sweep: caching and resuming, process pool, optimum and drift on known objectives.
+
+The database itself (kills, concurrent sweeps, damaged files, CSV import) is tested in
+test_sweep_store.py, executors (dask) in test_sweep_executors.py.
+"""
 
 import math
 
@@ -11,6 +15,7 @@ import pandas as pd
 import pytest
 
 from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_sweep, plot_transfer, summarize
+from ntk.scaling.sweep_store import load_sweep
 
 GRID = dict(
     log2_lrs=[-6.0, -5.0, -4.0, -3.0, -2.0, -1.0],
@@ -46,7 +51,7 @@ def objective_or_fail(**kw) -> float:
 
 
 def test_resumed_sweep_equals_uninterrupted(tmp_path):
-    full = lr_sweep(objective, **GRID, cache=tmp_path / "full.csv", progress=False)
+    full = lr_sweep(objective, **GRID, cache=tmp_path / "full.sqlite", progress=False)
     assert len(full) == 6 * 3 * 3 * 2
     assert list(full.columns) == ["parametrization", "width", "log2_lr", "seed", "lr", "loss"]
     calls, stop = [], {"at": 17}
@@ -57,10 +62,10 @@ def test_resumed_sweep_equals_uninterrupted(tmp_path):
         calls.append(kw)
         return objective(**kw)
 
-    cache = tmp_path / "sub" / "resume.csv"
+    cache = tmp_path / "sub" / "resume.sqlite"
     with pytest.raises(Interrupt):
         lr_sweep(flaky, **GRID, cache=cache, progress=False)
-    assert len(pd.read_csv(cache)) == 17  # every finished cell is on disk
+    assert len(load_sweep(cache)) == 17  # every finished cell is on disk
     stop["at"] = None
     resumed = lr_sweep(flaky, **GRID, cache=cache, progress=False)
     assert len(calls) == len(full)  # the 17 cached cells were not run again
@@ -76,18 +81,18 @@ def test_resumed_sweep_equals_uninterrupted(tmp_path):
 def test_process_pool_gives_the_same_table(tmp_path):
     grid = {**GRID, "widths": [16, 64], "seeds": [0, 1]}
     serial = lr_sweep(objective, **grid, progress=False)
-    pooled = lr_sweep(objective, **grid, workers=2, cache=tmp_path / "c.csv", progress=False)
+    pooled = lr_sweep(objective, **grid, workers=2, cache=tmp_path / "c.sqlite", progress=False)
     pd.testing.assert_frame_equal(serial, pooled)
-    assert len(pd.read_csv(tmp_path / "c.csv")) == len(serial)
+    assert len(load_sweep(tmp_path / "c.sqlite")) == len(serial)
     # interrupted inside a worker: the error propagates, finished cells stay cached
     FAIL_AT["cell"] = ("mup", 64, 1)
-    cache = tmp_path / "d.csv"
+    cache = tmp_path / "d.sqlite"
     try:
         with pytest.raises(Interrupt):
             lr_sweep(objective_or_fail, **grid, workers=2, cache=cache, progress=False)
     finally:
         FAIL_AT["cell"] = None
-    assert 0 < len(pd.read_csv(cache)) < len(serial)
+    assert 0 < len(load_sweep(cache)) < len(serial)
     resumed = lr_sweep(objective_or_fail, **grid, workers=2, cache=cache, progress=False)
     pd.testing.assert_frame_equal(resumed, serial)
 
@@ -128,19 +133,38 @@ def test_optimum_uncertainty_and_divergence():
 def test_bad_input(tmp_path):
     with pytest.raises(TypeError, match="train_fn"):
         lr_sweep("f", **GRID)
-    with pytest.raises(ValueError, match="widths"):
-        lr_sweep(objective, **{**GRID, "widths": []})
-    with pytest.raises(ValueError, match="widths"):
-        lr_sweep(objective, **{**GRID, "widths": [1.5]})
-    with pytest.raises(ValueError, match="repeated"):
-        lr_sweep(objective, **{**GRID, "seeds": [0, 0]})
+    bad_grids = [
+        ("widths", [], ValueError, "widths must be a non-empty"),
+        ("widths", [1.5], TypeError, r"widths\[0\] must be an int"),
+        ("widths", [0], ValueError, r"widths\[0\] must be >= 1"),
+        ("seeds", [0, 0], ValueError, "repeated"),
+        ("seeds", [0.5], TypeError, r"seeds\[0\] must be an int"),
+        ("parametrizations", "sp", TypeError, "parametrizations must be a sequence"),
+        ("parametrizations", ["sp", 3], TypeError, r"parametrizations\[1\]"),
+        ("log2_lrs", [math.nan], ValueError, r"log2_lrs\[0\] must be a finite"),
+        ("log2_lrs", [0.0, 1e6], ValueError, r"log2_lrs\[1\] = 1000000.0 gives"),
+        ("log2_lrs", [-2000.0], ValueError, r"log2_lrs\[0\]"),
+        ("log2_lrs", 3.0, TypeError, "log2_lrs must be a sequence"),
+    ]
+    for name, value, kind, message in bad_grids:
+        with pytest.raises(kind, match=message):
+            lr_sweep(objective, **{**GRID, name: value}, progress=False)
     with pytest.raises(ValueError, match="workers"):
         lr_sweep(objective, **GRID, workers=0)
-    with pytest.raises(TypeError, match="float"):
-        lr_sweep(lambda **kw: "x", **GRID, progress=False)
+    with pytest.raises(TypeError, match="progress must be a bool"):
+        lr_sweep(objective, **GRID, progress=1)
+    with pytest.raises(ValueError, match="mp_context"):
+        lr_sweep(objective, **GRID, mp_context="threads")
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
+        lr_sweep(objective, **GRID, executor=object())
+    with pytest.raises(ValueError, match="max_in_flight"):
+        lr_sweep(objective, **GRID, max_in_flight=0)
+    for loss in ("x", True, 1j, None):
+        with pytest.raises(TypeError, match="train_fn must return a float"):
+            lr_sweep(lambda loss=loss, **kw: loss, **GRID, progress=False)
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="columns"):
+    with pytest.raises(ValueError, match="not an SQLite database"):
         lr_sweep(objective, **GRID, cache=bad)
     with pytest.raises(ValueError, match="lr_sweep"):
         optima(pd.DataFrame({"loss": [1.0]}))

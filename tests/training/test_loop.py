@@ -298,3 +298,89 @@ def test_bad_arguments_are_named_before_training(task):
     for fn, error, match in cases:
         with pytest.raises(error, match=match):
             fn()
+
+
+# ---------------------------------------------------------------- inputs of any shape
+
+
+class TinyLM(torch.nn.Module):
+    """Token ids (N, T) -> next-token logits (N, T, V)."""
+
+    def __init__(self, vocab=7, width=16):
+        super().__init__()
+        self.embed, self.head = torch.nn.Embedding(vocab, width), torch.nn.Linear(width, vocab)
+
+    def forward(self, ids):
+        return self.head(torch.tanh(self.embed(ids)))
+
+
+def _sequences(n=32, t=6, vocab=7):
+    """Counting mod vocab from random starts: the next token is a function of the current."""
+    g = torch.Generator().manual_seed(0)
+    ids = (torch.randint(0, vocab, (n, 1), generator=g) + torch.arange(t + 1)) % vocab
+    return ids[:, :-1], ids[:, 1:]  # inputs, next-token targets
+
+
+def test_token_ids_with_builtin_cross_entropy_over_positions():
+    x, y = _sequences()
+    torch.manual_seed(0)
+    model = TinyLM()
+    with torch.no_grad():  # every (example, position) counts once: the flattened mean
+        expected = torch.nn.functional.cross_entropy(model(x).reshape(-1, 7), y.reshape(-1))
+        accuracy = (model(x).argmax(-1) == y).double().mean().item()
+    hist = train(model, x, y, x, y, loss="cross_entropy", optimizer="adam", lr=0.05, steps=20)
+    assert hist.train_loss[0] == pytest.approx(expected.item(), rel=1e-6)
+    assert hist.train_metric[0] == pytest.approx(accuracy)
+    assert hist.train_loss[-1] < 0.5 * hist.train_loss[0]
+    assert hist.train_metric[-1] == 1.0  # counting is learnt
+    assert hist.test_loss == hist.train_loss  # the same data as test set
+
+
+def test_user_loss_on_token_ids_and_images():
+    x, y = _sequences()
+    calls = []
+
+    def lm_loss(out, targets):
+        calls.append(targets.dtype)
+        return torch.nn.functional.cross_entropy(out.transpose(1, 2), targets)
+
+    torch.manual_seed(0)
+    hist = train(TinyLM(), x, y, loss_fn=lm_loss, optimizer="adam", lr=0.05, steps=5)
+    assert set(calls) == {torch.int64}  # the targets stay token ids
+    assert hist.metric_name == "none" and all(math.isnan(m) for m in hist.train_metric)
+    assert hist.train_loss[-1] < hist.train_loss[0]
+
+    images = torch.randn(16, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    labels = (images.mean((1, 2, 3)) > 0).long()
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 2)
+    )
+    hist = train(cnn, images, labels, loss="cross_entropy", lr=0.1, steps=10, batch_size=8)
+    assert hist.metric_name == "accuracy" and hist.train_loss[-1] < hist.train_loss[0]
+
+
+def test_shapes_and_user_losses_are_checked_before_training():
+    x, y = _sequences()
+    cases = [
+        (dict(loss="cross_entropy", y=y[:, :-1]), "labels with shape .2, 5. .*outputs .2, 6, 7."),
+        (dict(loss="mse", y=y.float()), "targets must have the output's shape"),
+        (dict(loss_fn=lambda out, t: out), "must return a scalar tensor, got .2, 6, 7."),
+        (dict(loss_fn=lambda out, t: out.foo), "loss_fn.*fails on the first 2 rows"),
+        (dict(loss_fn="ce"), "loss_fn must be a callable"),
+        (dict(x=x.float()), "x_train"),
+        (dict(loss="cross_entropy", metric="mse"), "metric='mse'"),
+    ]
+    for kw, match in cases:
+        args = dict(x=x, y=y) | {k: kw.pop(k) for k in ("x", "y") if k in kw}
+        with pytest.raises((ValueError, TypeError), match=match):
+            train(TinyLM(), args["x"], args["y"], steps=1, **kw)
+    with pytest.raises(ValueError, match="returns a dict, not a tensor"):
+
+        class DictOut(TinyLM):
+            def forward(self, ids):
+                return {"logits": super().forward(ids)}
+
+        train(DictOut(), x, y, loss="cross_entropy", steps=1)
+    with pytest.raises(ValueError, match="same feature shape"):
+        train(TinyLM(), x, y, x[:, :3], y[:, :3], loss="cross_entropy", steps=1)

@@ -19,7 +19,7 @@ timed separately.
 One measurement costs about half a training step here (the probe is a quarter of the batch,
 and it takes a forward pass plus three products per layer), so the overhead is about
 0.5 / k of a step plus the solve: measured (CPU clock, one thread, on a loaded 2-core
-machine) 10% (MLP) and 8% (GPT) at k = 10, 4.6% and 2.5% at k = 20. Hence the default
+machine) 10% (MLP) and 8% (GPT) at k = 10, 4.6% and 2.5% at k = 20, below the timing noise (a few %) at k = 50. Hence the default
 k = 20 and 50; a smaller probe or a larger k lowers it further.
 
     python bench/dynamic_lr.py                           # k = 20 and 50, five rounds

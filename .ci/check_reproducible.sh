@@ -24,11 +24,12 @@ run() {  # run NAME ENV...: strict nbval under the given environment
   local name=$1
   shift
   local start=$SECONDS
-  if env "$@" python -m pytest -q -p no:cacheprovider --nbval "${notebooks[@]}" >"/tmp/nbval_$name.log" 2>&1; then
+  local log="/tmp/nbval_${name}_$$.log"  # per process: several checks may run at once
+  if env "$@" python -m pytest -q -p no:cacheprovider --nbval "${notebooks[@]}" >"$log" 2>&1; then
     echo "PASS  $name ($((SECONDS - start)) s)"
   else
-    echo "FAIL  $name ($((SECONDS - start)) s): see /tmp/nbval_$name.log"
-    grep -E "^(FAILED|ERROR)" "/tmp/nbval_$name.log" | head -20
+    echo "FAIL  $name ($((SECONDS - start)) s): see $log"
+    grep -E "^(FAILED|ERROR)" "$log" | head -20
     failed=1
   fi
 }

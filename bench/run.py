@@ -38,16 +38,39 @@ def _training_row(r: dict) -> dict:
     )
 
 
+def _sweep_row(t: dict) -> dict:
+    """Sweep throughput in the common form: 2 worker processes vs 1 on the same grid; ideal
+    ours/ref on 2 free cores is 0.5."""
+    n = t["cells"]
+    return dict(
+        name=f"lr_sweep {n} cells, 2 workers vs 1 (SQLite cache)",
+        ours_s=n / t["two_workers_cells_per_s"],
+        reference_s=n / t["one_worker_cells_per_s"],
+        notes=f"speedup {t['two_workers_cells_per_s'] / t['one_worker_cells_per_s']:.2f}x "
+        "(2 free cores: ideal 2x)",
+    )
+
+
+def _sweep_throughput(quick: bool) -> dict:
+    # imported last: bench/sweep.py sets OMP_NUM_THREADS=1, which the other suites must not see
+    import sweep
+
+    return sweep.throughput(n_widths=2 if quick else 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, skip the memory check")
     parser.add_argument(
-        "--only", choices=("analytic", "empirical", "training"), help="run one benchmark"
+        "--only",
+        choices=("analytic", "empirical", "training", "lm", "sweep"),
+        help="run one benchmark",
     )
     args = parser.parse_args()
 
     import analytic
     import empirical
+    import lm
     import training
 
     suites = {
@@ -58,6 +81,8 @@ def main() -> None:
             _training_row(r)
             for r in (training.run(batches=(256,), steps=2) if args.quick else training.run())
         ],
+        "lm": lambda: lm.run_table_rows(lm.run(quick=args.quick)),
+        "sweep": lambda: [_sweep_row(_sweep_throughput(quick=args.quick))],
     }
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load}")

@@ -23,3 +23,13 @@ def finish_figure(fig, axes, fontsize: int = 8):
         ax.legend(fontsize=fontsize)
     fig.tight_layout()
     return fig
+
+
+def plain_log_ticks(ax) -> None:
+    """Log-axis tick labels as plain numbers (0.02, 0.1, 300) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())

@@ -1,32 +1,28 @@
-"""muP: feature learning, and "wider is better", at any width with one learning rate.
+"""muP learns features at every width with one learning rate, and the wide limit exists.
 
-Under the Maximal Update Parametrization (Yang & Hu 2021, arXiv:2011.14522) every layer's
-features move by Theta(1) during training at any width n, and the network has a feature-learning
-infinite-width limit; with `mup.optim.MuAdam` the same learning rate then works at every width
-and, at that learning rate, the training loss improves monotonically with the width (Yang et
-al. 2022, "Tensor Programs V", arXiv:2203.03466, Fig. 1). Under the standard parametrization
-(SP) with Adam at the same learning rate the readout update grows with n (Δf ~ n * lr), so the
-best learning rate shifts with the width and a fixed one over-shoots the wide networks.
+Chapter 05 and the project's main job (`python ntk/feature_learning_mup.py`): two-layer ReLU
+networks of widths 10 to 10000, one SGD learning rate, on a multi-index task
+(`ntk.data.make_low_dim_task`): x uniform on the sphere of radius sqrt(d), d = 64, and
 
-The experiment (`run_mup_widths`): MLPs of widths 10 ... 10000 trained with one peak learning
-rate, Adam / MuAdam with a cosine decay, mini-batches of 256, on `ntk.data.make_low_dim_task`
-(y = He_2(<u, x>) in d = 32, 4096 training points with label noise 0.5): the final *training*
-loss measures how well a network fits (and partly memorizes) the data in a fixed budget of
-steps, which is where width helps, as in Tensor Programs V. We record
+    y = (1 / sqrt(r)) sum_{j <= r} He_2(<u_j, x>) / sqrt(2),   r = 4 orthonormal u_j, no noise,
 
-* the final train and test loss (0.5 * mean squared error) per width;
-* the relative change ||h(T) - h(0)||_F / ||h(0)||_F of the last hidden layer's features on a
-  probe batch, and its fitted log-log slope against the width (muP: ~0; NTK regime: -1/2);
-* that every loss stays finite.
+2048 training and 2048 held-out points. Rotation-invariant kernels need ~d^2 samples for this
+degree-2 target (Ghorbani et al. 2021, arXiv:1904.12191); a network that finds span(u_j)
+needs far fewer (Damian et al. 2022, arXiv:2206.15144). The held-out loss 0.5 mean((f - y)^2)
+is the primary metric (predicting 0 scores 0.45 on the held-out set). `run_sweep` trains, on
+the same mini-batches:
 
-`compare_mup_sp` puts the muP and SP training curves of one width (5000) side by side.
-Default depth is 1 hidden layer so that width 10000 trains in seconds on a CPU; `depth=2`
-adds a (width x width) hidden matrix (10^8 weights at width 10000). With one hidden layer and
-Adam, SP moves its features by O(1) too (the input layer has a finite fan-in and Adam's update
-size does not depend on the gradient's scale): SP fails through its readout, whose update
-grows with the width. The feature-change contrast appears in a hidden (width x width) layer:
-`run_depth2_features` trains depth-2 networks (widths 50 to 2000), where SP's hidden
-features change ~ width * lr while muP's stay Theta(1).
+* "mup": `WideMLP_MuP` (readout multiplier base_width / n, zero readout) with `mup.MuSGD`
+  (learning rate x n / base_width for the first layer and the readout weights): the Maximal
+  Update Parametrization of a two-layer net (Yang & Hu 2021, arXiv:2011.14522), = SP at the
+  base width 10; several init seeds, whose spread measures the distance to the limit;
+* "sp": the standard parametrization (`WideMLP`), plain SGD;
+* "ntk": the NTK parametrization, plain SGD, centered (trained on y + f_0, predicting f - f_0;
+  Chizat et al. 2019, arXiv:1812.07956): the lazy regime, whose limit is NTK regression.
+
+Per run: losses, held-out predictions, feature change, and the first-layer alignment
+||W U||_F^2 / ||W||_F^2 with U = (u_1..u_r) (r / d = 1/16 at initialization).
+`kernel_baselines` gives NNGP and NTK regression on the same task; `claims` checks the results.
 
     python ntk/feature_learning_mup.py --out figures
     # writes figures/feature_learning_mup.png and figures/mup_vs_standard_comparison.png
@@ -37,352 +33,463 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from ntk._checks import check_parametrization
+from ntk._checks import check_choices, check_parametrization, check_positive, check_positive_int
 from ntk.chapters import _cli
-from ntk.chapters._plots import finish_figure
+from ntk.chapters._plots import plain_log_ticks
+from ntk.chapters.lazy_to_rich import alignment
 from ntk.data import Task, make_low_dim_task
 from ntk.fitting import fit_loglog_slope
+from ntk.kernels.analytic import MLPKernel
+from ntk.kernels.predict import gp_posterior, gradient_descent_mse_ensemble
 from ntk.models.mlp import WideMLP, WideMLP_MuP
 from ntk.training import History, TrainingDivergedError, train
 
-WIDTHS = (10, 50, 200, 1000, 5000, 10000)
-PARAMETRIZATIONS = ("mup", "sp")
-OPTIMIZER = {"mup": "muadam", "sp": "adam"}
+WIDTHS = (10, 30, 100, 300, 1000, 3000, 10000)
+SEEDS = (0, 1, 2)
+PARAMETRIZATIONS = ("mup", "sp", "ntk")
+OPTIMIZER = {"mup": "musgd", "sp": "sgd", "ntk": "sgd"}
 
 
 @dataclass(frozen=True)
 class Setup:
-    """Everything but the width: task, architecture and optimization (the defaults of main)."""
+    """Everything but the width and the init seed: task, architecture, optimization."""
 
-    steps: int = 1500
-    lr: float = 0.03
+    dim: int = 64
+    n_directions: int = 4
+    n_train: int = 2048
+    n_test: int = 2048
+    noise: float = 0.0
+    steps: int = 400
+    lr: float = 1.0
     batch_size: int = 256
-    seed: int = 0
-    depth: int = 1
-    base_width: int = 10  # muP == SP at this width (up to muP's zero readout init)
-    dim: int = 32
-    n_train: int = 4096
-    n_test: int = 1024
-    noise: float = 0.5
-    log_points: int = 30  # logged steps per run (loss curves)
+    base_width: int = 10  # muP equals SP at this width (up to the zero readout)
+    data_seed: int = 0  # the task and the mini-batch order, shared by every run
+    log_points: int = 20  # logged steps per run (learning curves)
+
+    def __post_init__(self) -> None:
+        positive = ("dim", "n_directions", "n_train", "n_test", "steps", "batch_size", "base_width")
+        for name in (*positive, "log_points"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("data_seed", self.data_seed, minimum=0)
+        check_positive("lr", self.lr)
+        if self.n_directions > self.dim:
+            raise ValueError(f"n_directions must be <= dim={self.dim}, got {self.n_directions}")
 
     def task(self) -> Task:
-        """The low-dimensional-projection regression task (same for every width)."""
+        """The multi-index task: the same data for every width, seed and parametrization."""
         return make_low_dim_task(
-            self.n_train, self.n_test, self.dim, degree=2, noise=self.noise, seed=self.seed
+            self.n_train,
+            self.n_test,
+            self.dim,
+            degree=2,
+            n_directions=self.n_directions,
+            noise=self.noise,
+            seed=self.data_seed,
         )
 
+    def schedule(self) -> Callable[[int], float]:
+        """Cosine decay of the learning rate: factor 0.5 (1 + cos(pi t / steps))."""
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * step / self.steps))
 
-def cosine_schedule(steps: int) -> Callable[[int], float]:
-    """lr factor 0.5 (1 + cos(pi t / steps)): the peak lr at t = 0, decaying to 0."""
-    return lambda step: 0.5 * (1.0 + math.cos(math.pi * step / steps))
 
-
-def build_model(parametrization: str, width: int, setup: Setup = Setup()) -> nn.Module:
-    """A fresh MLP (seeded by `setup.seed`): `WideMLP_MuP` (zero readout) or SP `WideMLP`."""
+def build_model(parametrization: str, width: int, setup: Setup, seed: int = 0) -> nn.Module:
+    """A fresh two-layer ReLU network (init seeded by `seed`) in the given parametrization."""
     parametrization = check_parametrization("parametrization", parametrization, PARAMETRIZATIONS)
-    torch.manual_seed(setup.seed)
+    check_positive_int("width", width)
+    torch.manual_seed(check_positive_int("seed", seed, minimum=0))
     if parametrization == "mup":
         return WideMLP_MuP(
-            setup.dim, width, depth=setup.depth, base_width=setup.base_width, readout_zero_init=True
+            setup.dim, width, depth=1, base_width=setup.base_width, readout_zero_init=True
         )
-    return WideMLP(setup.dim, width, depth=setup.depth, parametrization="sp")
+    return WideMLP(setup.dim, width, depth=1, parametrization=parametrization)
 
 
-def train_width(
-    parametrization: str, width: int, setup: Setup = Setup(), task: Task | None = None
-) -> tuple[dict, History | None]:
-    """Train one network; return its summary row and History (None if it diverged)."""
+@dataclass
+class Run:
+    """One trained network: its summary `row`, `history` and held-out predictions (N, 1);
+    history and predictions are None when training diverged."""
+
+    row: dict
+    history: History | None
+    predictions: Tensor | None
+
+
+def train_one(
+    parametrization: str, width: int, seed: int, setup: Setup, task: Task | None = None
+) -> Run:
+    """Train one network with SGD (MuSGD for muP) at `setup.lr`, cosine decay, mini-batches."""
     parametrization = check_parametrization("parametrization", parametrization, PARAMETRIZATIONS)
     task = task if task is not None else setup.task()
-    model = build_model(parametrization, width, setup)
-    layer = f"hidden.{setup.depth - 1}"
-    row = {"parametrization": parametrization, "width": width}
+    x_tr, y_tr, x_te, y_te = task
+    model = build_model(parametrization, width, setup, seed)
+    align0 = alignment(model.hidden[0].weight, task.info["directions"])
+    with torch.no_grad():  # lazy nets are centered: f - f_0 is the prediction
+        f0_tr, f0_te = (model(x_tr), model(x_te)) if parametrization == "ntk" else (0.0, 0.0)
+    row = {"parametrization": parametrization, "width": width, "seed": seed}
     start = time.perf_counter()
     try:
         hist = train(
             model,
-            *task,
+            x_tr,
+            y_tr + f0_tr,
+            x_te,
+            y_te + f0_te,
             steps=setup.steps,
             lr=setup.lr,
             optimizer=OPTIMIZER[parametrization],
             batch_size=setup.batch_size,
             log_every=max(1, setup.steps // setup.log_points),
-            seed=setup.seed,
+            seed=setup.data_seed,
             track_weights=False,
-            lr_schedule=cosine_schedule(setup.steps),
+            lr_schedule=setup.schedule(),
             progress=False,
         )
-    except TrainingDivergedError as err:  # SP at a large width and lr may blow up
-        row.update(
-            train_loss=math.inf,
-            test_loss=math.inf,
-            feature_change=math.nan,
-            diverged_at=err.step,
-            seconds=time.perf_counter() - start,
-        )
-        return row, None
+    except TrainingDivergedError as err:
+        nan = math.nan
+        row.update(train_loss=math.inf, test_loss=math.inf, alignment=nan, alignment_init=align0)
+        row.update(feature_change=nan, diverged_at=err.step, seconds=time.perf_counter() - start)
+        return Run(row, None, None)
+    with torch.no_grad():
+        pred = (model(x_te) - f0_te).double()
     final = hist.final()
     row.update(
         train_loss=final["train_loss"],
         test_loss=final["test_loss"],
-        feature_change=final[f"feature_change/{layer}"],
+        alignment=alignment(model.hidden[0].weight, task.info["directions"]),
+        alignment_init=align0,
+        feature_change=final["feature_change/hidden.0"],
         diverged_at=None,
         seconds=time.perf_counter() - start,
     )
-    return row, hist
+    return Run(row, hist, pred)
 
 
 @dataclass
-class WidthSweep:
-    """`table`: one row per (parametrization, width); `histories[(parametrization, width)]`."""
+class Sweep:
+    """Runs over widths, seeds and parametrizations: `table` (one row per run), `histories`
+    and held-out `predictions` keyed by (parametrization, width, seed)."""
 
     table: pd.DataFrame
-    histories: dict[tuple[str, int], History] = field(default_factory=dict)
+    histories: dict[tuple[str, int, int], History] = field(default_factory=dict)
+    predictions: dict[tuple[str, int, int], Tensor] = field(default_factory=dict)
     setup: Setup = Setup()
 
-    def losses(self, parametrization: str, column: str = "train_loss") -> pd.Series:
-        """Final losses of one parametrization, indexed by width."""
+    def rows(self, parametrization: str) -> pd.DataFrame:
         parametrization = check_parametrization(
             "parametrization", parametrization, PARAMETRIZATIONS
         )
-        t = self.table[self.table.parametrization == parametrization]
-        return t.set_index("width")[column]
+        rows = self.table[self.table.parametrization == parametrization]
+        if rows.empty:
+            raise ValueError(f"the sweep has no {parametrization!r} runs")
+        return rows
 
-    def feature_slope(self, parametrization: str) -> float:
-        """Fitted exponent p of feature change ~ width^p."""
-        parametrization = check_parametrization(
-            "parametrization", parametrization, PARAMETRIZATIONS
-        )
-        t = self.table[self.table.parametrization == parametrization]
-        return fit_loglog_slope(t.width, t.feature_change)
+    def mean(self, parametrization: str, column: str = "test_loss") -> pd.Series:
+        """`column` averaged over seeds, indexed by width (increasing)."""
+        return self.rows(parametrization).groupby("width")[column].mean().sort_index()
 
-    def is_monotone(self, parametrization: str, column: str = "train_loss") -> bool:
-        """True when the loss strictly decreases with every increase of the width."""
-        losses = self.losses(parametrization, column).sort_index().to_numpy()
-        return bool((losses[1:] < losses[:-1]).all())
+    def gaps(self, parametrization: str = "mup") -> pd.Series:
+        """L(w_k) - L(w_{k+1}) of the seed-mean held-out loss, indexed by the wider width:
+        positive when the wider network is better."""
+        loss = self.mean(parametrization)
+        return pd.Series(-loss.diff().to_numpy()[1:], index=loss.index[1:])
 
-    def relative_improvement(self, parametrization: str = "mup") -> float:
-        """(L(narrowest) - L(widest)) / L(narrowest) of the final training loss."""
-        losses = self.losses(parametrization).sort_index()
-        return float((losses.iloc[0] - losses.iloc[-1]) / losses.iloc[0])
+    def spread(self, parametrization: str = "mup") -> pd.Series:
+        """RMS over seeds and held-out inputs of f_seed(x) - mean_seed f(x), by width: how far
+        one network is from the seed average (NaN where fewer than two seeds trained)."""
+        out = {}
+        for w in sorted(set(self.rows(parametrization).width)):
+            runs = [
+                v for (p, n, _), v in self.predictions.items() if (p, n) == (parametrization, w)
+            ]
+            stack = torch.stack(runs) if len(runs) >= 2 else None  # (seeds, N, 1)
+            out[w] = (
+                math.nan if stack is None else (stack - stack.mean(0)).pow(2).mean().sqrt().item()
+            )
+        return pd.Series(out).sort_index()
 
 
-def run_mup_widths(
+def run_sweep(
     widths: tuple[int, ...] = WIDTHS,
+    seeds: dict[str, tuple[int, ...]] | None = None,
     setup: Setup = Setup(),
-    parametrizations: tuple[str, ...] = PARAMETRIZATIONS,
     *,
     verbose: bool = False,
-) -> WidthSweep:
-    """Train every parametrization at every width with the same task, lr and seed."""
+) -> Sweep:
+    """Train every parametrization in `seeds` (name -> init seeds; default muP on `SEEDS`, SP
+    and NTK on seed 0) at every width, on one task with the same mini-batches."""
+    seeds = seeds if seeds is not None else {"mup": SEEDS, "sp": (0,), "ntk": (0,)}
+    check_choices("seeds", list(seeds), PARAMETRIZATIONS)
     task = setup.task()
-    rows, histories = [], {}
-    for p in parametrizations:
+    rows, histories, predictions = [], {}, {}
+    for p, p_seeds in seeds.items():
         for width in widths:
-            row, hist = train_width(p, width, setup, task)
-            rows.append(row)
-            if hist is not None:
-                histories[(p, width)] = hist
-            if verbose:
-                print(
-                    f"  {p:8s} width {width:6d}: train loss {row['train_loss']:.4g}, "
-                    f"feature change {row['feature_change']:.3g} ({row['seconds']:.1f} s)",
-                    flush=True,
-                )
-    return WidthSweep(pd.DataFrame(rows), histories, setup)
+            for seed in p_seeds:
+                run = train_one(p, width, seed, setup, task)
+                rows.append(run.row)
+                if run.history is not None:
+                    histories[(p, width, seed)] = run.history
+                    predictions[(p, width, seed)] = run.predictions
+                if verbose:
+                    r = run.row
+                    print(
+                        f"  {p:4s} width {width:6d} seed {seed}: held-out loss "
+                        f"{r['test_loss']:.4g}, alignment {r['alignment']:.3f} "
+                        f"({r['seconds']:.1f} s)",
+                        flush=True,
+                    )
+    return Sweep(pd.DataFrame(rows), histories, predictions, setup)
 
 
-DEPTH2_WIDTHS = (50, 200, 1000, 2000)
-DEPTH2_SETUP = Setup(depth=2, steps=100, batch_size=64, n_train=1024)
+def kernel_baselines(setup: Setup = Setup(), task: Task | None = None) -> dict[str, float]:
+    """Held-out loss 0.5 * mean((f - y)^2) of infinite-width kernel predictors on the task.
+
+    The kernels of the two-layer ReLU network (`MLPKernel(depth=1)`, weight_std 1, no bias):
+    the NNGP posterior mean (Bayesian inference with the infinitely wide network at init), NTK
+    regression at the end of training (t = inf), and at the training time of the lazy networks
+    (gradient flow of length lr * sum of the cosine schedule), their infinite-width limit.
+    """
+    task = task if task is not None else setup.task()
+    x_tr, y_tr, x_te, y_te = (t.double() for t in task)
+    kernel = MLPKernel(depth=1, activation="relu", weight_std=1.0, bias_std=0.0)
+    k_tr, k_te = kernel.kernels(x_tr), kernel.kernels(x_te, x_tr)
+    schedule = setup.schedule()
+    t_eff = sum(schedule(s) for s in range(setup.steps))
+
+    def loss(pred: Tensor) -> float:
+        return 0.5 * (pred - y_te).pow(2).mean().item()
+
+    ntk_t = gradient_descent_mse_ensemble(
+        k_tr.ntk, k_te.ntk, y_tr, t=t_eff, learning_rate=setup.lr
+    ).mean
+    return {
+        "NNGP posterior": loss(gp_posterior(k_tr.nngp, k_te.nngp, y_tr, diag_reg=1e-6).mean),
+        "NTK regression (t = inf)": loss(
+            gradient_descent_mse_ensemble(k_tr.ntk, k_te.ntk, y_tr, diag_reg=1e-6).mean
+        ),
+        "NTK regression (lazy nets' t)": loss(ntk_t),
+    }
 
 
-def run_depth2_features(
-    widths: tuple[int, ...] = DEPTH2_WIDTHS, setup: Setup = DEPTH2_SETUP
-) -> WidthSweep:
-    """`run_mup_widths` with two hidden layers: feature change of the (width x width) layer."""
-    return run_mup_widths(widths, setup)
+# ------------------------------------------------------------------------------- claims
 
 
-def compare_mup_sp(
-    width: int = 5000, setup: Setup = Setup(), sweep: WidthSweep | None = None
-) -> dict[str, History | None]:
-    """Training histories of muP and SP at one width (reused from `sweep` when it has them)."""
-    out: dict[str, History | None] = {}
-    task = None
-    for p in PARAMETRIZATIONS:
-        if sweep is not None and (p, width) in sweep.histories:
-            out[p] = sweep.histories[(p, width)]
-        else:
-            task = task if task is not None else setup.task()
-            out[p] = train_width(p, width, setup, task)[1]
-    return out
+def claims(sweep: Sweep, kernels: dict[str, float]) -> list[tuple[str, bool]]:
+    """The chapter's result sentences, each with the verdict of its check on this sweep (the
+    thresholds leave wide margins to the values measured at the default setup)."""
+    mup_loss, gaps, spread = sweep.mean("mup"), sweep.gaps("mup"), sweep.spread("mup")
+    align_mup = sweep.rows("mup").groupby("width").alignment.min()
+    ntk = sweep.rows("ntk").set_index("width").sort_index()
+    sp = sweep.rows("sp").set_index("width").sort_index()
+    base = sweep.setup.base_width
+    wide_ntk = ntk[ntk.index >= 10 * base]
+    kernel_best = min(kernels["NNGP posterior"], kernels["NTK regression (t = inf)"])
+    return [
+        (
+            "muP: the held-out loss (mean over seeds) falls at every step in width",
+            bool((gaps > 0).all()),
+        ),
+        (
+            "muP: each improvement is smaller than the one before (the loss converges)",
+            bool((gaps.diff().iloc[1:] < 0).all()),
+        ),
+        (
+            "muP: networks from different seeds approach one function, spread ~ width^-1/2 "
+            "(fitted slope between -0.7 and -0.3)",
+            -0.7 < fit_loglog_slope(spread.index, spread.to_numpy()) < -0.3,
+        ),
+        (
+            "muP: first-layer alignment with the target subspace >= 0.5 at every width and seed",
+            bool((align_mup >= 0.5).all()),
+        ),
+        (
+            "NTK (lazy): from 10x the base width on, the alignment stays within 10% of its "
+            "initial value",
+            bool(((wide_ntk.alignment / wide_ntk.alignment_init - 1).abs() < 0.1).all()),
+        ),
+        (
+            "NTK (lazy): at every width the held-out loss is within 0.01 of NTK regression at "
+            "the same training time",
+            bool(((ntk.test_loss - kernels["NTK regression (lazy nets' t)"]).abs() < 0.01).all()),
+        ),
+        (
+            "SP at the same learning rate trains at the base width and diverges at every wider one",
+            bool(sp.diverged_at.isna().loc[base])
+            and bool(sp.diverged_at.notna().loc[sp.index > base].all()),
+        ),
+        (
+            "muP beats NNGP and NTK kernel regression at every width from 3x the base width on",
+            bool((mup_loss[mup_loss.index >= 3 * base] < kernel_best).all()),
+        ),
+    ]
 
 
 # ------------------------------------------------------------------------------ figures
 
-COLORS = {"mup": "C0", "sp": "C3"}
-LABELS = {"mup": "muP (MuAdam)", "sp": "SP (Adam)"}
+COLORS = {"mup": "C0", "sp": "C3", "ntk": "C1"}
+LABELS = {"mup": "muP (MuSGD)", "sp": "SP (SGD)", "ntk": "NTK param. (SGD, centered)"}
 
 
-def plot_width_sweep(sweep: WidthSweep, depth2: WidthSweep | None = None):
-    """Final loss and feature change against width, the muP loss curves, and optionally the
-    depth-2 feature change."""
+def plot_width_sweep(sweep: Sweep, kernels: dict[str, float]):
+    """Held-out loss against width (with kernel regression), its convergence (gaps between
+    consecutive widths, spread across seeds), and the first-layer alignment."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4 if depth2 is not None else 3, figsize=(20 if depth2 else 15, 4.2))
-    for p in sweep.table.parametrization.unique():
-        t = sweep.table[sweep.table.parametrization == p]
-        axes[0].loglog(t.width, t.train_loss, "o-", color=COLORS[p], label=f"{LABELS[p]} train")
-        axes[0].loglog(
-            t.width, t.test_loss, "s--", color=COLORS[p], alpha=0.6, label=f"{LABELS[p]} test"
-        )
-        axes[1].loglog(
-            t.width,
-            t.feature_change,
-            "o-",
-            color=COLORS[p],
-            label=f"{LABELS[p]}: slope {sweep.feature_slope(p):+.2f}",
-        )
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+    mup = sweep.rows("mup")
+    axes[0].loglog(
+        mup.width, mup.test_loss, ".", color=COLORS["mup"], alpha=0.5, label="muP, one seed each"
+    )
+    mean = sweep.mean("mup")
+    axes[0].loglog(mean.index, mean, "o-", color=COLORS["mup"], label="muP, mean over seeds")
+    ntk = sweep.mean("ntk")
+    axes[0].loglog(ntk.index, ntk, "s-", color=COLORS["ntk"], label=LABELS["ntk"])
+    for (name, value), ls in zip(kernels.items(), ("-.", "--", ":"), strict=True):
+        axes[0].axhline(value, color="gray", ls=ls, label=name)
     axes[0].set(
-        xlabel="width",
-        ylabel="final loss (0.5 MSE)",
+        xlabel="width n",
+        ylabel="held-out loss (0.5 MSE)",
         title=f"one learning rate ({sweep.setup.lr:g}) at every width",
     )
-    axes[1].set(xlabel="width", ylabel="||h(T) - h(0)|| / ||h(0)||", title="feature change")
-    cmap = plt.get_cmap("viridis")
-    widths = sorted(w for p, w in sweep.histories if p == "mup")
-    for i, w in enumerate(widths):
-        h = sweep.histories[("mup", w)]
-        axes[2].semilogy(
-            h.step, h.train_loss, color=cmap(i / max(1, len(widths) - 1)), label=f"width {w}"
-        )
-    axes[2].set(xlabel="step", ylabel="train loss", title="muP: wider is better")
-    if depth2 is not None:
-        for p in depth2.table.parametrization.unique():
-            t = depth2.table[depth2.table.parametrization == p]
-            axes[3].loglog(
-                t.width,
-                t.feature_change,
-                "o-",
-                color=COLORS[p],
-                label=f"{LABELS[p]}: slope {depth2.feature_slope(p):+.2f}",
-            )
-        axes[3].set(
-            xlabel="width",
-            ylabel="||h2(T) - h2(0)|| / ||h2(0)||",
-            title="depth 2: hidden (width x width) layer",
-        )
-    return finish_figure(fig, axes)
+    gaps, spread = sweep.gaps("mup"), sweep.spread("mup")
+    axes[1].loglog(gaps.index, gaps, "o-", color="C2", label="improvement over the previous width")
+    axes[1].loglog(
+        spread.index, spread, "s-", color="C4", label="spread of predictions across seeds (RMS)"
+    )
+    ref = spread.iloc[0] * (spread.index / spread.index[0]) ** -0.5
+    axes[1].loglog(spread.index, ref, "k:", label="∝ n^-1/2")
+    axes[1].set(
+        xlabel="width n",
+        ylabel="loss improvement; RMS spread of outputs",
+        title="muP converges to its infinite-width limit",
+    )
+    for p in ("mup", "ntk"):
+        a = sweep.mean(p, "alignment")
+        axes[2].semilogx(a.index, a, "o-", color=COLORS[p], label=LABELS[p])
+    init = sweep.table.alignment_init.mean()
+    axes[2].axhline(init, color="gray", ls=":", label=f"at initialization (≈ r/d = {init:.3f})")
+    axes[2].set(
+        xlabel="width n",
+        ylabel="||W U||² / ||W||²",
+        ylim=(0, 1),
+        title="first-layer weights in the target subspace",
+    )
+    for ax in axes[:2]:
+        plain_log_ticks(ax)
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
-def plot_comparison(histories: dict[str, History | None], width: int):
-    """Loss and feature-change curves of muP and SP at one width."""
+def plot_parametrizations(sweep: Sweep, width: int):
+    """The three parametrizations at one learning rate: held-out loss over training at one
+    width, and the step at which SP diverged, per width."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for p, h in histories.items():
-        if h is None:
-            continue
-        axes[0].semilogy(h.step, h.train_loss, color=COLORS[p], label=f"{LABELS[p]} train")
-        axes[0].semilogy(h.step, h.test_loss, "--", color=COLORS[p], label=f"{LABELS[p]} test")
-        (layer,) = [k for k in h.feature_change][-1:]
-        axes[1].plot(h.step, h.feature_change[layer], color=COLORS[p], label=LABELS[p])
-    axes[0].set(xlabel="step", ylabel="loss (0.5 MSE)", title=f"width {width}")
-    axes[1].set(xlabel="step", ylabel="||h(t) - h(0)|| / ||h(0)||", title="feature change")
-    return finish_figure(fig, axes)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    for p in PARAMETRIZATIONS:
+        hist = sweep.histories.get((p, width, 0))
+        if hist is not None:
+            axes[0].semilogy(hist.step, hist.test_loss, color=COLORS[p], label=LABELS[p])
+    sp = sweep.rows("sp").sort_values("width")
+    diverged = sp[sp.diverged_at.notna()]
+    if width in set(diverged.width):
+        step = int(diverged.set_index("width").diverged_at.loc[width])
+        axes[0].plot([], [], "x", color=COLORS["sp"], label=f"SP: diverged at step {step}")
+    axes[0].set(xlabel="step", ylabel="held-out loss (0.5 MSE)", title=f"width {width}")
+    trained = sp[sp.diverged_at.isna()]
+    axes[1].semilogx(
+        diverged.width,
+        diverged.diverged_at,
+        "x",
+        ms=9,
+        color=COLORS["sp"],
+        label="SP: step at which the loss became inf/nan",
+    )
+    axes[1].semilogx(
+        trained.width,
+        [sweep.setup.steps] * len(trained),
+        "o",
+        color=COLORS["sp"],
+        label=f"SP: trained all {sweep.setup.steps} steps",
+    )
+    axes[1].set(
+        xlabel="width n",
+        ylabel="step",
+        yscale="symlog",
+        title=f"SP at learning rate {sweep.setup.lr:g}",
+    )
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------------- CLI
 
 
-def summary(
-    sweep: WidthSweep, comparison_width: int | None = None, depth2: WidthSweep | None = None
-) -> str:
-    """The printed report; its last line is the widest-vs-narrowest muP improvement."""
-    t = sweep.table
-    lines = [
-        f"{'param':9s} {'width':>6s} {'train loss':>11s} {'test loss':>10s} "
-        f"{'feat. change':>12s} {'time s':>7s}"
+def summary(sweep: Sweep, kernels: dict[str, float]) -> str:
+    """The printed report: per-run table, per-width muP means, kernel baselines, claims."""
+    cols = [
+        "parametrization",
+        "width",
+        "seed",
+        "train_loss",
+        "test_loss",
+        "alignment",
+        "feature_change",
+        "diverged_at",
+        "seconds",
     ]
-    for r in t.itertuples():
-        lines.append(
-            f"{r.parametrization:9s} {r.width:6d} {r.train_loss:11.4g} "
-            f"{r.test_loss:10.4g} {r.feature_change:12.3g} {r.seconds:7.1f}"
-        )
-    for p in t.parametrization.unique():
-        finite = bool(torch.isfinite(torch.tensor(sweep.losses(p).to_numpy())).all())
-        lines.append(
-            f"{LABELS[p]}: train loss monotone in width: {sweep.is_monotone(p)}; "
-            f"feature-change slope {sweep.feature_slope(p):+.3f}; "
-            f"all losses finite: {finite}"
-        )
-    if comparison_width is not None and comparison_width in set(t.width):
-        m = sweep.losses("mup").get(comparison_width)
-        s = sweep.losses("sp").get(comparison_width) if "sp" in set(t.parametrization) else None
-        if s is not None:
-            lines.append(f"width {comparison_width}: muP train loss {m:.4g} vs SP {s:.4g}")
-    if depth2 is not None:
-        lines.append(
-            f"depth 2 (widths {sorted(set(depth2.table.width))}): hidden-layer "
-            f"feature-change slope muP {depth2.feature_slope('mup'):+.3f}, "
-            f"SP {depth2.feature_slope('sp'):+.3f}"
-        )
-    losses = sweep.losses("mup").sort_index()
-    lines.append(
-        f"relative improvement of the widest ({losses.index[-1]}) over the narrowest "
-        f"({losses.index[0]}) muP network: {100 * sweep.relative_improvement('mup'):.4g}% "
-        f"(final train loss {losses.iloc[0]:.4g} -> {losses.iloc[-1]:.4g})"
-    )
+    lines = [sweep.table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+    mean, gaps, spread = sweep.mean("mup"), sweep.gaps("mup"), sweep.spread("mup")
+    lines.append("muP by width: mean held-out loss, improvement over previous width, spread")
+    for w in mean.index:
+        gap = f"{gaps.loc[w]:.4g}" if w in gaps.index else "-"
+        lines.append(f"  {w:6d}  {mean.loc[w]:.4g}  {gap:>9s}  {spread.loc[w]:.3g}")
+    lines += [f"{name}: held-out loss {value:.4g}" for name, value in kernels.items()]
+    lines += [f"{'PASS' if ok else 'FAIL'}: {text}" for text, ok in claims(sweep, kernels)]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     """Chapter 05 as a script, the main job: figures feature_learning_mup.png and
-    mup_vs_standard_comparison.png and a printed report whose last line is the muP improvement;
+    mup_vs_standard_comparison.png and a printed report ending with the checked claims;
     returns the results."""
     d = Setup()
     parser = _cli.parser("Chapter 05: muP learns features at every width with one learning rate.")
     _cli.add_int_list(parser, "--widths", WIDTHS, "network widths")
-    parser.add_argument("--steps", type=int, default=d.steps, help="training steps")
-    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate, all widths")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="mini-batch size")
-    parser.add_argument("--depth", type=int, default=d.depth, help="hidden layers")
+    _cli.add_int_list(parser, "--seeds", SEEDS, "initialization seeds of the muP networks")
+    parser.add_argument("--steps", type=int, default=d.steps, help="SGD steps")
+    parser.add_argument("--lr", type=float, default=d.lr, help="learning rate, every width")
+    parser.add_argument("--n-train", type=int, default=d.n_train, help="training points")
     parser.add_argument(
-        "--compare-width", type=int, default=5000, help="width of the muP/SP comparison"
+        "--compare-width", type=int, default=1000, help="width of the learning-curve comparison"
     )
-    parser.add_argument("--skip-depth2", action="store_true", help="skip the depth-2 sweep")
     args = parser.parse_args(argv)
-    setup = Setup(
-        steps=args.steps, lr=args.lr, seed=args.seed, batch_size=args.batch_size, depth=args.depth
-    )
+    setup = Setup(steps=args.steps, lr=args.lr, n_train=args.n_train, data_seed=args.seed)
     start = _cli.start(args)
     print(
-        f"muP vs SP, widths {args.widths}, {setup.steps} steps, lr {setup.lr}, "
-        f"depth {setup.depth}, seed {setup.seed}",
+        f"widths {args.widths}, {setup.steps} SGD steps at lr {setup.lr}, muP seeds {args.seeds}",
         flush=True,
     )
-    sweep = run_mup_widths(tuple(args.widths), setup, verbose=True)
-    comparison = compare_mup_sp(args.compare_width, setup, sweep)
-    depth2 = None
-    if not args.skip_depth2:
-        print(f"depth 2, widths {list(DEPTH2_WIDTHS)}, {DEPTH2_SETUP.steps} steps", flush=True)
-        depth2_setup = replace(DEPTH2_SETUP, lr=setup.lr, seed=setup.seed)
-        depth2 = run_depth2_features(DEPTH2_WIDTHS, depth2_setup)
+    kernels = kernel_baselines(setup)
+    seeds = {"mup": tuple(args.seeds), "sp": (0,), "ntk": (0,)}
+    sweep = run_sweep(tuple(args.widths), seeds, setup, verbose=True)
     names = [
-        _cli.save(plot_width_sweep(sweep, depth2), args.out, "feature_learning_mup.png").name,
+        _cli.save(plot_width_sweep(sweep, kernels), args.out, "feature_learning_mup.png").name,
         _cli.save(
-            plot_comparison(comparison, args.compare_width),
+            plot_parametrizations(sweep, args.compare_width),
             args.out,
             "mup_vs_standard_comparison.png",  # a stable name: documents link to this figure
         ).name,
     ]
     _cli.finish(args.out, names, start)
-    print(summary(sweep, args.compare_width, depth2))
-    return {"sweep": sweep, "comparison": comparison, "depth2": depth2}
+    print(summary(sweep, kernels))
+    return {"sweep": sweep, "kernels": kernels}

@@ -9,6 +9,9 @@ so L / ln 2 is comparable with a corpus's entropy floor in bits per token.
 These are the pieces a training loop wraps (schedules, EMA, checkpoints, logging): each works
 on a plain model or one wrapped in `torch.nn.parallel.DistributedDataParallel`, which only needs
 `model(x)` to return logits and every parameter to receive a gradient (the GPT uses them all).
+Under DDP `train_step` returns the loss averaged over the processes, and all of them stop at a
+non-finite loss together (a process that stopped alone would leave the others waiting in the
+gradient all-reduce forever).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import math
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ntk import TrainingDivergedError
 from ntk._checks import check_positive
@@ -46,13 +51,14 @@ def train_step(
 
     `step` (the number of updates made so far) only names the step in the error raised when
     the loss is NaN or Inf; no update is made then. `max_grad_norm` clips the gradients' global
-    norm before the update.
+    norm before the update. Under DDP the loss returned (and checked) is the mean over the
+    processes' batches.
     """
     if max_grad_norm is not None:
         check_positive("max_grad_norm", max_grad_norm)
     x, y = batch
     loss = lm_loss(model(x), y)
-    value = loss.item()
+    value = _mean_over_processes(model, loss)
     if not math.isfinite(value):
         raise TrainingDivergedError(step, value)
     optimizer.zero_grad(set_to_none=True)
@@ -61,6 +67,15 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     return value
+
+
+def _mean_over_processes(model: nn.Module, loss: Tensor) -> float:
+    """The loss averaged over DDP's processes (one all-reduce), or the local loss."""
+    if not isinstance(model, DistributedDataParallel):
+        return loss.item()
+    total = loss.detach().clone()
+    dist.all_reduce(total, group=model.process_group)  # a sum
+    return total.item() / dist.get_world_size(model.process_group)
 
 
 @torch.no_grad()

@@ -69,16 +69,27 @@ def _module_selector(modules: ModuleFilter) -> Callable[[str, nn.Module], bool]:
     return lambda name, m: name in names
 
 
-def _check_selected(model: nn.Module, modules: ModuleFilter, select) -> None:
+def _check_selected(model: nn.Module, modules: ModuleFilter, select, logits: bool) -> None:
     """Refuse a filter that names modules the model lacks, or that selects nothing."""
     names = {name or ROOT: m for name, m in model.named_modules()}
     if modules is not None and not callable(modules):
-        unknown = sorted(set(modules) - set(names))
+        # `M.attn_logits` (and `M.attn_logits.k`) name logits recorded while module M runs
+        unknown = sorted(
+            n for n in set(modules) - set(names) if not (logits and _logits_owner(n) in names)
+        )
         if unknown:
             some = list(names)[:6]
             raise ValueError(f"modules names modules the model lacks: {unknown} (it has {some}...)")
+        if logits and any(_logits_owner(n) in names for n in modules):
+            return  # attention logits are selected: something will be recorded
     if not any(select(name, m) for name, m in names.items()):
         raise ValueError("modules selects no module of the model: nothing would be recorded")
+
+
+def _logits_owner(name: str) -> str | None:
+    """The module M in an attention-logits name `M.attn_logits[.k]`, else None."""
+    head, sep, tail = name.partition(".attn_logits")
+    return head if sep and (not tail or tail[1:].isdigit()) else None
 
 
 def _build(make_model: ModelFactory, width: int, optimizer: OptimizerFactory | None):
@@ -165,7 +176,7 @@ def coord_check(
     for seed, width in jobs:
         torch.manual_seed(seed)
         model, opt = _build(make_model, width, optimizer)
-        _check_selected(model, modules, select)
+        _check_selected(model, modules, select, attention_logits)
         if not warned:
             warned = _warn_eager_attention(model)
         model.train()

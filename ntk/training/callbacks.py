@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -10,10 +13,23 @@ from ntk.training.config import StepState
 
 
 class EMA:
-    """Callback keeping an exponential moving average of the parameters (weight averaging).
+    """Exponential moving average of the parameters (weight averaging), as a callback or by hand.
 
-    avg <- decay * avg + (1 - decay) * theta after every update. `copy_to(model)` writes the
-    average into a model with the same parameter names (e.g. a `copy.deepcopy` of it).
+    After every optimizer update,
+
+        theta_avg <- decay * theta_avg + (1 - decay) * theta,
+
+    so theta_avg weighs the iterate of k updates ago by (1 - decay) decay^k: an average over
+    the last ~1 / (1 - decay) updates, which smooths out the noise of the last steps
+    (Polyak & Juditsky 1992; for deep nets Izmailov et al. 2018, "Averaging Weights Leads to
+    Wider Optima and Better Generalization", arXiv:1803.05407). It starts at the initial
+    parameters.
+
+    Use it as a `train` callback (`ema(state)`) or call `ema.update(model)` after each
+    optimizer step. `with ema.swapped(model):` evaluates the averaged weights in the model
+    itself and puts the training weights back afterwards, bit for bit; `copy_to(model)` writes
+    the average into another model with the same parameter names. `state_dict()` and
+    `load_state_dict()` store it in checkpoints.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
@@ -22,9 +38,13 @@ class EMA:
         self.average = {k: p.detach().clone() for k, p in model.named_parameters()}
 
     @torch.no_grad()
-    def __call__(self, state: StepState) -> None:
-        for name, p in state.model.named_parameters():
+    def update(self, model: nn.Module) -> None:
+        """One step of the recursion with the current parameters of `model`."""
+        for name, p in model.named_parameters():
             self.average[name].lerp_(p.detach(), 1.0 - self.decay)
+
+    def __call__(self, state: StepState) -> None:
+        self.update(state.model)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> nn.Module:
@@ -32,6 +52,46 @@ class EMA:
         for name, p in model.named_parameters():
             p.copy_(self.average[name])
         return model
+
+    @contextmanager
+    def swapped(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Inside the block `model` holds the averaged weights; afterwards its own again.
+
+        The training weights are kept aside as exact copies and restored even if the block
+        raises, so evaluating the average never perturbs training.
+        """
+        with torch.no_grad():
+            kept = {k: p.detach().clone() for k, p in model.named_parameters()}
+            self.copy_to(model)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(kept[name])
+
+    def state_dict(self) -> dict:
+        """The decay and the averaged tensors (shared with this object: save, do not edit)."""
+        return {"decay": self.decay, "average": dict(self.average)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`'s content; names and shapes must match this EMA's model."""
+        average = state["average"]
+        if set(average) != set(self.average):
+            missing = sorted(set(self.average) - set(average))
+            extra = sorted(set(average) - set(self.average))
+            raise ValueError(
+                f"EMA state does not match the model: missing {missing}, extra {extra}"
+            )
+        for name, tensor in average.items():
+            if tensor.shape != self.average[name].shape:
+                raise ValueError(
+                    f"EMA state for {name!r} has shape {tuple(tensor.shape)}, the model "
+                    f"{tuple(self.average[name].shape)}"
+                )
+        self.decay = check_fraction("decay", state["decay"], allow_zero=True)
+        for name, tensor in average.items():
+            self.average[name].copy_(tensor)
 
 
 class OutputRecorder:

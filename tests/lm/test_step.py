@@ -125,3 +125,46 @@ def test_distributed_data_parallel_matches_the_plain_model(corpus, tmp_path):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     finally:
         dist.destroy_process_group()
+
+
+def _diverge_on_one_rank(rank: int, world: int, tmp: str) -> None:
+    """Process `rank` of a 2-process DDP run whose rank 1 alone sees a NaN loss."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/rdzv", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = DistributedDataParallel(small(13))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        if rank == 1:  # after DDP's initial broadcast: only this process's loss is NaN
+            with torch.no_grad():
+                model.module.lm_head.weight[0, 0] = math.nan
+        batch = (torch.randint(0, 13, (2, 32)), torch.randint(0, 13, (2, 32)))
+        try:
+            train_step(model, optimizer, batch, step=3)
+            outcome = "trained"
+        except TrainingDivergedError as err:
+            outcome = f"diverged at step {err.step}"
+        with open(f"{tmp}/rank{rank}", "w") as f:
+            f.write(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_every_process_stops_at_a_non_finite_loss(tmp_path):
+    """A process that stopped alone would leave the others waiting in the all-reduce forever."""
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(
+        _diverge_on_one_rank, args=(2, str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
+    try:
+        for _ in range(240):  # seconds
+            if context.join(timeout=1):
+                break
+        else:
+            pytest.fail("the processes did not finish within 240 s (one waits for the other)")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["diverged at step 3"] * 2

@@ -1,0 +1,242 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 - From lazy to rich: one knob between the kernel regime and feature learning
+#
+# Chapter 03 showed wide NTK-parametrized networks training lazily: their weights, features and
+# tangent kernel barely move, and training is kernel regression. Chizat, Oyallon & Bach (2019)
+# made laziness a knob. For any model $f(x; w)$ and a scale $\alpha > 0$, train the centered,
+# rescaled model
+#
+# $$f_\alpha(x; w) = \alpha\,\big(f(x; w) - f(x; w_0)\big) \quad\text{on}\quad
+#   L_\alpha(w) = \frac{1}{\alpha^2}\,\frac{1}{2N}\sum_{i=1}^N \big(f_\alpha(x_i; w) - y_i\big)^2$$
+#
+# by gradient descent $w \leftarrow w - \eta\,\nabla_w L_\alpha$. The gradient is
+# $\nabla_w L_\alpha = \frac{1}{\alpha N} J^\top (f_\alpha - y)$ with $J = \partial f / \partial w$,
+# so in function space one step changes the outputs by
+# $\Delta f_\alpha \approx \alpha J \Delta w = -\frac{\eta}{N}\,\Theta_w\,(f_\alpha - y)$, with
+# $\Theta_w = J J^\top$ the tangent kernel of $f$: **the same step for every $\alpha$**, made
+# with weight changes $\Delta w \propto 1/\alpha$. Large $\alpha$: weights, features and
+# $\Theta_w$ move $\propto 1/\alpha$, and training is kernel regression with $\Theta_{w_0}$ (the
+# lazy regime). Small $\alpha$: the weights must travel far, the features and the kernel change
+# (the rich regime).
+#
+# Our $f$ is a two-layer GELU network in NTK parametrization,
+# $f(x) = n^{-1/2}\sum_{i=1}^n a_i\,\mathrm{gelu}(\langle w_i, x\rangle/\sqrt d)$, whose own
+# weights move by $\sim n^{-1/2}$ (chapter 03). The laziness scale is then $\alpha\sqrt n$:
+# lazy when $\alpha\sqrt n \gg 1$, rich when $\alpha\sqrt n \lesssim 1$ (Geiger et al. 2020;
+# Woodworth et al. 2020). The task is single-index:
+# $y = \mathrm{He}_2(\langle u, x\rangle)/\sqrt 2$, $x$ uniform on the sphere of radius
+# $\sqrt d$ in $d = 32$, 256 training points, no noise; a network that learns features turns
+# its first-layer weights toward $u$. We measure, at widths
+# 16 to 1024 and $\alpha$ from 1/16 to 64 (full-batch gradient descent, $\eta = 1$, 300 steps,
+# float64), the held-out loss, the **feature movement**
+# $\|h(T) - h(0)\|_F / \|h(0)\|_F$ of the hidden layer and the **kernel movement**
+# $\|\Theta(T) - \Theta(0)\|_F / \|\Theta(0)\|_F$ on 64 training inputs.
+#
+# The code is in `ntk/chapters/lazy_to_rich.py` (also a script:
+# `python -m ntk.chapters.lazy_to_rich --out figures`). Runs in about 1 minute on a 2-core CPU.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # install only what Colab lacks: the package (and mup)
+    import subprocess
+
+    repo = "https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repo}"], check=True)
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import torch
+
+from ntk.chapters import lazy_to_rich as lr
+
+torch.set_num_threads(1)  # small matrices: one thread is faster on a busy 2-core machine
+setup = lr.Setup()
+print(setup)
+
+# %% [markdown]
+# ## 1. One step: the same function-space step for every $\alpha$
+#
+# At $w_0$ we have $f_\alpha = 0$, so the first step is exactly
+# $\Delta w = \frac{\eta}{\alpha N} J^\top y$: $\alpha\,\|\Delta w\|$ does not depend on
+# $\alpha$, and the output change $\Delta f_\alpha = \alpha\,(f(w_0 + \Delta w) - f(w_0))$ tends
+# to the kernel step $\frac{\eta}{N}\Theta_{w_0}\,y$ with an $O(1/\alpha)$ correction (the
+# curvature of $f$ along $\Delta w$). Computed directly on a width-256 network:
+
+# %%
+task = setup.task()
+x, y = task.x_train, task.y_train
+one_step = []
+for alpha in (0.01, 0.1, 1.0, 10.0, 100.0):
+    net = setup.network(256)
+    model = lr.AlphaScaled(net, alpha)
+    loss = 0.5 * (model(x) - y).pow(2).mean() / alpha**2  # L_alpha
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    with torch.no_grad():
+        for p, g in zip(net.parameters(), grads, strict=True):
+            p -= setup.lr * g  # one gradient step
+        step = math.sqrt(sum(float(g.pow(2).sum()) for g in grads)) * setup.lr
+        df = model(x)  # f_alpha after the step (it was 0 before)
+    one_step.append({"alpha": alpha, "alpha_times_dw": alpha * step, "df": df})
+kernel_step = one_step[-1]["df"]  # alpha = 100 as the reference for the kernel step
+for r in one_step:
+    r["df_vs_kernel_step"] = float((r["df"] - kernel_step).norm() / kernel_step.norm())
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for r in one_step:
+    print(
+        f"alpha {r['alpha']:6g}: alpha * |dw| = {r['alpha_times_dw']:.6f}, "
+        f"|df_alpha - df_100| / |df_100| = {r['df_vs_kernel_step']:.2e}"
+    )
+
+# %%
+scaled = [r["alpha_times_dw"] for r in one_step]
+assert max(scaled) - min(scaled) < 1e-9 * max(scaled)  # alpha |dw| is one number
+gaps = [r["df_vs_kernel_step"] for r in one_step[:-1]]  # alpha = 0.01 ... 10
+ratios = [a / b for a, b in zip(gaps[:-1], gaps[1:], strict=True)]  # x10 in alpha each
+assert all(5 < q < 20 for q in ratios[1:]), ratios  # ~ 1/alpha once the step is small
+print("PASS: alpha |dw| is independent of alpha; df_alpha -> kernel step as 1/alpha")
+
+# %% [markdown]
+# ## 2. The phase diagram over width and $\alpha$
+#
+# One initialization per width (the same $w_0$ for every $\alpha$), 24 trainings.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+grid = lr.run_grid(lr.WIDTHS, lr.ALPHAS, setup)
+print(lr.summary(grid))
+print(f"training time per run (s): {grid.table.seconds.round(1).tolist()}")
+
+# %%
+fig = lr.plot_phase_diagram(grid)
+plt.show()
+
+# %% [markdown]
+# Read each panel from top (lazy) to bottom (rich). With large $\alpha\sqrt n$ kernel
+# regression lowers the training loss but not the held-out loss, which stays near that of
+# predicting 0: in 300 steps the kernel does not find $u$. Below the line
+# $\alpha\sqrt n \approx 1$ the networks move their features by $O(1)$, their tangent
+# kernel changes by more than its own size, and the held-out loss drops to about a third.
+# Along a row the wider network is lazier, and the boundary follows $\alpha \propto n^{-1/2}$.
+
+# %%
+fig = lr.plot_movement(grid)
+plt.show()
+
+# %% [markdown]
+# ## 3. Checks
+#
+# * **Kernel and feature movement fall like $1/\alpha$** in the lazy corner: fitted slope over
+#   the two largest $\alpha$ (16 and 64, $\alpha\sqrt n \ge 64$) within 0.1 of $-1$, at every
+#   width.
+# * **Feature learning disappears as $\alpha$ grows**: at every width the feature movement
+#   falls at every step of $\alpha$, and the first-layer alignment with $u$,
+#   $\|W u\|^2 / \|W\|_F^2$ (about $1/d$ at initialization), is at least 4 times its initial
+#   value at the smallest $\alpha$ and within 10% of it at the largest.
+# * **$\alpha\sqrt n$ alone sets the feature movement**: runs with equal $\alpha\sqrt n$ at
+#   widths 16 and 256, or 64 and 1024, agree within a factor 1.25; at a fixed $\alpha$ the
+#   wider network moves its features less.
+# * **Lazy and rich corners**: at the largest $\alpha$ the training loss falls below 0.4 while
+#   the held-out loss stays within 0.06 of predicting 0; at the smallest $\alpha$ the kernel
+#   movement exceeds 1.
+# * **Rich beats lazy on held-out loss**: at every width the smallest $\alpha$ has less than half
+#   the held-out loss of the largest.
+# * **The lazy limit is kernel regression**: at width 1024 and $\alpha = 64$ the held-out loss
+#   is within 0.03 of analytic NTK regression run for the same time (one initialization, so
+#   a finite-width NTK; the tolerance covers it).
+
+# %%
+t = grid.table
+zero = 0.5 * task.y_test.pow(2).mean().item()  # held-out loss of predicting 0
+for w in lr.WIDTHS:
+    for column in ("feature_change", "kernel_change"):
+        slope = grid.alpha_slope(column, w)
+        assert abs(slope + 1) < 0.1, (w, column, slope)
+    rows = t[t.width == w].sort_values("alpha")
+    assert (rows.feature_change.diff().iloc[1:] < 0).all(), w
+    align, align0 = rows.alignment.to_numpy(), rows.alignment_init.to_numpy()
+    assert align[0] >= 4 * align0[0] and abs(align[-1] / align0[-1] - 1) < 0.1, w
+    assert rows.test_loss.iloc[0] < 0.5 * rows.test_loss.iloc[-1], w
+    assert rows.train_loss.iloc[-1] < 0.4 and abs(rows.test_loss.iloc[-1] - zero) < 0.06, w
+    assert rows.kernel_change.iloc[0] > 1, w
+for alpha in lr.ALPHAS:
+    along_row = t[t.alpha == alpha].sort_values("width").feature_change
+    assert (along_row.diff().iloc[1:] < 0).all(), alpha
+collapse = grid.collapse("feature_change")
+assert len(collapse) >= 8 and collapse.ratio.between(0.8, 1.25).all(), collapse
+lazy_widest = t[(t.width == max(lr.WIDTHS)) & (t.alpha == max(lr.ALPHAS))].test_loss.item()
+assert abs(lazy_widest - grid.kernel_loss) < 0.03
+print("PASS: movements ~ 1/alpha, set by alpha sqrt(n); rich beats lazy; lazy = kernel regression")
+
+# %% [markdown]
+# ## 4. What the neurons do
+#
+# Each first-layer weight vector $w_i$ drawn as a point: its component along the target
+# direction, $\langle w_i, u\rangle$, against the norm of the rest. Grey: initialization;
+# blue: after training. Pick a width and $\alpha$ with the sliders (in Jupyter or Colab, with
+# `ipywidgets`); the static figure below shows width 64 at three values of $\alpha$. In the lazy
+# corner the points do not visibly move. In the rich corner they travel: a few neurons grow
+# along $\pm u$, which carries the learned target, and many also grow in the other directions
+# (with $\alpha\sqrt n < 1$ the weights must change a lot to make $f_\alpha$ of order one).
+
+# %%
+try:
+    import ipywidgets as widgets
+except ImportError:  # plain Python, or a Jupyter without widgets: the static figure only
+    widgets = None
+
+
+def show(width: int, alpha: float) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    lr.draw_neurons(axes[0], grid, width, alpha)
+    for a, style in ((alpha, "-"), (min(lr.ALPHAS), ":"), (max(lr.ALPHAS), "--")):
+        h = grid.histories.get((width, a))
+        if h is not None:
+            axes[1].semilogy(h.step, h.test_loss, style, label=f"α = {a:g}: held-out")
+    axes[1].set(xlabel="gradient-descent step", ylabel="loss (0.5 MSE)", title="held-out loss")
+    axes[1].legend(fontsize=8)
+    plt.show()
+
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if widgets is not None:
+    widgets.interact(
+        show,
+        width=widgets.SelectionSlider(options=list(lr.WIDTHS), value=64, description="width"),
+        alpha=widgets.SelectionSlider(
+            options=[(f"{a:g}", a) for a in lr.ALPHAS], value=1.0, description="alpha"
+        ),
+    )
+else:
+    print("ipywidgets is not installed: see the static figure below")
+
+# %%
+fig = lr.plot_neurons(grid, width=64)
+plt.show()
+
+# %% [markdown]
+# Chapter 05 keeps the features moving at every width by design: muP sets the readout scale and
+# the learning rates so that each update changes the features by $O(1)$, independently of $n$.
+#
+# **References.** L. Chizat, E. Oyallon, F. Bach, "On Lazy Training in Differentiable
+# Programming", NeurIPS 2019, arXiv:1812.07956. M. Geiger, S. Spigler, A. Jacot, M. Wyart,
+# "Disentangling feature and lazy training in deep neural networks", J. Stat. Mech. 2020,
+# arXiv:1906.08034. B. Woodworth et al., "Kernel and Rich Regimes in Overparametrized Models",
+# COLT 2020, arXiv:2002.09277.

@@ -1,0 +1,461 @@
+"""Train the GPT from a YAML config, on one process or many: `python -m ntk.lm.train`.
+
+    python -m ntk.lm.train --config configs/smoke.yaml [key=value ...]
+    torchrun --standalone --nproc_per_node=2 -m ntk.lm.train --config configs/smoke.yaml
+    python -m ntk.lm.train --plot runs/smoke          # figures of a run from its CSV
+
+One step at a constant S = train.tokens_per_step tokens: the progressive schedule
+(`ntk.lm.progressive`) gives the phase's block size T and global batch B = S / T; the data
+sampler draws the global batch from one generator, and process r of W takes rows
+[r B / W, (r + 1) B / W). DistributedDataParallel averages the gradients, so W processes
+compute the update of one process with the whole batch (the mean loss of equal shares is the
+mean loss), whatever W is. That is also why a checkpoint resumes with any number of processes:
+it stores the global sampler, not a per-process one. The same command runs on GPUs (backend
+nccl instead of gloo, one GPU per process, chosen by torchrun's LOCAL_RANK).
+
+After every optimizer step the learning-rate scheduler steps and the EMA is updated
+(`ntk.training.EMA`); every train.eval_every steps the model is evaluated at the current and
+at the longest block size, with its own weights and with the EMA's swapped in; every
+checkpoint.every steps process 0 writes a checkpoint (`ntk.lm.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ntk import Parametrization
+from ntk.lm.checkpoint import (
+    CHECKPOINT_NAME,
+    check_metadata,
+    load_checkpoint,
+    parametrization_metadata,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from ntk.lm.config import RunConfig, build_config, build_model, differences, load_runs
+from ntk.lm.data import TextData, eval_batches, load_corpus, sample_batch
+from ntk.lm.logging import (
+    METRICS,
+    RunLogger,
+    Throughput,
+    diagnostics,
+    plot_run,
+    read_metrics,
+    wandb_available,
+)
+from ntk.lm.progressive import ProgressiveSchedule
+from ntk.lm.step import TrainingDivergedError, evaluate, train_step
+from ntk.scaling.spectral import SpectralMonitor
+from ntk.training import EMA
+
+
+class LRSchedule:
+    """Learning-rate factor of step s: linear warmup to 1, then constant, cosine or linear
+    decay to min_ratio at the last step. An object (not a closure) so that LambdaLR stores its
+    fields in the checkpoint."""
+
+    def __init__(self, warmup: int, total: int, decay: str, min_ratio: float) -> None:
+        self.warmup, self.total, self.decay, self.min_ratio = warmup, total, decay, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.decay == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if self.decay == "cosine" else 1 - progress
+        return self.min_ratio + (1 - self.min_ratio) * shape
+
+
+@dataclass
+class Processes:
+    """This process's place: rank r of W, and its device."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def start_processes(device: str) -> Processes:
+    """Join torchrun's process group (gloo on CPU, nccl on CUDA) when WORLD_SIZE > 1."""
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world == 1:
+        return Processes(device=dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Processes(dist.get_rank(), dist.get_world_size(), dev)
+
+
+@dataclass
+class Run:
+    """Everything a training step touches (`setup` builds it, `resume` fills it in)."""
+
+    config: RunConfig
+    procs: Processes
+    data: TextData
+    model: nn.Module
+    param: Parametrization
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA | None
+    generator: torch.Generator
+    schedule: ProgressiveSchedule
+    monitor: SpectralMonitor | None = None
+    step: int = 0
+    timer: Throughput = field(default_factory=Throughput)
+    eval_sets: dict[int, list] = field(default_factory=dict)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config.log.out_dir)
+
+
+def param_groups(param: Parametrization, weight_decay: float) -> list[dict[str, Any]]:
+    """The parametrization's per-layer groups; weight decay on matrices only (nanoGPT's rule)
+    unless a group sets its own."""
+    groups = param.param_groups
+    for group in groups:
+        if "weight_decay" not in group:
+            matrices = all(p.ndim >= 2 for p in group["params"])
+            group["weight_decay"] = weight_decay if matrices else 0.0
+    return groups
+
+
+def setup(config: RunConfig, procs: Processes) -> Run:
+    """Data, model, optimizer, schedules, EMA and monitors of a fresh run (seeded)."""
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    schedule = config.schedule
+    for phase in range(len(schedule.phases)):
+        if schedule.batch_size(phase) % procs.world:
+            raise ValueError(
+                f"train.tokens_per_step={config.train.tokens_per_step}: the batch of phase "
+                f"{phase} ({schedule.batch_size(phase)} sequences of {schedule.block_size(phase)}) "
+                f"does not split evenly over {procs.world} processes"
+            )
+    data = load_corpus(
+        config.data.path, block_size=config.block_size, val_fraction=config.data.val_fraction
+    )
+    model, param = build_model(config, data.vocab_size)
+    model.to(procs.device)
+    o = config.optim
+    optimizer = torch.optim.AdamW(
+        param_groups(param, o.weight_decay), betas=(o.beta1, o.beta2), eps=o.eps
+    )
+    lr = LRSchedule(config.warmup_steps, config.total_steps, o.decay, o.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr)
+    ema = EMA(model, decay=config.ema.beta) if config.ema.enabled else None
+    monitor = None
+    if config.log.diag_every and procs.main:  # before any resume: W0 is the initialization
+        monitor = SpectralMonitor(model, every=config.log.diag_every, seed=config.train.seed)
+    generator = torch.Generator().manual_seed(config.train.seed)
+    return Run(
+        config, procs, data, model, param, optimizer, scheduler, ema, generator, schedule, monitor
+    )
+
+
+def checkpoint_path(config: RunConfig) -> Path | None:
+    """The checkpoint to resume from (None: a fresh run); refuses to overwrite a finished one."""
+    resume = config.checkpoint.resume
+    own = Path(config.log.out_dir) / CHECKPOINT_NAME
+    if resume == "auto":
+        return own if own.is_file() else None
+    if resume == "never":
+        if own.is_file() or (own.parent / METRICS).is_file():
+            raise FileExistsError(
+                f"{str(own.parent)!r} already holds a run and checkpoint.resume is 'never': "
+                "choose another log.out_dir, or resume=auto to continue it"
+            )
+        return None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint.resume: checkpoint {str(path)!r} does not exist")
+    return path
+
+
+def resume(run: Run, path: Path) -> None:
+    """Load the checkpoint at `path` into `run`, after checking that it is this run's."""
+    state = load_checkpoint(path, map_location=run.procs.device)
+    diff = differences(state["config"], run.config.to_dict())
+    if diff:
+        raise ValueError(
+            f"the config does not match checkpoint {str(path)!r}: " + "; ".join(diff[:5])
+        )
+    check_metadata(state["metadata"], parametrization_metadata(run.model, run.param), str(path))
+    step = int(state["step"])
+    if state["phase"] != run.schedule.phase_at(step):
+        raise ValueError(f"checkpoint {str(path)!r}: phase {state['phase']} at step {step}")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    set_rng_state(state["rng"], run.generator)
+    run.step = step
+    run.timer = Throughput(float(state.get("train_seconds", 0.0)))
+
+
+def save(run: Run) -> None:
+    """Process 0 writes the checkpoint; all wait for it."""
+    if run.procs.main:
+        state = {
+            "step": run.step,
+            "tokens": run.step * run.schedule.tokens_per_step,
+            "phase": run.schedule.phase_at(run.step),
+            "config": run.config.to_dict(),
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "ema": None if run.ema is None else run.ema.state_dict(),
+            "rng": rng_state(run.generator),
+            "metadata": parametrization_metadata(run.model, run.param),
+            "world_size": run.procs.world,
+            "train_seconds": run.timer.elapsed,
+        }
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        keep = (
+            (run.out_dir / f"checkpoint_{run.step:06d}.pt",) if run.config.checkpoint.keep else ()
+        )
+        save_checkpoint(run.out_dir / CHECKPOINT_NAME, state, copies=keep)
+    run.procs.barrier()
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+def validation_set(run: Run, block_size: int) -> list:
+    """Fixed windows of the validation text: data.eval_tokens tokens in batches of at most
+    the training batch (cached per block size)."""
+    if block_size not in run.eval_sets:
+        windows = max(1, run.config.data.eval_tokens // block_size)
+        batch = max(1, min(windows, run.schedule.tokens_per_step // block_size))
+        run.eval_sets[block_size] = eval_batches(
+            run.data.val, batch, block_size, n_batches=max(1, windows // batch)
+        )
+    return run.eval_sets[block_size]
+
+
+def validation_loss(run: Run, block_size: int) -> float:
+    """Mean validation loss, the batches shared out over the processes."""
+    batches = validation_set(run, block_size)[run.procs.rank :: run.procs.world]
+    dev = run.procs.device
+    batches = [(x.to(dev), y.to(dev)) for x, y in batches]
+    tokens = sum(y.numel() for _, y in batches)
+    total = evaluate(run.model, batches) * tokens if batches else 0.0
+    if run.procs.world == 1:
+        return total / tokens
+    sums = torch.tensor([total, float(tokens)], dtype=torch.float64, device=dev)
+    dist.all_reduce(sums)
+    return float(sums[0] / sums[1])
+
+
+def evaluate_all(run: Run, phase: int) -> dict[str, float]:
+    """val_loss, val_loss_max (and ema_*) at the current and at the longest block size."""
+    lengths = {"val_loss": run.schedule.block_size(phase), "val_loss_max": run.config.block_size}
+    out = {k: validation_loss(run, T) for k, T in lengths.items()}
+    if run.ema is not None:
+        with run.ema.swapped(run.model):
+            out.update({f"ema_{k}": validation_loss(run, T) for k, T in lengths.items()})
+    return out
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+def one_step(run: Run, ddp_model: nn.Module, phase: int) -> dict[str, Any]:
+    """Sample the global batch, train on this process's share; the metrics row."""
+    T, B = run.schedule.block_size(phase), run.schedule.batch_size(phase)
+    share = B // run.procs.world
+    rows = slice(run.procs.rank * share, (run.procs.rank + 1) * share)
+    lr = run.config.optim.lr * run.scheduler.lr_lambdas[0](run.step)
+    run.timer.start()
+    x, y = sample_batch(run.data.train, B, T, run.generator)
+    batch = (x[rows].to(run.procs.device), y[rows].to(run.procs.device))
+    loss = train_step(
+        ddp_model,
+        run.optimizer,
+        batch,
+        step=run.step,
+        max_grad_norm=run.config.optim.max_grad_norm,
+    )
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update(run.model)
+    speed = run.timer.stop(run.schedule.tokens_per_step)
+    run.step += 1
+    return dict(
+        step=run.step,
+        tokens=run.step * run.schedule.tokens_per_step,
+        phase=phase,
+        block_size=T,
+        batch_size=B,
+        lr=lr,
+        loss=loss,
+        tokens_per_s=speed,
+        time_s=run.timer.elapsed,
+    )
+
+
+def loop(run: Run, logger: RunLogger) -> dict[str, Any]:
+    """Train from run.step to the end (or train.stop_step); returns the last row."""
+    cfg = run.config
+    total = cfg.total_steps
+    stop = min(total, cfg.train.stop_step or total)
+    ddp_model = run.model
+    if run.procs.world > 1:
+        ids = [run.procs.device.index] if run.procs.device.type == "cuda" else None
+        ddp_model = DistributedDataParallel(run.model, device_ids=ids)  # rank 0's weights
+    row: dict[str, Any] = {}
+    phase = run.schedule.phase_at(run.step)
+    probe = None
+    while run.step < stop:
+        new_phase = run.schedule.phase_at(run.step)
+        if new_phase != phase or run.step == 0:
+            T, B = run.schedule.block_size(new_phase), run.schedule.batch_size(new_phase)
+            logger.message(f"step {run.step}: phase {new_phase}, block size {T}, batch {B}")
+        phase = new_phase
+        row = one_step(run, ddp_model, phase)
+        if (cfg.train.eval_every and run.step % cfg.train.eval_every == 0) or run.step == total:
+            row.update(evaluate_all(run, phase))
+        if run.monitor is not None and run.step % cfg.log.diag_every == 0:
+            if probe is None:  # a fixed batch: 4 windows of the longest length
+                probe = validation_set(run, cfg.block_size)[0][0][:4].to(run.procs.device)
+            logger.log_diagnostics(run.step, diagnostics(run.model, probe, run.monitor, run.step))
+        logger.log(row)
+        every = cfg.checkpoint.every
+        if (every and run.step % every == 0) or run.step == stop:
+            save(run)
+    return row
+
+
+def train(config: RunConfig) -> dict[str, Any]:
+    """Train one run (resuming its checkpoint if there is one); the last metrics row."""
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config must be an ntk.lm.config.RunConfig, got {type(config).__name__}")
+    config.validate()
+    if config.log.wandb and not wandb_available():
+        raise ImportError(
+            "log.wandb is true but the wandb package is not installed (pip install wandb), "
+            "or set log.wandb=false"
+        )
+    procs = start_processes(config.train.device)
+    path = checkpoint_path(config)
+    run = setup(config, procs)
+    if path is not None:
+        resume(run, path)  # every check runs before anything is written
+    logger = RunLogger(
+        run.out_dir,
+        total_steps=min(config.total_steps, config.train.stop_step or config.total_steps),
+        start_step=run.step,
+        progress=config.log.progress,
+        tensorboard=config.log.tensorboard,
+        wandb=config.log.wandb,
+        wandb_project=config.log.wandb_project,
+        config=config.to_dict(),
+        enabled=procs.main,
+    )
+    try:
+        if path is not None:
+            logger.message(f"resumed from {path} at step {run.step}")
+        return loop(run, logger)
+    finally:
+        logger.close()
+
+
+def sweep_cell(
+    config: str | Path,
+    overrides: list[str] = (),
+    *,
+    parametrization: str,
+    width: int,
+    lr: float,
+    seed: int,
+) -> float:
+    """One cell of a learning-rate sweep (`ntk.scaling.sweep.lr_sweep`): train the run
+    `config` (+ `overrides`) at this parametrization, width (model.n_embd), learning rate and
+    seed, in log.out_dir/<parametrization>/n_embd=<width>,lr=<lr>,seed=<seed>, and return its
+    final validation loss at the longest length (training weights); NaN if it diverged.
+
+        lr_sweep(functools.partial(sweep_cell, "configs/mup_base.yaml"), log2_lrs=range(-10, -4),
+                 widths=[64, 128, 256], parametrizations=["sp", "mup"], cache="lm.sqlite")
+
+    "sp" is the SP of the muTransfer papers (Yang et al. 2022, arXiv:2203.03466): standard
+    init and one global learning rate (parametrization.lr_rule "global"); every other name
+    keeps the config's lr_rule (muP: the abc rule's per-layer learning rates).
+    """
+    (_, base), *more = load_runs(config, list(overrides))
+    if more:
+        raise ValueError(f"config {str(config)!r} describes a sweep; sweep_cell needs one run")
+    data = base.to_dict()
+    data["parametrization"]["name"] = parametrization
+    if parametrization == "sp":
+        data["parametrization"]["lr_rule"] = "global"
+    data["model"]["n_embd"] = width
+    data["optim"]["lr"] = lr
+    data["train"]["seed"] = seed
+    cell = f"n_embd={width},lr={lr:.6g},seed={seed}"
+    data["log"]["out_dir"] = str(Path(base.log.out_dir) / parametrization / cell)
+    try:
+        train(build_config(data))  # a finished run is not trained again
+    except TrainingDivergedError:
+        return float("nan")
+    return float(read_metrics(data["log"]["out_dir"])["val_loss_max"].dropna().iloc[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ntk.lm.train", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--config", help="YAML run config (configs/*.yaml)")
+    parser.add_argument("--plot", metavar="RUN_DIR", help="plot a run from its CSV and exit")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. optim.lr=3e-3")
+    args = parser.parse_args(argv)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        figure = plot_run(args.plot)
+        out = Path(args.plot) / "metrics.png"
+        figure.savefig(out, dpi=120)
+        print(f"wrote {out}")
+        return 0
+    if args.config is None:
+        parser.error("--config is required (or --plot RUN_DIR)")
+    runs = load_runs(args.config, args.overrides)  # all validated before any trains
+    try:
+        for name, config in runs:
+            if name:
+                print(f"== run {name} -> {config.log.out_dir}", flush=True)
+            last = train(config)
+            if last and int(os.environ.get("RANK", "0")) == 0:
+                summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if "loss" in k)
+                print(f"step {last['step']}: {summary}", flush=True)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

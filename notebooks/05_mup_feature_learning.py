@@ -208,8 +208,8 @@ for name, value in kernels.items():
 # mini-batches** for every run: any difference between two networks of one width comes from
 # their random initialization, and it should vanish as $n \to \infty$ if the limit exists. For
 # comparison, at the same learning rate and with seed 0: SP (`WideMLP`, SGD) and NTK
-# parametrization (SGD, centered: trained on $y + f_0$ and predicting $f - f_0$, as in
-# chapter 03). We also record the first-layer **alignment** with the target subspace,
+# parametrization (SGD, centered: trained on $y + f_0$ and predicting $f - f_0$, so that
+# its random initial function adds no error). We also record the first-layer **alignment** with the target subspace,
 #
 # $$\mathrm{alignment}(W) = \frac{\|W U\|_F^2}{\|W\|_F^2} \in [0, 1],
 #   \qquad \approx r/d = 1/16 \text{ at initialization.}$$

@@ -16,7 +16,15 @@ theorem), and the output is a Gaussian scale mixture whose excess kurtosis is
 (Neal 1996; Yaida 2020, arXiv:1910.00019; Roberts, Yaida & Hanin 2022, "The Principles of Deep
 Learning Theory", ch. 4-5). For one hidden layer it is exact at every width:
 kappa = 3 sigma_w^4 Var[phi(z)^2] / (n (sigma_w^2 E[phi(z)^2] + sigma_b^2)^2), z ~ N(0, K^1(x, x)),
-which is 15 / n for ReLU without biases.
+which is 15 / n for ReLU without biases. For L hidden layers of bias-free ReLU at one input the
+same argument is exact layer by layer: given layer l, the n pre-activations of layer l + 1 are
+i.i.d. N(0, K_hat^l), so K_hat^{l+1} = K_hat^l * sigma_w^2 X_{l+1} with X = (1/n) sum_i relu(g_i)^2,
+g_i ~ N(0, 1) independent across layers. E[relu(g)^2] = 1/2 and Var[relu(g)^2] = 5/4 give
+E[X^2] / E[X]^2 = 1 + 5/n, hence
+
+    kappa_L = 3 [(1 + 5/n)^L - 1] = 15 L / n + O(L^2 / n^2)
+
+at every width (`relu_excess_kurtosis`).
 """
 
 from __future__ import annotations
@@ -132,6 +140,14 @@ def one_layer_excess_kurtosis(
     return 3 * weight_std**4 * (m4 - m2**2) / (width * (weight_std**2 * m2 + bias_std**2) ** 2)
 
 
+def relu_excess_kurtosis(width: int, depth: int) -> float:
+    """Exact excess kurtosis 3 [(1 + 5/n)^L - 1] of a bias-free ReLU network's output at one
+    input, n = `width`, L = `depth` hidden layers (module docstring); any sigma_w."""
+    check_positive_int("width", width)
+    check_positive_int("depth", depth)
+    return 3 * ((1 + 5 / width) ** depth - 1)
+
+
 def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame:
     """Excess kurtosis of the output at one point, two estimators, per width.
 
@@ -140,8 +156,10 @@ def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame
       noise than the sample kurtosis, so it is the one we fit.
     * `sample_kurtosis` (+ `sample_se`, its standard error sqrt(24 / E)): the plain estimator
       from the outputs themselves, for comparison.
-    * `theory`: the exact one-hidden-layer value (NaN for deeper networks).
+    * `theory`: the exact value, `one_layer_excess_kurtosis` for one hidden layer and
+      `relu_excess_kurtosis` for deeper bias-free ReLU networks (NaN otherwise).
     """
+    deep_relu = net.get("activation", "relu") == "relu" and not net.get("bias_std", 0.0)
     rows = []
     for width, out in samples.outputs.items():
         v = samples.conditional_var[width]
@@ -152,7 +170,13 @@ def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame
                 excess_kurtosis=3 * v.var(ddof=1) / v.mean() ** 2,
                 sample_kurtosis=float(stats.kurtosis(out)),
                 sample_se=math.sqrt(24 / len(out)),
-                theory=one_layer_excess_kurtosis(width, **net) if depth == 1 else math.nan,
+                theory=(
+                    one_layer_excess_kurtosis(width, **net)
+                    if depth == 1
+                    else relu_excess_kurtosis(width, depth)
+                    if deep_relu
+                    else math.nan
+                ),
             )
         )
     return pd.DataFrame(rows)
@@ -243,7 +267,7 @@ def kernel_vs_angle(
 
 @dataclass
 class RegressionComparison:
-    """GP posterior with the NNGP kernel vs an ensemble of readout-trained wide networks."""
+    """GP posterior with the NNGP kernel vs wide networks whose readout is an exact posterior draw."""
 
     x_train: torch.Tensor  # (N, 1)
     y_train: torch.Tensor  # (N,)
@@ -383,7 +407,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     errs = nngp_error_vs_width(widths, seed=args.seed)
     fit_e = fit_mean_power_law(errs, "rel_error")
     fig, ax = plt.subplots(figsize=(5, 4))
-    plot_error_vs_width(errs, fit_e, ax, label=r"$\|\hat K - K\|_F / \|K\|_F$")
+    plot_error_vs_width(errs, fit_e, ax, label=r"relative error $\|\hat K - K\|_F / \|K\|_F$")
     names.append(_cli.save(fig, args.out, "01_nngp_error_vs_width.png").name)
 
     reg = gp_vs_readout_ensemble(seed=args.seed)
@@ -423,7 +447,9 @@ def plot_output_histograms(samples: OutputSamples, widths: list[int], ax) -> Non
 
 def plot_kurtosis(kurt: pd.DataFrame, fit: PowerLaw, ax) -> None:
     """Excess kurtosis vs width on log-log axes with the fitted power law."""
-    ax.loglog(kurt.width, kurt.excess_kurtosis, "o", label="3 Var[K_hat(x,x)] / E[K_hat(x,x)]^2")
+    ax.loglog(
+        kurt.width, kurt.excess_kurtosis, "o", label="from the spread of K̂(x, x) over networks"
+    )
     pos = kurt.sample_kurtosis > 0
     ax.errorbar(
         kurt.width[pos],
@@ -432,12 +458,17 @@ def plot_kurtosis(kurt: pd.DataFrame, fit: PowerLaw, ax) -> None:
         fmt="s",
         ms=3,
         alpha=0.6,
-        label="sample kurtosis of f(x)",
+        label="sample kurtosis of f(x) (± 1 s.e.; > 0 only)",
     )
     if kurt.theory.notna().all():
-        ax.loglog(kurt.width, kurt.theory, "k:", label="exact one-layer theory")
+        ax.loglog(kurt.width, kurt.theory, "k:", label="exact value (formula in the text)")
     ax.loglog(kurt.width, fit(kurt.width), "-", label=f"fit: slope {fit.exponent:.3f}")
-    ax.set(xlabel="width", ylabel="excess kurtosis", title="non-Gaussianity ~ 1/width")
+    ax.set(xlabel="width n", ylabel="excess kurtosis of f(x)", title="non-Gaussianity ~ 1/width")
+    from matplotlib.ticker import NullLocator
+
+    ticks = list(kurt.width)[:: 2 if len(kurt) > 6 else 1]
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(ticks, [str(w) for w in ticks])
     ax.legend(fontsize=8)
 
 
@@ -454,7 +485,9 @@ def plot_regression(reg: RegressionComparison, axes) -> None:
         ax.plot(reg.x_train[:, 0], reg.y_train, "ko", ms=4, label="training data")
         ax.set(xlabel="x", title=title)
     for sample in reg.ens_samples[:5]:
-        axes[1].plot(x, sample, lw=0.7, alpha=0.7)
+        axes[1].plot(x, sample, lw=0.7, alpha=0.7, color="0.4")
     axes[1].plot(x, reg.gp_mean, "k--", lw=1, label="GP mean")
     axes[0].set_ylabel("f(x)")
     axes[0].legend(fontsize=8)
+    axes[1].plot([], [], lw=0.7, color="0.4", label="five members")
+    axes[1].legend(fontsize=8)

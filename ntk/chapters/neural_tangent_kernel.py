@@ -31,9 +31,10 @@ import pandas as pd
 import torch
 
 from ntk.chapters import _cli
+from ntk.chapters._ntk_figures import plot_eigendirections, plot_ntk_change, plot_trajectories
 from ntk.chapters._plots import plot_error_vs_width
 from ntk.data import sphere_task
-from ntk.fitting import PowerLaw, fit_mean_power_law
+from ntk.fitting import fit_mean_power_law
 from ntk.kernels.analytic import MLPKernel
 from ntk.kernels.empirical import empirical_ntk
 from ntk.kernels.predict import (
@@ -110,6 +111,8 @@ def ntk_change_vs_width(
     """Relative change ||Theta_hat_T - Theta_hat_0||_F / ||Theta_hat_0||_F of the empirical NTK
     on the training set after `steps` of full-batch GD on the MSE loss, per network.
 
+    `flip_fraction` is the share of (input, first-layer unit) pairs whose pre-activation changed
+    sign during training: the units where a ReLU network's kernel jumps (chapter 02 text).
     The `n_networks` networks of a width train together as one `MLPEnsemble` (independent
     members, batched matmuls; the same updates as `ntk.training.train` with SGD on each alone);
     each member's NTK is `ntk.kernels.empirical.empirical_ntk` of `MLPEnsemble.member(i)`.
@@ -129,20 +132,30 @@ def ntk_change_vs_width(
             seed=seed * 100_003 + width,
         )
         ntk0 = [empirical_ntk(ens.member(i), x.float()) for i in range(n_networks)]
+        signs0 = [_first_layer_signs(ens.member(i), x) for i in range(n_networks)]
         losses = ens.train_gd(x, y, learning_rate=learning_rate, steps=steps)
         for i in range(n_networks):
-            ntk_t = empirical_ntk(ens.member(i), x.float())
+            member = ens.member(i)
+            ntk_t = empirical_ntk(member, x.float())
+            flips = (_first_layer_signs(member, x) != signs0[i]).double().mean()
             change = torch.linalg.matrix_norm(ntk_t - ntk0[i]) / torch.linalg.matrix_norm(ntk0[i])
             rows.append(
                 dict(
                     width=width,
                     network=i,
                     ntk_change=float(change),
+                    flip_fraction=float(flips),
                     train_loss=float(losses[-1, i]),
                     initial_loss=float(losses[0, i]),
                 )
             )
     return pd.DataFrame(rows)
+
+
+def _first_layer_signs(model: WideMLP, x: torch.Tensor) -> torch.Tensor:
+    """Signs of the first hidden layer's pre-activations on x, (N, width)."""
+    with torch.no_grad():
+        return model.dense(model.hidden[0], x.to(model.hidden[0].weight.dtype)) > 0
 
 
 def discrete_gd_kernels(
@@ -185,6 +198,7 @@ class Trajectories:
     ntk_flow: torch.Tensor  # (T, N + M) gradient flow with the analytic NTK from its own f_0
     ensemble_mean: torch.Tensor  # (T, N + M) infinite-width ensemble (Lee et al. 2019 eq. 15)
     ensemble_std: torch.Tensor  # (T, N + M)
+    ntk_init: torch.Tensor  # (N, N) the network's own empirical NTK at init on the train set
     width: int
     learning_rate: float
 
@@ -202,20 +216,26 @@ def training_trajectories(
     learning_rate: float = 0.5,
     steps: list[int] | None = None,
     seed: int = 0,
+    linearize: bool = True,
 ) -> Trajectories:
     """Train one wide network and its linearization with full-batch GD; compare with theory.
 
     Both train with `ntk.training.train` (SGD, full batch). The theory curves come from
     `ntk.kernels.predict` with the analytic NTK made exact for discrete steps by `discrete_gd_kernels`,
-    so the only differences left are finite-width effects.
+    so the only differences left are finite-width effects. With `linearize=False` the
+    linearized network is skipped (its outputs are NaN).
     """
     net = net or Net()
     steps = sorted(steps or [0, 2, 8, 32, 128, 512])
     x_train, y_train, x_test = sphere_task(n_train, n_test, net.in_features, seed)
     x_all = torch.cat([x_train, x_test])  # (N + M, d)
     model = net.model(width, seed=seed)
+    ntk_init = empirical_ntk(model, x_train.float()).double()
+    modules = [("network", model)]
+    if linearize:
+        modules.append(("linearized", LinearizedModel(copy.deepcopy(model))))
     runs = {}
-    for name, module in [("network", model), ("linearized", LinearizedModel(copy.deepcopy(model)))]:
+    for name, module in modules:
         rec = OutputRecorder(x_all.float(), steps)
         rec.record(module, 0)
         train(
@@ -232,6 +252,7 @@ def training_trajectories(
             seed=seed,
         )
         runs[name] = rec.stacked()  # (T, N + M)
+    runs.setdefault("linearized", torch.full_like(runs["network"], math.nan))
     f0 = runs["network"][0]
     nngp, ntk = net.kernel().kernels(x_all)  # (N + M, N + M) each
     tr, te = slice(0, n_train), slice(n_train, None)
@@ -263,6 +284,7 @@ def training_trajectories(
         ntk_flow=torch.cat([flow_train, flow_test], dim=1),
         ensemble_mean=torch.cat([ens_train.mean, ens_test.mean], dim=1),
         ensemble_std=torch.cat([std(ens_train.cov), std(ens_test.cov)], dim=1),
+        ntk_init=ntk_init,
         width=width,
         learning_rate=learning_rate,
     )
@@ -289,12 +311,32 @@ def trajectory_errors(traj: Trajectories) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def trajectory_gap_vs_width(
+    widths: list[int], *, n_networks: int = 3, learning_rate: float = 0.5, seed: int = 0, **kw
+) -> pd.DataFrame:
+    """Per width: the test-output gap ||f_net - f_NTK|| / ||f_net|| between one trained network
+    and the analytic-NTK prediction from its own f_0 (`trajectory_errors`), at the last step
+    (`final_gap`) and its maximum over the recorded steps (`max_gap`). Theory: both are set by
+    the O(n^{-1/2}) difference between the network's NTK and the analytic one."""
+    rows = []
+    for width in widths:
+        for i in range(n_networks):  # seeds seed, seed + 1, ...: data and initialization
+            traj = training_trajectories(
+                width, learning_rate=learning_rate, seed=seed + i, linearize=False, **kw
+            )
+            gap = trajectory_errors(traj).flow_vs_network
+            rows.append(dict(width=width, network=i, final_gap=gap.iloc[-1], max_gap=gap.max()))
+    return pd.DataFrame(rows)
+
+
 @dataclass
 class Eigendirections:
     """Train residual f_t(X) - y along the NTK eigenvectors u_i, measured and predicted.
 
     predicted = (1 - eta lam_i / N)^t u_i . (f_0 - y), the discrete-step form of
     exp(-eta lam_i t / N) (they agree when eta lam_i / N << 1; `flow` holds the latter).
+    The `own_*` fields do the same in the eigenbasis of the network's own empirical NTK at
+    initialization, the kernel its early dynamics actually follow.
     """
 
     eigenvalues: np.ndarray  # (N,) descending
@@ -302,97 +344,67 @@ class Eigendirections:
     measured: np.ndarray  # (T, N) u_i . (f_t - y)
     predicted: np.ndarray  # (T, N) (1 - eta lam_i / N)^t u_i . (f_0 - y)
     flow: np.ndarray  # (T, N) exp(-eta lam_i t / N) u_i . (f_0 - y)
+    own_eigenvalues: np.ndarray  # (N,) of the empirical NTK at init, descending
+    own_measured: np.ndarray  # (T, N)
+    own_predicted: np.ndarray  # (T, N)
+    own_linearized: np.ndarray  # (T, N) the linearized network's residual in the same basis
 
 
-def residual_eigendirections(traj: Trajectories, net: Net | None = None) -> Eigendirections:
-    """Project the trained network's train residuals on the analytic NTK's eigenvectors."""
-    net = net or Net()
-    theta = net.kernel().ntk(traj.x_train)
+def _project(theta: torch.Tensor, traj: Trajectories, outputs: torch.Tensor | None = None):
     lam, u = torch.linalg.eigh(theta)
     lam, u = lam.flip(0), u.flip(1)  # descending
-    residual = traj.network[:, : traj.n_train] - traj.y_train  # (T, N)
+    outputs = traj.network if outputs is None else outputs
+    residual = outputs[:, : traj.n_train] - traj.y_train  # (T, N)
     measured = residual @ u  # (T, N)
     t = torch.as_tensor(traj.steps, dtype=torch.float64)[:, None]
     rate = traj.learning_rate * lam[None, :] / traj.n_train  # eta lam_i / N: (1, N)
-    predicted = measured[:1] * (1 - rate) ** t
-    flow = measured[:1] * torch.exp(-rate * t)
+    return lam, measured, measured[:1] * (1 - rate) ** t, measured[:1] * torch.exp(-rate * t)
+
+
+def residual_eigendirections(traj: Trajectories, net: Net | None = None) -> Eigendirections:
+    """Project the trained network's train residuals on the eigenvectors of the analytic NTK
+    and of the network's own empirical NTK at initialization."""
+    net = net or Net()
+    lam, measured, predicted, flow = _project(net.kernel().ntk(traj.x_train), traj)
+    own_lam, own_measured, own_predicted, _ = _project(traj.ntk_init, traj)
+    own_linearized = _project(traj.ntk_init, traj, traj.linearized)[1]
     return Eigendirections(
-        lam.numpy(), traj.steps, measured.numpy(), predicted.numpy(), flow.numpy()
+        lam.numpy(),
+        traj.steps,
+        measured.numpy(),
+        predicted.numpy(),
+        flow.numpy(),
+        own_lam.numpy(),
+        own_measured.numpy(),
+        own_predicted.numpy(),
+        own_linearized.numpy(),
     )
 
 
 def eigendirection_errors(eig: Eigendirections, top: int = 6) -> pd.DataFrame:
-    """Per top eigendirection: max over time of |measured - predicted|, relative to the initial
-    residual norm ||f_0 - y|| (not to the direction's own, possibly tiny, initial component)."""
-    r0 = np.linalg.norm(eig.measured[0])
+    """Per top eigendirection i, for the analytic basis and the network's own: `initial`, the
+    direction's share u_i . (f_0 - y) / ||f_0 - y||, and `max_gap`, the max over time of
+    |measured - predicted| relative to the direction's own initial component |u_i . (f_0 - y)|
+    (the scale of the lines and dots in the figure), and `late_gap`, the same at the last step."""
     rows = []
-    for i in range(top):
-        gap = np.abs(eig.measured[:, i] - eig.predicted[:, i]).max()
-        rows.append(
-            dict(
-                direction=i,
-                eigenvalue=eig.eigenvalues[i],
-                initial=eig.measured[0, i] / r0,
-                max_gap=gap / r0,
+    for basis, measured, predicted, lam in [
+        ("analytic", eig.measured, eig.predicted, eig.eigenvalues),
+        ("own", eig.own_measured, eig.own_predicted, eig.own_eigenvalues),
+    ]:
+        r0 = np.linalg.norm(measured[0])
+        for i in range(top):
+            gap = np.abs(measured[:, i] - predicted[:, i]) / abs(measured[0, i])
+            rows.append(
+                dict(
+                    basis=basis,
+                    direction=i,
+                    eigenvalue=lam[i],
+                    initial=measured[0, i] / r0,
+                    max_gap=gap.max(),
+                    late_gap=gap[-1],
+                )
             )
-        )
     return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------- plots
-
-
-def plot_trajectories(traj: Trajectories, axes, n_points: int = 3) -> None:
-    """Left: test outputs over time, network (dots) vs analytic-NTK flow (lines) vs the
-    infinite-width ensemble band. Right: train loss of network and linearized network."""
-    te = traj.n_train + np.arange(n_points)
-    t = np.maximum(traj.steps, 0.5)
-    for k, j in enumerate(te):
-        color = f"C{k}"
-        m, s = traj.ensemble_mean[:, j].numpy(), traj.ensemble_std[:, j].numpy()
-        axes[0].fill_between(t, m - 2 * s, m + 2 * s, color=color, alpha=0.12)
-        axes[0].plot(t, traj.ntk_flow[:, j], "-", color=color)
-        axes[0].plot(t, traj.network[:, j], "o", color=color, ms=5)
-        axes[0].plot(t, traj.linearized[:, j], "x", color="k", ms=5)
-    axes[0].set(
-        xscale="log",
-        xlabel="GD step t",
-        ylabel="f_t(x_test)",
-        title=f"width {traj.width}: net (o), linearized (x), NTK flow (-)",
-    )
-    for name, f in [("network", traj.network), ("linearized", traj.linearized)]:
-        loss = 0.5 * (f[:, : traj.n_train] - traj.y_train).pow(2).mean(1)
-        axes[1].loglog(t, loss, "o-" if name == "network" else "x--", label=name)
-    flow_loss = 0.5 * (traj.ntk_flow[:, : traj.n_train] - traj.y_train).pow(2).mean(1)
-    axes[1].loglog(t, flow_loss, "k:", label="analytic NTK flow")
-    axes[1].set(xlabel="GD step t", ylabel="train loss", title="training loss")
-    axes[1].legend(fontsize=8)
-
-
-def plot_eigendirections(eig: Eigendirections, axes, top: int = 6) -> None:
-    """Left: NTK spectrum. Right: |residual| along the top eigendirections, measured (dots) and
-    predicted exp(-eta lam_i t / N) (lines)."""
-    axes[0].semilogy(np.arange(1, len(eig.eigenvalues) + 1), eig.eigenvalues, "o-")
-    axes[0].set(xlabel="index i", ylabel=r"$\lambda_i$", title="NTK eigenvalues (train set)")
-    t = np.maximum(eig.steps, 0.5)
-    for i in range(top):
-        c0 = abs(eig.measured[0, i])
-        axes[1].loglog(t, np.abs(eig.flow[:, i]) / c0, ":", color=f"C{i}", lw=1)
-        axes[1].loglog(
-            t,
-            np.abs(eig.predicted[:, i]) / c0,
-            "-",
-            color=f"C{i}",
-            label=rf"$\lambda_{i + 1}$={eig.eigenvalues[i]:.3g}",
-        )
-        axes[1].loglog(t, np.abs(eig.measured[:, i]) / c0, "o", color=f"C{i}", ms=4)
-    axes[1].set(
-        xlabel="GD step t",
-        ylabel=r"$|u_i \cdot (f_t - y)| / |u_i \cdot (f_0 - y)|$",
-        title="residual per eigendirection",
-        ylim=(1e-4, 2),
-    )
-    axes[1].legend(fontsize=7)
 
 
 # ----------------------------------------------------------------------------- script
@@ -422,7 +434,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     }
     fits = {name: fit_mean_power_law(df, "ntk_change") for name, df in change.items()}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    plot_error_vs_width(init, fit_init, axes[0], r"$\|\hat\Theta_0 - \Theta\|_F / \|\Theta\|_F$")
+    plot_error_vs_width(
+        init, fit_init, axes[0], r"relative error $\|\hat\Theta_0 - \Theta\|_F / \|\Theta\|_F$"
+    )
     axes[0].set_title("empirical NTK at init (depth 2, ReLU)")
     plot_ntk_change(change, fits, axes[1])
     names = [_cli.save(fig, args.out, "02_ntk_vs_width.png").name]
@@ -433,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     names.append(_cli.save(fig, args.out, "02_training_dynamics.png").name)
 
     eig = residual_eigendirections(traj)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     plot_eigendirections(eig, axes)
     names.append(_cli.save(fig, args.out, "02_eigendirections.png").name)
 
@@ -441,33 +455,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(f"empirical NTK at init vs width: slope {fit_init.exponent:.3f} (theory -1/2)")
     for name, fit in fits.items():
         print(f"NTK change in training vs width ({name}): slope {fit.exponent:.3f}")
-    print("  (theory for smooth activations: -1; ReLU sits between -1 and -1/2)")
+    print("  (theory: -1 for smooth activations, -3/4 for ReLU from sign flips)")
     print(
         f"width {traj.width}: max rel. gap network vs NTK flow "
         f"{errs.flow_vs_network.max():.3g}, vs linearized {errs.linearized_vs_network.max():.3g}"
     )
-    gaps = eigendirection_errors(eig)
-    print(f"residual along top-6 NTK eigendirections: max gap {gaps.max_gap.max():.3g} ||r_0||")
+    gaps = eigendirection_errors(eig).groupby("basis").max_gap.max()
+    print("residual along the top-6 eigendirections, max |measured - predicted| relative to")
+    print(f"  its initial component: analytic NTK {gaps['analytic']:.3g}, own {gaps['own']:.3g}")
     _cli.finish(args.out, names, start)
     return {"ntk_error": init, "ntk_change": change, "trajectories": traj, "eigendirections": eig}
-
-
-def plot_ntk_change(change: dict[str, pd.DataFrame], fits: dict[str, PowerLaw], ax) -> None:
-    """Relative NTK change vs width per activation, networks (dots), means and fits."""
-    for k, (name, df) in enumerate(change.items()):
-        mean = df.groupby("width").ntk_change.mean()
-        ax.loglog(df.width, df.ntk_change, ".", color=f"C{k}", alpha=0.35)
-        ax.loglog(mean.index, mean.values, "o", color=f"C{k}", label=f"{name}")
-        ax.loglog(
-            mean.index,
-            fits[name](mean.index),
-            "-",
-            color=f"C{k}",
-            label=f"{name} fit: slope {fits[name].exponent:.3f}",
-        )
-    ax.set(
-        xlabel="width",
-        ylabel=r"$\|\hat\Theta_T - \hat\Theta_0\|_F / \|\hat\Theta_0\|_F$",
-        title="NTK change during training (depth 1)",
-    )
-    ax.legend(fontsize=8)

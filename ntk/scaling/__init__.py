@@ -2,6 +2,7 @@
 
 `abc_rules` (the SP/NTK/muP/MFP exponents of Everett et al. 2024, derived), `parametrization`
 (apply an abc-rule to any model: init, multipliers, per-layer learning rates) with its parts
+`depth` (residual-branch multipliers L^-alpha and their lr rules: depth-muP, CompleteP),
 `geometry` (how each layer type stores its weights: `register_geometry`), `base_shapes` (width
 ratios per weight), `tying` (shared matrices), `attention` (muP's 1/d logit scale), `coord_check`
 (coordinate checks), `spectral` (spectral norms of weights and updates), `sweep` (muTransfer
@@ -22,6 +23,7 @@ from ntk.scaling.abc_rules import (
     update_exponents,
 )
 from ntk.scaling.attention import AttentionAdapter, register_attention
+from ntk.scaling.depth import DepthConfig, DepthPlan
 from ntk.scaling.geometry import WeightGeometry, register_geometry
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig, ScaledModule
 
@@ -32,6 +34,8 @@ __all__ = [
     "PARAMETRIZATIONS",
     "ROLES",
     "AttentionAdapter",
+    "DepthConfig",
+    "DepthPlan",
     "Parametrization",
     "ParametrizationConfig",
     "ScaledModule",

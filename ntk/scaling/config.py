@@ -15,6 +15,7 @@ from ntk._checks import (
     check_positive_int,
 )
 from ntk.scaling.abc_rules import ALIGNMENTS, OPTIMIZER_FAMILIES, PARAMETRIZATIONS, ROLES
+from ntk.scaling.depth import DepthConfig
 
 BIAS_RULES = ("abc", "default")
 ATTENTION_SCALES = ("auto", "mup", "keep")
@@ -56,6 +57,8 @@ class ParametrizationConfig:
         base_head_dim: d0 for the attention scale with base_width, when width != base_width.
         zero_query: zero-initialize the query projections of all attention modules.
         zero_readout: zero-initialize the readout weights (as mup's readout_zero_init).
+        depth: a `ntk.scaling.depth.DepthConfig`: residual-branch multipliers L^-alpha and
+            the matching lr / Adam eps factors on top of the width rules (None: width only).
     """
 
     parametrization: str | None = "mup"
@@ -80,6 +83,7 @@ class ParametrizationConfig:
     base_head_dim: int | None = None
     zero_query: bool = False
     zero_readout: bool = False
+    depth: DepthConfig | None = None
 
     def validate(self) -> ParametrizationConfig:
         """Check the fields that do not depend on the model (errors name them); return self."""
@@ -117,6 +121,7 @@ class ParametrizationConfig:
             check_positive(f"config.base_std[{pattern!r}]", std)
         for key in ("apply_multipliers", "reinit", "zero_query", "zero_readout"):
             check_bool(f"config.{key}", getattr(self, key))
+        _check_depth(self.depth)
         if self.layers is not None:
             if not isinstance(self.layers, dict) or not self.layers:
                 raise TypeError(
@@ -125,3 +130,12 @@ class ParametrizationConfig:
             for pattern, role in self.layers.items():
                 check_choice(f"config.layers[{pattern!r}]", role, ROLES)
         return self
+
+
+def _check_depth(depth: object) -> None:
+    if depth is not None:
+        if not isinstance(depth, DepthConfig):
+            raise TypeError(
+                f"config.depth must be a DepthConfig or None, got {type(depth).__name__}"
+            )
+        depth.validate()

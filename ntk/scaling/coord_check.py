@@ -121,6 +121,7 @@ def coord_check(
     on_step: Callable[[nn.Module, int, int, int], None] | None = None,
     attention_logits: bool = True,
     progress: bool = False,
+    axis: str = "width",
 ) -> pd.DataFrame:
     """Train each width for `steps` updates on the fixed batch `data`; record coordinate sizes.
 
@@ -146,13 +147,17 @@ def coord_check(
             (`ntk.scaling.attention_logits`). Attention computed by hand is not seen; a warning
             names Hugging Face modules built with `attn_implementation="eager"`.
         progress: show a tqdm bar over (seed, width).
+        axis: what `widths` sweeps, the name of its column: "width", or e.g. "depth" for a
+            depth coordinate check (`make_model(depth)`, `ntk.scaling.depth`).
 
     Returns:
-        a tidy DataFrame with columns width, module, module_type, step, seed, act_size,
-        delta_size (one row per recorded tensor output).
+        a tidy DataFrame with columns width (named `axis`), module, module_type, step, seed,
+        act_size, delta_size (one row per recorded tensor output).
     """
     check_positive_int("steps", steps, minimum=0)
     check_bool("attention_logits", attention_logits)
+    if not isinstance(axis, str) or not axis.isidentifier():
+        raise TypeError(f"axis must be a column name such as 'width' or 'depth', got {axis!r}")
     widths = check_number_list("widths", widths)
     if min(widths) <= 0:
         raise ValueError(f"widths must be > 0 (the x axis of log-log fits), got {widths}")
@@ -186,10 +191,11 @@ def coord_check(
         except TrainingDivergedError as err:
             err.add_note(f"coord_check: at width {width}, seed {seed}")
             raise
-    return pd.DataFrame.from_records(
+    df = pd.DataFrame.from_records(
         records,
         columns=["width", "module", "module_type", "step", "seed", *QUANTITIES],
     )
+    return df.rename(columns={"width": axis})
 
 
 def _run_one(model, opt, data, loss_fn, steps, hook_args, key, records, on_step) -> None:
@@ -353,12 +359,16 @@ def from_mup(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_exponents(
-    df: pd.DataFrame, quantities: Sequence[str] = QUANTITIES, *, min_size: float = 0.0
+    df: pd.DataFrame,
+    quantities: Sequence[str] = QUANTITIES,
+    *,
+    min_size: float = 0.0,
+    axis: str = "width",
 ) -> pd.DataFrame:
     """Least-squares slope of log size against log width, per module, step and quantity.
 
     The seed mean of each quantity is fitted as `log size = c + exponent * log width`
-    (`ntk.fitting.loglog_fit`).
+    (`ntk.fitting.loglog_fit`); with `axis="depth"` (a depth check) against log depth.
     Points with size <= `min_size` (e.g. delta_size at step 0, which is exactly 0) are left
     out; a group with fewer than two widths left gets exponent NaN.
 
@@ -367,9 +377,10 @@ def fit_exponents(
     """
     check_nonnegative("min_size", min_size)
     quantities = check_sequence("quantities", quantities, "column names")
-    missing = {"width", "module", "step", *quantities} - set(getattr(df, "columns", ()))
+    missing = {axis, "module", "step", *quantities} - set(getattr(df, "columns", ()))
     if missing:
         raise ValueError(f"df lacks columns {sorted(missing)}; pass a coord_check() table")
+    df = df.rename(columns={axis: "width"}) if axis != "width" else df
     rows = []
     means = df.groupby(["module", "step", "width"], sort=True)[list(quantities)].mean()
     for (module, step), group in means.groupby(level=["module", "step"], sort=True):
@@ -400,16 +411,19 @@ def plot_coord_check(
     steps: Sequence[int] | None = None,
     axes=None,
     title: str | None = None,
+    axis: str = "width",
 ):
     """One log-log panel per step: seed-mean `quantity` against width, one line per module.
 
-    Error bars are the standard error over seeds. Returns the matplotlib figure. Unlike
+    Error bars are the standard error over seeds; `axis` names the x column ("depth" for a
+    depth check). Returns the matplotlib figure. Unlike
     `mup.coord_check.plot_coord_data`, this does not change the global plotting style.
     """
     import matplotlib.pyplot as plt
 
     if quantity not in df.columns:
         raise ValueError(f"quantity must be a column of df such as {QUANTITIES}, got {quantity!r}")
+    df = df.rename(columns={axis: "width"}) if axis != "width" else df
     steps = sorted(df["step"].unique()) if steps is None else list(steps)
     if axes is None:
         fig, axes = plt.subplots(
@@ -432,7 +446,7 @@ def plot_coord_check(
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_title(f"step {step}")
-        ax.set_xlabel("width")
+        ax.set_xlabel(axis)
     axes[0].set_ylabel(quantity)
     axes[-1].legend(fontsize=7, loc="best")
     if title:

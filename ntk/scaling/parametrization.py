@@ -76,6 +76,7 @@ from ntk.scaling.base_shapes import (
     resolve_widths,
 )
 from ntk.scaling.config import ParametrizationConfig
+from ntk.scaling.depth import DepthPlan
 from ntk.scaling.dynamic_lr import DynamicLRMixin
 from ntk.scaling.geometry import WeightGeometry, geometry_of
 from ntk.scaling.scaled_module import ScaledModule
@@ -160,12 +161,18 @@ class Parametrization(DynamicLRMixin):
         )
         if config.zero_query:
             self._mark_zero_queries(sites)
+        # depth rules (ntk.scaling.depth): branch multipliers, per-group lr / eps factors
+        self.depth = (
+            None if config.depth is None else DepthPlan(model, config.depth, config.optimizer)
+        )
         # the model is changed only after every check above has passed
         if config.reinit:
             self._reinitialize()
         self.attention = apply_attention(sites, plan, config.zero_query)
         if config.apply_multipliers:
             self._wrap()
+        if self.depth is not None:
+            self.depth.apply(model)
 
     # ---- resolution -------------------------------------------------------------------------
     def _resolve_layers(self) -> list[tuple[str, nn.Module, str]]:
@@ -437,7 +444,7 @@ class Parametrization(DynamicLRMixin):
             if cfg.adam_eps is not None:
                 group["eps"] = cfg.adam_eps
             groups.append(group)
-        return groups
+        return groups if self.depth is None else self.depth.groups(groups)
 
     def _group(
         self, spec: LayerSpec, params: list, lr: float, name: str, role: str, b: float, c: float
@@ -491,7 +498,7 @@ class Parametrization(DynamicLRMixin):
                 f"\nattention {r['name']} ({r['kind']}, head_dim {r['head_dim']}): logit scale "
                 f"{r['scale_before']:.4g} -> {r['scale_after']:.4g}"
             )
-        return text
+        return text if self.depth is None else f"{text}\n{self.depth!r}"
 
     def __repr__(self) -> str:
         return str(self)

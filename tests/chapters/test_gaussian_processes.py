@@ -21,6 +21,25 @@ def test_kurtosis_matches_one_layer_theory():
     assert samples.kernel_var == pytest.approx(float(MLPKernel(1, **net).nngp_diag(samples.x)[0]))
 
 
+def test_deep_relu_kurtosis_formula():
+    assert gpd.relu_excess_kurtosis(10, 1) == pytest.approx(1.5)  # 15 / n
+    assert gpd.relu_excess_kurtosis(5, 3) == pytest.approx(21.0)  # 3 (2^3 - 1)
+    # the formula from the product of L independent layer factors, sampled directly
+    gen = torch.Generator().manual_seed(0)
+    n, depth, e = 8, 3, 400_000
+    x = torch.relu(torch.randn(depth, e, n, generator=gen, dtype=F64)).pow(2).mean(-1)
+    s = x.prod(0)
+    kappa = 3 * (s.pow(2).mean() / s.mean() ** 2 - 1)
+    assert float(kappa) == pytest.approx(gpd.relu_excess_kurtosis(n, depth), rel=0.03)
+    # and from real networks (the `theory` column of deeper bias-free ReLU networks)
+    net = dict(activation="relu", weight_std=1.3, bias_std=0.0)
+    samples = gpd.sample_outputs([8, 32], n_members=3000, depth=2, seed=1, **net)
+    kurt = gpd.kurtosis_vs_width(samples, depth=2, **net)
+    np.testing.assert_allclose(kurt.excess_kurtosis, kurt.theory, rtol=0.15)
+    with pytest.raises(ValueError, match="depth"):
+        gpd.relu_excess_kurtosis(8, 0)
+
+
 def test_nngp_error_shrinks_with_width():
     errs = gpd.nngp_error_vs_width([16, 1024], n_networks=2, depth=1, seed=0)
     mean = errs.groupby("width").rel_error.mean()

@@ -39,6 +39,7 @@ def test_ntk_error_and_change_shrink_with_width():
     mean = change.groupby("width").ntk_change.mean()
     assert mean[1024] < mean[32] / 8  # theory: / 32
     assert (change.train_loss < change.initial_loss).all()
+    assert change.flip_fraction.between(0, 1).all()
 
 
 def test_training_trajectories_follow_the_ntk():
@@ -48,5 +49,17 @@ def test_training_trajectories_follow_the_ntk():
     assert errs.flow_vs_network.iloc[0] == 0 and errs.train_loss.is_monotonic_decreasing
     assert (errs.linearized_vs_network.iloc[1:] < errs.flow_vs_network.iloc[1:]).all()
     torch.testing.assert_close(traj.ensemble_mean[0], torch.zeros(16, dtype=F64))
-    gaps = ntp.eigendirection_errors(ntp.residual_eigendirections(traj), top=4)
-    assert gaps.max_gap.max() < 0.05
+    eig = ntp.residual_eigendirections(traj)
+    assert traj.ntk_init.shape == (8, 8)
+    gaps = ntp.eigendirection_errors(eig, top=4)
+    assert set(gaps.basis) == {"analytic", "own"}
+    assert gaps[gaps.initial.abs() > 0.05].max_gap.max() < 0.3
+    # the linearized network follows its own NTK's eigendirections exactly (float32)
+    c0 = abs(eig.own_measured[0, :4])
+    assert (abs(eig.own_linearized[:, :4] - eig.own_predicted[:, :4]) / c0).max() < 1e-3
+
+
+def test_trajectory_gap_vs_width():
+    gap = ntp.trajectory_gap_vs_width([64, 1024], n_networks=2, n_train=8, n_test=8, steps=[0, 16])
+    mean = gap.groupby("width").final_gap.mean()
+    assert mean[1024] < mean[64]  # theory: / 4

@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = {  # tiny sizes: seconds per script
     "gaussian_process_demo": "--widths 8 16 --members 64".split(),
     "ntk_properties": "--widths 16 32 --train-widths 16 32 --width 64".split(),
-    "feature_learning_limitations": (
-        "--widths 16 32 --task-widths 16 32 --steps 10 --task-steps 10".split()
-    ),
+    "feature_learning_limitations": "--widths 16 32 --steps 10".split(),
     "feature_learning_mup": (
         "--widths 10 20 --seeds 0 1 --steps 20 --n-train 256 --compare-width 20".split()
     ),
@@ -75,6 +73,6 @@ def test_main_has_help(module, capsys):
 def test_main_returns_its_results(tmp_path):
     argv = [*SCRIPTS["feature_learning_limitations"], "--out", str(tmp_path)]
     results = lazy_regime.main(argv)
-    assert set(results) == {"lazy", "task"}
+    assert set(results) == {"lazy"}
     assert list(results["lazy"].table.width) == [16, 32]
     assert (tmp_path / "03_lazy_regime.png").stat().st_size > 10_000

@@ -1,0 +1,12 @@
+"""Chapter 12 as a script; the code (and `--help`) is in `ntk.chapters.depth`."""
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    # Python put ntk/ first on sys.path, where the package's module names (kernels, models,
+    # training, ...) could shadow installed packages: import from the repository root instead.
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    from ntk.chapters.depth import main
+
+    main()

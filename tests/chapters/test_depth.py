@@ -1,0 +1,50 @@
+"""Chapter 12's training runs: at the base depth the depth rules change nothing."""
+
+import math
+
+from ntk.chapters.depth import BASE_DEPTH, train_gpt, train_residual
+
+
+def test_residual_runs_agree_at_the_base_depth_and_differ_deeper():
+    base = {p: train_residual(p, BASE_DEPTH, 2**-6, 0, steps=5) for p in ("mup", "completep")}
+    assert base["mup"] == base["completep"] and math.isfinite(base["mup"])
+    deep = {p: train_residual(p, 8, 2**-6, 0, steps=5) for p in ("mup", "completep")}
+    assert deep["mup"] != deep["completep"]
+
+
+def test_gpt_runs_agree_at_the_base_depth():
+    losses = [train_gpt(p, BASE_DEPTH, 2**-6, 0, steps=3) for p in ("mup", "depth-mup")]
+    assert losses[0] == losses[1] and 0 < losses[0] < 2 * math.log(30)
+
+
+def test_script_writes_its_figures(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, str(root / "ntk" / "depth_transfer.py"), "--depths", "2", "4"]
+    cmd += "--check-depths 2 4 --widths 64 --joint-depths 2 --seeds 0 --log2-lrs -6 -5".split()
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = {p.name for p in tmp_path.glob("*.png")}
+    assert names == {
+        "12_depth_coord_check.png",
+        "12_depth_coord_check_gpt.png",
+        "12_depth_transfer.png",
+        "12_width_depth.png",
+    }
+    assert "drift (log2 lr" in proc.stdout
+
+
+def test_gpt_depth_coordinate_check_last_block():
+    """The GPT's last block: width-only muP grows with depth, depth-muP does not."""
+    from ntk.chapters.depth import depth_exponents_table, gpt_depth_coord_check
+
+    df = gpt_depth_coord_check([2, 4, 8], parametrizations=("mup", "depth-mup"))
+    exps = depth_exponents_table(df, step=1).loc["blocks@1"]
+    assert exps[("act_size", "mup")] > 0.3 and exps[("delta_size", "mup")] > 0.5, exps
+    assert abs(exps[("act_size", "depth-mup")]) < 0.25, exps
+    assert abs(exps[("delta_size", "depth-mup")]) < 0.25, exps

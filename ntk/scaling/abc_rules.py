@@ -167,11 +167,53 @@ def max_lr_exponents(
         else:
             g_l = 0.0 if role == "readout" else g
             c = e - 2 * a_l - g_l
-            if role == "readout":
-                c = max(c, b_l - a_l)  # readout update at most its init scale
+        bound = lr_lower_bound(a_l, b_l, role, optimizer)  # SGD readout: at most its init
+        c = c if bound is None else max(c, bound)
         cs.append(float(c))
         r_prev = _update_exponent(a_l, b_l, c, role, r_prev, optimizer, alignment, g)
     return cs
+
+
+class Term(NamedTuple):
+    """One argument of the min() that gives r_l: const + c * c_l + r * r_{l-1}.
+
+    `what` names the product the term bounds ("dW x", "dW dx", "W dx", "embedding update").
+    """
+
+    const: float
+    c: float
+    r: float
+    what: str
+
+    def value(self, c_l: float, r_prev: float) -> float:
+        return self.const + self.c * c_l + self.r * r_prev
+
+
+def update_terms(
+    a: float, b: float, role: str, optimizer: str, alignment: Alignment, g: float = 0.0
+) -> list[Term]:
+    """The affine terms whose minimum is r_l (the recursion of the module docstring).
+
+    e_l = a + c (Adam) or 2a + c + g_l (SGD, g_l = 0 at the readout) is the exponent of the
+    per-entry change of the effective weight; the embedding has r = e, hidden and readout
+    layers r = min(e - alpha, e + r_prev - u, a + b + r_prev - omega). `max_lr_exponents`,
+    `update_exponents` and the linear program of `ntk.scaling.lp` all read the rules here.
+    """
+    alpha, omega, u = alignment
+    e0 = a if optimizer == "adam" else 2 * a + (0.0 if role == "readout" else g)
+    if role == "embedding":
+        return [Term(e0, 1.0, 0.0, "embedding update")]
+    return [
+        Term(e0 - alpha, 1.0, 0.0, "dW x"),
+        Term(e0 - u, 1.0, 1.0, "dW dx"),
+        Term(a + b - omega, 0.0, 1.0, "W dx"),
+    ]
+
+
+def lr_lower_bound(a: float, b: float, role: str, optimizer: str) -> float | None:
+    """A bound c_l >= value besides r_l >= 0, or None: with SGD the readout's update may not
+    outgrow its init (a + c >= b), since it carries the backward scale of every other layer."""
+    return b - a if optimizer == "sgd" and role == "readout" else None
 
 
 def _update_exponent(
@@ -185,14 +227,7 @@ def _update_exponent(
     g: float,
 ) -> float:
     """r_l of one layer given r_{l-1} (the recursion of the module docstring)."""
-    alpha, omega, u = alignment
-    if optimizer == "adam":
-        e = a + c
-    else:
-        e = 2 * a + c + (0.0 if role == "readout" else g)
-    if role == "embedding":
-        return float(e)
-    return float(min(e - alpha, e + r_prev - u, a + b + r_prev - omega))
+    return float(min(t.value(c, r_prev) for t in update_terms(a, b, role, optimizer, alignment, g)))
 
 
 def update_exponents(

@@ -77,6 +77,7 @@ from ntk.scaling.base_shapes import (
 )
 from ntk.scaling.config import ParametrizationConfig
 from ntk.scaling.depth import DepthPlan
+from ntk.scaling.dynamic_lr import DynamicLRMixin
 from ntk.scaling.geometry import WeightGeometry, geometry_of
 from ntk.scaling.scaled_module import ScaledModule
 from ntk.scaling.tying import check_unlisted_sharing, tie_groups
@@ -129,7 +130,7 @@ class LayerSpec:
         return None if path is None else self.module.get_parameter(path)
 
 
-class Parametrization:
+class Parametrization(DynamicLRMixin):
     """Apply an abc-parametrization to `model` in place and expose optimizer param groups.
 
     Example (an MLP; transformers: see the module docstring and `ParametrizationConfig`):

@@ -1,0 +1,233 @@
+"""Chapter 11 experiments: alignment measured over training, and dynamic per-layer learning rates.
+
+The notebook `notebooks/11_dynamic_lr.py` explains the measurement (`ntk.scaling.alignment`),
+the linear program (`ntk.scaling.lp`) and `Parametrization.step()` (`ntk.scaling.dynamic_lr`),
+and calls these functions for the training runs. Two models, both muP with Adam(W), a linear
+warmup into a cosine schedule, and `Parametrization.step()` for the dynamic runs:
+
+    mlp  depth-3 MLP on one-hot 8x8 digits, MSE 0.5 sum_k (f_k - y_k)^2, batches of 64;
+         widths 64 (the base width) to 512; scored by the test-set loss after training
+    gpt  the muP GPT of `ntk.lm` (2 blocks, 4 heads) on the default character corpus, blocks
+         of 32 characters, batches of 16; n_embd 32 (the base width) to 128; scored by the
+         validation loss after training
+
+A static run measures alignment with an `AlignmentMeter` on the same schedule as a dynamic
+run's `param.step()` (after the first update, then every `EVERY` updates), so both kinds of
+run report the same ratios.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ntk.data import Task, load_digits_task
+from ntk.lm.data import TextData, eval_batches, load_corpus, sample_batch
+from ntk.lm.model import GPT, GPTConfig
+from ntk.lm.parametrize import parametrize
+from ntk.lm.step import lm_loss
+from ntk.models import WideMLP
+from ntk.scaling.alignment import AlignmentMeter, AlignmentRatios, exponents_from_widths
+from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
+
+EVERY = 10  # optimizer steps between alignment measurements
+WARMUP = 10  # linear warmup steps before the cosine decay
+MLP = dict(widths=(64, 128, 256, 512), base=64, steps=150, batch=64, probe=128)
+GPT_SETUP = dict(widths=(32, 64, 128), base=32, steps=120, batch=16, block=32, probe=4)
+
+
+@dataclass
+class Run:
+    """One training run: losses per step, alignment ratios and exponents c per measurement."""
+
+    kind: str
+    width: int
+    seed: int
+    dynamic: bool
+    lr: float
+    names: list[str]
+    roles: list[str]
+    fan_in: dict[str, int]
+    losses: list[float] = field(default_factory=list)
+    measured_at: list[int] = field(default_factory=list)
+    ratios: list[dict[str, AlignmentRatios]] = field(default_factory=list)
+    c: list[list[float]] = field(default_factory=list)
+    score: float = math.nan  # test (mlp) or validation (gpt) loss after training
+
+
+@functools.cache
+def digits() -> Task:
+    """One-hot digits, standardized (deterministic)."""
+    return load_digits_task(one_hot=True)
+
+
+@functools.cache
+def corpus() -> TextData:
+    """The default character corpus of `ntk.lm` (generated, the same on every machine)."""
+    return load_corpus(block_size=GPT_SETUP["block"])
+
+
+def _schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    warmup = torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, total_iters=WARMUP)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps - WARMUP)
+    return torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[WARMUP])
+
+
+def _train(
+    run: Run,
+    model: nn.Module,
+    param: Parametrization,
+    opt: torch.optim.Optimizer,
+    batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    probe: torch.Tensor,
+    steps: int,
+) -> None:
+    """`steps` updates; measures after update 1, 1 + EVERY, ... (ratios kept in `run`)."""
+    sched = _schedule(opt, steps)
+    if run.dynamic:
+        controller = param.enable_dynamic_lr(opt, probe, every=EVERY)
+    else:
+        meter = AlignmentMeter(param, probe)
+    for t in range(steps):
+        x, y = batch(t)
+        loss = loss_fn(model(x), y)
+        if not math.isfinite(loss.item()):
+            run.losses.append(math.inf)
+            return
+        opt.zero_grad()
+        loss.backward()
+        measured = None
+        if run.dynamic:
+            param.step()  # after update 1, then every EVERY updates: measure, solve, set lrs
+            run.c.append(list(controller.c))
+            measured = controller.last if controller.measured_at == t else None
+        elif t % EVERY == 1:  # the same steps, without the solve
+            measured = meter.measure()
+        if measured is not None:
+            run.measured_at.append(t)
+            run.ratios.append({m.name: m.ratios for m in measured if m is not None})
+        opt.step()
+        sched.step()
+        run.losses.append(loss.item())
+
+
+def mlp_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
+    """A muP MLP trained on digits minibatches; static or dynamic per-layer learning rates."""
+    task, cfg = digits(), MLP
+    torch.manual_seed(seed)
+    model = WideMLP(64, width, 10, depth=3)
+    param = Parametrization(
+        model, ParametrizationConfig("mup", "adam", lr_prefactor=lr, base_width=cfg["base"])
+    )
+    opt = torch.optim.Adam(param.param_groups)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randint(0, len(task.x_train), (cfg["steps"], cfg["batch"]), generator=g)
+    run = _run_record("mlp", width, seed, dynamic, lr, param)
+
+    def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return task.x_train[order[t]], task.y_train[order[t]]
+
+    def mse(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((f - y) ** 2).sum(1).mean()
+
+    probe = task.x_train[: cfg["probe"]]
+    _train(run, model, param, opt, batch, mse, probe, cfg["steps"])
+    with torch.no_grad():
+        run.score = mse(model(task.x_test), task.y_test).item()
+    return run
+
+
+def gpt_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
+    """The muP GPT of `ntk.lm` on the default corpus; static or dynamic learning rates."""
+    data, cfg = corpus(), GPT_SETUP
+    torch.manual_seed(seed)
+    config = GPTConfig(
+        vocab_size=data.vocab_size, block_size=cfg["block"], n_layer=2, n_embd=width, n_head=4
+    )
+    model = GPT(config)
+    param = parametrize(model, "mup", base_width=cfg["base"], lr=lr)
+    opt = torch.optim.AdamW(param.param_groups, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    run = _run_record("gpt", width, seed, dynamic, lr, param)
+    val = eval_batches(data.val, cfg["batch"], cfg["block"], 4)
+    probe = val[0][0][: cfg["probe"]]
+
+    def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return sample_batch(data.train, cfg["batch"], cfg["block"], g)
+
+    _train(run, model, param, opt, batch, lm_loss, probe, cfg["steps"])
+    with torch.no_grad():
+        run.score = float(np.mean([lm_loss(model(x), y).item() for x, y in val]))
+    return run
+
+
+def _run_record(
+    kind: str, width: int, seed: int, dynamic: bool, lr: float, param: Parametrization
+) -> Run:
+    layers = param.layers
+    return Run(
+        kind,
+        width,
+        seed,
+        dynamic,
+        lr,
+        [s.name for s in layers],
+        [s.role for s in layers],
+        {s.name: s.geometry.fan_in for s in layers},
+    )
+
+
+RUNNERS = {"mlp": mlp_run, "gpt": gpt_run}
+
+
+def sweep_base_lr(kind: str, lrs: list[float], seed: int = 0) -> pd.Series:
+    """Score of static muP at the base width for each learning rate (inf if diverged)."""
+    width = (MLP if kind == "mlp" else GPT_SETUP)["base"]
+    scores = {}
+    for lr in lrs:
+        run = RUNNERS[kind](width, seed, lr, dynamic=False)
+        scores[lr] = run.score if math.isfinite(run.losses[-1]) else math.inf
+    return pd.Series(scores, name="score")
+
+
+def exponent_table(runs: list[Run], index: int) -> pd.DataFrame:
+    """Per layer at measurement `index`: the single-width exponents log rho / log n at each
+    model width (n the layer's fan-in), and the slope of log rho against log n across the
+    widths with its standard error (each width's ratios averaged over seeds on a log scale)."""
+    rows = []
+    widths = sorted({r.width for r in runs})
+    for name in runs[0].names:
+        if name not in runs[0].ratios[index]:
+            continue
+        per_width, fan_in = {}, {}
+        for w in widths:
+            same = [r for r in runs if r.width == w]
+            logs = np.log([r.ratios[index][name] for r in same])
+            fan_in[w] = same[0].fan_in[name]
+            per_width[fan_in[w]] = AlignmentRatios(*np.exp(logs.mean(0)))
+        slope, stderr = exponents_from_widths(per_width)
+        row = dict(layer=name, step=runs[0].measured_at[index])
+        for key in ("alpha", "omega", "u"):
+            for w in widths:
+                ratio = getattr(per_width[fan_in[w]], key)
+                row[f"{key} @{w}"] = math.log(ratio) / math.log(fan_in[w])
+            row[f"{key} slope"] = getattr(slope, key)
+            row[f"{key} stderr"] = getattr(stderr, key)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def scores(runs: list[Run]) -> pd.DataFrame:
+    """Final score per (width, static/dynamic): mean and std over seeds, and the runs."""
+    df = pd.DataFrame(
+        dict(width=r.width, dynamic=r.dynamic, seed=r.seed, score=r.score) for r in runs
+    )
+    return df.groupby(["width", "dynamic"]).score.agg(["mean", "std", "min", "max", "count"])

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -51,6 +52,23 @@ def _sweep_row(t: dict) -> dict:
     )
 
 
+def _dynamic_lr_rows(bench, rounds: int) -> list[dict]:
+    """`param.step()` every k = 20 steps against the same training step without it."""
+    rows = []
+    for name, build in (("mlp", bench.mlp_case), ("gpt", bench.gpt_case)):
+        r = bench.measure_case(name, build, 20, rounds, time.perf_counter)
+        rows.append(
+            dict(
+                name=f"dynamic per-layer lr, param.step() every 20 steps, muP {name}",
+                ours_s=r["dynamic_step_s"],
+                reference_s=r["step_s"],
+                notes=f"overhead {r['overhead']:+.1%} of a plain step (target <= 5%); one "
+                f"measurement {1e3 * r['measurement_s']:.0f} ms",
+            )
+        )
+    return rows
+
+
 def _sweep_throughput(quick: bool) -> dict:
     # imported last: bench/sweep.py sets OMP_NUM_THREADS=1, which the other suites must not see
     import sweep
@@ -63,12 +81,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, skip the memory check")
     parser.add_argument(
         "--only",
-        choices=("analytic", "empirical", "training", "lm", "sweep"),
+        choices=("analytic", "empirical", "training", "lm", "dynamic_lr", "sweep"),
         help="run one benchmark",
     )
     args = parser.parse_args()
 
     import analytic
+    import dynamic_lr
     import empirical
     import lm
     import training
@@ -82,6 +101,7 @@ def main() -> None:
             for r in (training.run(batches=(256,), steps=2) if args.quick else training.run())
         ],
         "lm": lambda: lm.run_table_rows(lm.run(quick=args.quick)),
+        "dynamic_lr": lambda: _dynamic_lr_rows(dynamic_lr, rounds=2 if args.quick else 5),
         "sweep": lambda: [_sweep_row(_sweep_throughput(quick=args.quick))],
     }
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())

@@ -153,7 +153,10 @@ def gpt_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
         vocab_size=data.vocab_size, block_size=cfg["block"], n_layer=2, n_embd=width, n_head=4
     )
     model = GPT(config)
-    param = parametrize(model, "mup", base_width=cfg["base"], lr=lr)
+    # random (not zero) query and readout: every layer then has all three alignments to measure
+    param = parametrize(
+        model, "mup", base_width=cfg["base"], lr=lr, zero_query=False, zero_readout=False
+    )
     opt = torch.optim.AdamW(param.param_groups, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     run = _run_record("gpt", width, seed, dynamic, lr, param)

@@ -31,7 +31,7 @@ import torch
 
 from ntk.scaling.sweep import lr_sweep
 
-STEPS = 60  # SGD steps per cell: ~0.1-0.2 s on one core
+STEPS = 300  # SGD steps per cell: ~0.3 s on one core, long enough to hide the pool start
 
 
 def train_cell(*, parametrization: str, width: int, lr: float, seed: int) -> float:

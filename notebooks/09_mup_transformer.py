@@ -28,8 +28,8 @@
 # Everything runs on the default corpus of `ntk.lm` (a generated word chain, no downloads).
 # The scale here fits a few minutes on two CPU cores; `python -m ntk.chapters.mup_transformer`
 # runs the larger version and writes its figures to `figures/`. Most of the time goes to the
-# transfer sweep's 144 training runs (the notebook took 14 minutes on a 2-core CPU shared with
-# a dozen other processes; expect a few minutes on an idle one).
+# transfer sweep's 144 training runs (about 100 seconds on an idle 2-core CPU; 14 minutes on one
+# shared with a dozen other processes).
 
 # %%
 import sys

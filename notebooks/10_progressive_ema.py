@@ -44,7 +44,7 @@
 # We train a 2-layer GPT of width 64 on the generated word-chain corpus (`ntk.lm.corpus`,
 # entropy floor 0.22 nats per character) for 1M tokens twice: with the progressive schedule and
 # at T = 128 throughout, same seed, same constant learning rate, both with an EMA. Validation
-# runs at the current length and at the longest one (128). A few minutes on a 2-core CPU.
+# runs at the current length and at the longest one (128). About a minute on a 2-core CPU.
 
 # %%
 import sys

@@ -32,7 +32,7 @@
 # dynamic runs lose more at the peak of the schedule at widths 256 and 512. Section 6 shows
 # why. Training plumbing: `ntk/chapters/dynamic_learning_rates.py`.
 #
-# Runs in about 2-3 minutes on a 2-core CPU.
+# Runs in about 80 seconds on an idle 2-core CPU.
 
 # %%
 import sys

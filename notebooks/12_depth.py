@@ -37,7 +37,7 @@
 # glob pattern, as ratios to a base depth $L_0$ where nothing changes. This notebook checks them
 # on a pre-norm residual MLP ($h_l = h_{l-1} + L^{-\alpha} W_l\,\mathrm{relu}(\mathrm{LN}(h_{l-1}))$,
 # `ntk.models.ResidualMLP`) on a synthetic regression task: a coordinate check across depth,
-# then the learning-rate optimum across depth. It runs in about 2 minutes on a 2-core CPU;
+# then the learning-rate optimum across depth. It runs in about 30 seconds on a 2-core CPU;
 # `python ntk/depth_transfer.py` runs the full-scale version (more depths, a width x depth grid).
 
 # %%

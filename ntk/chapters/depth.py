@@ -356,7 +356,17 @@ def build_gpt(parametrization: str, width: int, depth: int, lr: float, seed: int
     if parametrization in DEPTH_RULES:
         dc = DepthConfig(parametrization, GPT_BRANCHES, base_depth=BASE_DEPTH, depth=depth)
     name = "mup" if dc is not None else parametrization
-    p = parametrize(model, name, base_width=GPT_BASE_WIDTH, lr=lr, adam_eps=EPS, depth=dc)
+    # random query and readout (not muP's optional zero inits): every block moves at step 1
+    p = parametrize(
+        model,
+        name,
+        base_width=GPT_BASE_WIDTH,
+        lr=lr,
+        adam_eps=EPS,
+        depth=dc,
+        zero_query=False,
+        zero_readout=False,
+    )
     return model, torch.optim.Adam(p.param_groups)
 
 

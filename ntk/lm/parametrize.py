@@ -86,7 +86,7 @@ def global_lr_exponents(model: GPT) -> dict[str, list[float]]:
 
 def parametrize(
     model: GPT,
-    parametrization: str = "mup",
+    parametrization: str | None = "mup",
     *,
     base_width: int,
     lr: float,
@@ -94,7 +94,8 @@ def parametrize(
     global_lr: bool = False,
     **options,
 ) -> Parametrization:
-    """Apply `parametrization` ("sp", "ntk", "mup", "mfp") to `model` in place.
+    """Apply `parametrization` ("sp", "ntk", "mup", "mfp", or None with custom exponents
+    a, b, c in `options`) to `model` in place.
 
     `base_width` is the n_embd at which every parametrization is the plain standard one (the
     width of the proxy model whose hyperparameters are tuned); `lr` is the learning rate there.
@@ -106,7 +107,9 @@ def parametrize(
     `ntk.ParametrizationConfig` (e.g. std_prefactor, adam_eps, attention_scale). Build the
     optimizer from the result: `torch.optim.AdamW(optimizer_groups(p, weight_decay))`.
     """
-    name = check_parametrization("parametrization", parametrization, PARAMETRIZATIONS)
+    name = None  # custom exponents: options carry a, b, c (the engine checks them)
+    if parametrization is not None:
+        name = check_parametrization("parametrization", parametrization, PARAMETRIZATIONS)
     if check_bool("global_lr", global_lr):
         if name != "sp":
             raise ValueError(

@@ -73,13 +73,27 @@ def depth_coord_check(
     (column depth) with a parametrization column."""
     t = task()
     data = (t.x_train[:128], t.y_train[:128])
+
+    def make(p: str):
+        return lambda depth: build(p, width, depth, lr, None)
+
+    return _coord_check_by_parametrization(
+        make, parametrizations, depths, data, F.mse_loss, steps, seeds
+    )
+
+
+def _coord_check_by_parametrization(
+    make, parametrizations, depths, data, loss_fn, steps, seeds=(0,)
+) -> pd.DataFrame:
+    """`coord_check` over depth for each parametrization p (`make(p)(depth)` builds the model
+    and optimizer), the tables stacked with a parametrization column."""
     tables = []
     for p in parametrizations:
         df = coord_check(
-            lambda depth, p=p: build(p, width, depth, lr, None),
+            make(p),
             depths,
             data,
-            loss_fn=F.mse_loss,
+            loss_fn=loss_fn,
             steps=steps,
             seeds=seeds,
             modules=_is_recorded,
@@ -384,20 +398,11 @@ def gpt_depth_coord_check(
 
     tokens, _ = _gpt_tokens()
     data = sample_batch(tokens, GPT_BATCH, GPT_BLOCK, torch.Generator().manual_seed(0))
-    tables = []
-    for p in parametrizations:
-        df = coord_check(
-            lambda depth, p=p: build_gpt(p, GPT_WIDTH, depth, lr, None),
-            depths,
-            data,
-            loss_fn=lm_loss,
-            steps=steps,
-            modules=_is_recorded,
-            attention_logits=False,
-            axis="depth",
-        )
-        tables.append(df.assign(parametrization=p))
-    return pd.concat(tables, ignore_index=True)
+
+    def make(p: str):
+        return lambda depth: build_gpt(p, GPT_WIDTH, depth, lr, None)
+
+    return _coord_check_by_parametrization(make, parametrizations, depths, data, lm_loss, steps)
 
 
 def train_gpt(

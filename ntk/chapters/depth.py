@@ -238,74 +238,111 @@ def run_transfer(
     ).assign(width=width)
 
 
+def transfer_over_widths(
+    train_at_width,
+    *,
+    width: int,
+    depths: Sequence[int],
+    widths: Sequence[int],
+    joint_depths: Sequence[int],
+    log2_lrs: Sequence[float],
+    seeds: Sequence[int],
+    cache: Path | None,
+    workers: int,
+) -> pd.DataFrame:
+    """Depth sweeps of `train_at_width(w)` at `width` over `depths` and at the other `widths`
+    over `joint_depths` (one SQLite file per width under the folder `cache`, named by the
+    train function), concatenated with a width column."""
+    tables = []
+    for w in sorted(set(widths) | {width}):
+        file = None
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            file = cache / f"12_{train_at_width.__name__}_w{w}.sqlite"
+        tables.append(
+            depth_sweep(
+                train_at_width(w),
+                depths=depths if w == width else joint_depths,
+                log2_lrs=log2_lrs,
+                seeds=seeds,
+                parametrizations=PARAMETRIZATIONS,
+                cache=file,
+                workers=workers,
+                progress=True,
+            ).assign(width=w)
+        )
+    return pd.concat(tables, ignore_index=True)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Chapter 12 at full scale: depth coordinate checks (residual MLP 2 to 32 blocks, GPT 2 to
-    16), depth transfer over `--depths` at width 64, and the width x depth optima (with
-    `--gpt`, the GPT's depth transfer too); figures to `--out`."""
+    """Chapter 12 at full scale, for the residual MLP and the GPT (`--models`): depth
+    coordinate checks, depth transfer over `--depths` (`--gpt-depths`) at the main width, and
+    the width x depth optima over `--widths` (`--gpt-widths`) and `--joint-depths`; figures
+    to `--out`. Returns every table, keyed by model."""
     from ntk.chapters import _cli
 
-    p = _cli.parser("Depth transfer: SP vs muP vs depth-muP vs CompleteP on a residual MLP.")
-    _cli.add_int_list(p, "--depths", [2, 4, 8, 16], "depths of the transfer sweep")
+    p = _cli.parser("Depth transfer: SP vs muP vs depth-muP vs CompleteP, residual MLP and GPT.")
+    p.add_argument("--models", nargs="+", choices=("mlp", "gpt"), default=["mlp", "gpt"])
+    _cli.add_int_list(p, "--depths", [2, 4, 8, 16], "depths of the MLP transfer sweep")
+    _cli.add_int_list(p, "--gpt-depths", [2, 4, 8, 16], "depths of the GPT transfer sweep")
     _cli.add_int_list(p, "--check-depths", [2, 4, 8, 16, 32], "depths of the coordinate check")
-    _cli.add_int_list(p, "--widths", [32, 64, 128], "widths of the width x depth picture")
+    _cli.add_int_list(p, "--widths", [32, 64, 128], "MLP widths of the width x depth picture")
+    _cli.add_int_list(p, "--gpt-widths", [32, 64, 128], "GPT widths of the same")
     _cli.add_int_list(p, "--joint-depths", [2, 16], "depths of the width x depth picture")
     _cli.add_int_list(p, "--seeds", [0, 1, 2], "seeds of every sweep cell")
     _cli.add_int_list(p, "--log2-lrs", list(range(-10, -1)), "the learning-rate grid (log2)")
     p.add_argument("--cache", type=Path, default=None, help="folder for the SQLite caches")
     p.add_argument("--workers", type=int, default=1, help="processes of the sweep")
-    p.add_argument("--gpt", action="store_true", help="also sweep the GPT (slow: hours on CPU)")
-    _cli.add_int_list(p, "--gpt-depths", [2, 4, 16], "depths of the GPT sweep")
     args = p.parse_args(argv)
     t0 = _cli.start(args)
     torch.set_num_threads(1)
-    lrs = [float(a) for a in args.log2_lrs]
-    cc = depth_coord_check(args.check_depths, seeds=args.seeds)
-    print(depth_exponents_table(cc, step=1).round(2).to_string(), flush=True)
-    names = [_cli.save(plot_depth_check(cc, step=1), args.out, "12_depth_coord_check.png")]
-    tables = []
-    for w in sorted(set(args.widths) | {WIDTH}):
-        depths = args.depths if w == WIDTH else args.joint_depths
-        cache = None if args.cache is None else args.cache / f"12_depth_w{w}.sqlite"
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-        tables.append(
-            run_transfer(
-                depths=depths,
-                log2_lrs=lrs,
-                seeds=args.seeds,
-                width=w,
-                cache=cache,
-                workers=args.workers,
-                progress=True,
-            )
-        )
-    sweep = pd.concat(tables, ignore_index=True)
-    main_sweep = sweep[sweep["width"] == WIDTH].drop(columns="width")
-    opt = depth_optima(main_sweep)
-    print(opt.to_string(), "\ndrift (log2 lr, max - min over depths):", flush=True)
-    print(depth_drift(opt).to_string(), flush=True)
-    names.append(_cli.save(plot_depth_transfer(main_sweep), args.out, "12_depth_transfer.png"))
-    joint = joint_optima(sweep)
-    print(joint.to_string(), flush=True)
-    names.append(_cli.save(plot_joint(joint), args.out, "12_width_depth.png"))
-    out = dict(coord_check=cc, sweep=sweep, optima=opt, joint=joint)
-    gcc = gpt_depth_coord_check([d for d in args.check_depths if d <= 16])
-    print("GPT:\n", depth_exponents_table(gcc, step=1).round(2).to_string(), flush=True)
-    names.append(_cli.save(plot_depth_check(gcc, 1), args.out, "12_depth_coord_check_gpt.png"))
-    if args.gpt:
-        cache = None if args.cache is None else args.cache / "12_depth_gpt.sqlite"
-        gpt = depth_sweep(
-            gpt_at_width(GPT_WIDTH),
-            depths=args.gpt_depths,
-            log2_lrs=lrs,
+    models = {
+        "mlp": (
+            functools.partial(depth_coord_check, seeds=args.seeds),
+            train_at_width,
+            WIDTH,
+            args.depths,
+            args.widths,
+            "",
+        ),
+        "gpt": (
+            gpt_depth_coord_check,
+            gpt_at_width,
+            GPT_WIDTH,
+            args.gpt_depths,
+            args.gpt_widths,
+            "_gpt",
+        ),
+    }
+    out, names = {}, []
+    for model in args.models:
+        check, train_at, width, depths, widths, tag = models[model]
+        print(f"== {model} ==", flush=True)
+        cc = check([d for d in args.check_depths if model == "mlp" or d <= 16])
+        print(depth_exponents_table(cc, step=1).round(2).to_string(), flush=True)
+        names.append(_cli.save(plot_depth_check(cc, 1), args.out, f"12_depth_coord_check{tag}.png"))
+        sweep = transfer_over_widths(
+            train_at,
+            width=width,
+            depths=depths,
+            widths=widths,
+            joint_depths=args.joint_depths,
+            log2_lrs=[float(a) for a in args.log2_lrs],
             seeds=args.seeds,
-            parametrizations=PARAMETRIZATIONS,
-            cache=cache,
+            cache=args.cache,
             workers=args.workers,
         )
-        out["gpt_optima"] = gpt_opt = depth_optima(gpt)
-        print(gpt_opt.to_string(), "\nGPT drift:", depth_drift(gpt_opt).to_dict(), flush=True)
-        names.append(_cli.save(plot_depth_transfer(gpt), args.out, "12_depth_transfer_gpt.png"))
+        main_sweep = sweep[sweep["width"] == width].drop(columns="width")
+        opt = depth_optima(main_sweep)
+        print(opt.to_string(), "\ndrift (log2 lr, max - min over depths):", flush=True)
+        print(depth_drift(opt).to_string(), flush=True)
+        names.append(
+            _cli.save(plot_depth_transfer(main_sweep), args.out, f"12_depth_transfer{tag}.png")
+        )
+        joint = joint_optima(sweep)
+        print(joint.to_string(), flush=True)
+        names.append(_cli.save(plot_joint(joint), args.out, f"12_width_depth{tag}.png"))
+        out[model] = dict(coord_check=cc, sweep=sweep, optima=opt, joint=joint)
     _cli.finish(args.out, [n.name for n in names], t0)
     return out
 

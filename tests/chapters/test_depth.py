@@ -25,6 +25,7 @@ def test_script_writes_its_figures(tmp_path):
     root = Path(__file__).resolve().parents[2]
     cmd = [sys.executable, str(root / "ntk" / "depth_transfer.py"), "--depths", "2", "4"]
     cmd += "--check-depths 2 4 --widths 64 --joint-depths 2 --seeds 0 --log2-lrs -6 -5".split()
+    cmd += "--gpt-depths 2 4 --gpt-widths 32".split()
     proc = subprocess.run(
         [*cmd, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
@@ -34,9 +35,11 @@ def test_script_writes_its_figures(tmp_path):
         "12_depth_coord_check.png",
         "12_depth_coord_check_gpt.png",
         "12_depth_transfer.png",
+        "12_depth_transfer_gpt.png",
         "12_width_depth.png",
+        "12_width_depth_gpt.png",
     }
-    assert "drift (log2 lr" in proc.stdout
+    assert proc.stdout.count("drift (log2 lr") == 2
 
 
 def test_gpt_depth_coordinate_check_last_block():

@@ -138,8 +138,9 @@ plt.show()
 # ## 3. How much does the kernel move during training?
 #
 # Train networks of one hidden layer with full-batch gradient descent (η = 1, 200 steps, 16
-# points, MSE: the loss falls by more than an order of magnitude for erf and by about three
-# for ReLU) and measure
+# points, MSE: the mean loss falls by more than an order of magnitude for erf and by three to
+# four orders for ReLU, between 500x and 20000x at every width, more at width 2048 than at
+# 64) and measure
 # ‖Θ̂_T − Θ̂_0‖_F / ‖Θ̂_0‖_F on the training set. Six networks per width train at once as an
 # `MLPEnsemble` (independent members, batched matmuls).
 #
@@ -263,15 +264,23 @@ plt.show()
 #
 # Below: the spectra of the analytic Θ and of the network's own NTK at init Θ̂_0 (they differ
 # by a few percent), then the width-2048 network's residual along the top eigenvectors of each
-# (dots) against the prediction from its initial residual (lines). Each direction follows its
-# prediction while its residual is above about 1% of its start. Below that the dots stop
-# falling and sit orders of magnitude above the lines, at 1e-6 to 1e-2 of their start,
-# *in both bases*. The reason: the slow directions still hold residual after the fast ones
-# are done, and the kernel that drives the network is neither Θ (it misses it by O(n^{-1/2}))
-# nor fixed (it moves by O(n^{-3/4}), section 3), so its eigenvectors are slightly rotated
-# relative to either basis and leak a small share of the slow residual into every fast
-# direction. The linearized network, whose kernel is exactly Θ̂_0 and fixed, follows the
-# prediction in the Θ̂_0 basis down to float32 round-off: the floor is the kernel's motion.
+# (dots) against the prediction from its initial residual (lines). In the network's own basis
+# every top-8 direction follows its prediction to within about 1% of its initial component at
+# all times (asserted: 2%). In the analytic basis the directions holding at least 2% of the
+# initial residual follow to within 10% of their start; a direction holding less (here
+# direction 7, under 1%) is swamped by what leaks into it from the others (below) and does not
+# follow. Once a direction's residual has decayed, its dots stop falling and sit orders of
+# magnitude above the lines, *in both bases*: at the last step the gaps of the directions
+# holding at least 2% of the residual are between 1e-6 and 2e-3 of their start (the analytic
+# direction 7 about 1e-2). The reason: the slow directions still hold residual after the fast
+# ones are done, and the kernel that drives the network is neither Θ (it misses it by
+# O(n^{-1/2})) nor fixed (it moves by O(n^{-3/4}), section 3), so its eigenvectors are
+# slightly rotated relative to either basis and leak a small share of the slow residual into
+# every fast direction. The linearized network, whose kernel is exactly Θ̂_0 and fixed,
+# follows the prediction in the Θ̂_0 basis down to float32 round-off, while the network floors
+# far above it: since the two differ only in the kernel's motion, at this width the floor is
+# that motion. We measure the floor at width 2048 only; by section 3 the motion shrinks as
+# n^{-3/4}, so the floor should fall with width, which this notebook does not check.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -334,8 +343,10 @@ ratio = {
     n: df.groupby("width").train_loss.mean() / df.groupby("width").initial_loss.mean()
     for n, df in change.items()
 }
-assert (ratio["erf"] < 0.1).all() and (ratio["relu"] < 2e-3).all()
-print("PASS: mean training loss fell by > 10x (erf) and > 500x (ReLU) at every width")
+assert (ratio["erf"] < 0.1).all() and ratio["relu"].between(5e-5, 2e-3).all()
+assert ratio["relu"].iloc[-1] < ratio["relu"].iloc[0]
+print("PASS: mean training loss fell by > 10x (erf) and by 500x-20000x (ReLU) at every width,")
+print("      for ReLU more at width 2048 than at width 64")
 assert (late.linearized_vs_network < late.flow_vs_network).all()
 assert late.flow_vs_network.is_monotonic_increasing
 assert 0.1 < late.flow_vs_network.iloc[-1] < 0.25
@@ -344,8 +355,15 @@ print("      and the network stays closer to its linearization at every time")
 assert abs(fit_gap.exponent + 0.5) <= 0.2
 print("PASS: test-output gap to the NTK prediction ~ width^-1/2 (slope within 0.2)")
 big = gaps.initial.abs() >= 0.02  # directions holding at least 2% of the initial residual
-assert gaps[big & (gaps.basis == "analytic")].max_gap.max() < 0.1
-print("PASS: each top-8 direction follows the analytic prediction within 10% of its start")
+own, analytic = gaps.basis == "own", gaps.basis == "analytic"
+assert gaps[own].max_gap.max() < 0.02
+print("PASS: in its own NTK's basis each top-8 direction follows its prediction within 2%")
+assert gaps[big & analytic].max_gap.max() < 0.1
+assert (~big & analytic).any() and (gaps[~big & analytic].max_gap > 0.1).all()
+print("PASS: in the analytic basis those holding >= 2% of the residual follow within 10%,")
+print("      and those holding less do not")
+assert gaps[big].late_gap.between(1e-6, 2e-3).all() and gaps.late_gap.max() < 0.05
+print("PASS: at the last step the gaps are 1e-6 to 2e-3 of the start (>= 2% directions)")
 spectra = np.abs(eig.own_eigenvalues[:8] / eig.eigenvalues[:8] - 1)
 assert spectra.max() < 0.1
 print("PASS: the top-8 eigenvalues of the network's NTK at init are within 10% of the analytic")

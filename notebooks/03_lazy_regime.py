@@ -70,7 +70,10 @@ torch.set_num_threads(1)  # small matrices: one thread is as fast and reproducib
 # weights move by $O(n^{-1/2})$ relative, but the first-order change of $\|W_1 u\|^2$ is a sum
 # over units of terms whose signs are set by the units' random readout weights, so it cancels
 # like a random walk (as the NTK's first-order change does in chapter 02), leaving a relative
-# change of order $n^{-1}$: the lazy network keeps the features it was born with.
+# change of order $n^{-1}$: the lazy network keeps the features it was born with. Being a
+# random walk, this change is noisy: from one seed it is not even monotone in the width
+# (below), so what we check, at this seed, is that it falls faster than the weights' own
+# $n^{-1/2}$ (see the checks), which is consistent with, but does not measure, the $n^{-1}$.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -85,6 +88,8 @@ print(
 print("\nfitted log-log slopes against the width:")
 for name, slope in lazy.slopes.items():
     print(f"  {LABELS[name]:38s} {slope:+.2f}")
+overlap_slope_128 = fit_loglog_slope(t.width[1:], t.overlap_change[1:])
+print(f"  overlap with u, widths 128-1024 only    {overlap_slope_128:+.2f}")
 
 # %% [markdown]
 # ## 2. The trained network is kernel regression with the NTK
@@ -135,8 +140,15 @@ plt.show()
 # %% [markdown]
 # ## Checks
 #
-# The slopes are fitted over a 16x range of widths from one seed; we allow about 0.2 around
-# the theoretical exponents. Each check would fail if its claim were false.
+# The slopes are fitted over a 16x range of widths from one seed. For the weights, features
+# and distances we allow 0.15 to 0.25 around the theoretical exponents. The overlap change is
+# a sum of random-sign terms and, from one seed, not monotone in the width, and its fit over
+# all widths leans on width 64; so for it we assert only that the slope lies in (−1.5, −0.7),
+# fitted both over all widths and over 128-1024, and that the change is below 2% at width
+# 1024. That says the change is small and, at this seed, falls faster than the $n^{-1/2}$ of
+# the weights; it is not a measurement of the exponent (a single seed's slope scatters
+# widely, and other seeds can land outside this window), and the $n^{-1}$ rests on the
+# argument in section 1. Each check would fail if its claim were false.
 
 # %%
 s = lazy.slopes
@@ -153,9 +165,10 @@ print("PASS: the hidden n x n matrix changes ~ width^-1 (slope in (-1.25, -0.8))
 
 # the overlap with u stays at its random level 1/d, ever more exactly
 widest = t.iloc[-1]
-assert -1.5 < s["overlap_change"] < -0.7
+assert -1.5 < s["overlap_change"] < -0.7 and -1.5 < overlap_slope_128 < -0.7
 assert widest.overlap_change < 0.02 and abs(widest.overlap_final * lazy.dim - 1) < 0.1
-print("PASS: overlap with u changes ~ width^-1 (slope in (-1.5, -0.7)); < 2% at width 1024")
+print("PASS: at this seed the overlap change with u falls faster than width^-1/2: slope in")
+print("      (-1.5, -0.7) over widths 64-1024 and over 128-1024; < 2% at width 1024")
 
 # convergence to kernel regression: both distances shrink at their predicted rates
 assert -0.75 < s["ntk_distance"] < -0.35 and -0.95 < s["lin_distance"] < -0.55

@@ -10,7 +10,8 @@ arXiv:1812.07956): each layer's gradient has Frobenius norm O(1), so after a fix
   * every hidden feature moves by a relative O(n^{-1/2});
   * the overlap of the first layer with a target direction u,
     ||W_1 u||^2 / ||W_1||_F^2 (1/d for a random W_1), stays at its initial value up to a
-    relative O(n^{-1/2}): the network cannot rotate its features towards u;
+    relative O(n^{-1}) (its first-order change sums random-sign terms over the units, so it
+    cancels like a random walk): the network cannot rotate its features towards u;
   * the trained network approaches its linearization f_lin(x; θ) = f(x; θ_0) + J(x; θ_0)(θ - θ_0)
     trained the same way, and kernel regression with the *analytic* NTK Θ from the network's own
     initial outputs f_0, by the same gradient descent:
@@ -246,8 +247,8 @@ def summary(lazy: LazyRegime) -> str:
     """Printed report of the sweep."""
     lines = ["lazy regime (NTK parametrization, full-batch GD): fitted slopes vs width"]
     lines += [f"  {LABELS[name]:38s} {slope:+.3f}" for name, slope in lazy.slopes.items()]
-    lines.append("  theory: -1/2 for features, input/readout weights and the overlap with u,")
-    lines.append("  -1 for the hidden n x n matrix (Frobenius), -1/2 for the distance to the NTK")
+    lines.append("  theory: -1/2 for features and input/readout weights, -1 for the overlap")
+    lines.append("  with u and the hidden n x n matrix, -1/2 for the distance to the NTK")
     for r in lazy.table.itertuples():
         lines.append(
             f"  width {r.width:5d}: test MSE {r.test_mse:.3f} (NTK regression {r.ntk_test_mse:.3f},"

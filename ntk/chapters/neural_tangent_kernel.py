@@ -317,7 +317,8 @@ def trajectory_gap_vs_width(
     """Per width: the test-output gap ||f_net - f_NTK|| / ||f_net|| between one trained network
     and the analytic-NTK prediction from its own f_0 (`trajectory_errors`), at the last step
     (`final_gap`) and its maximum over the recorded steps (`max_gap`). Theory: both are set by
-    the O(n^{-1/2}) difference between the network's NTK and the analytic one."""
+    the O(n^{-1/2}) difference between the network's NTK and the analytic one. Also the
+    network's `residual_floor` (`floor`), set by the kernel's motion during training instead."""
     rows = []
     for width in widths:
         for i in range(n_networks):  # seeds seed, seed + 1, ...: data and initialization
@@ -325,7 +326,15 @@ def trajectory_gap_vs_width(
                 width, learning_rate=learning_rate, seed=seed + i, linearize=False, **kw
             )
             gap = trajectory_errors(traj).flow_vs_network
-            rows.append(dict(width=width, network=i, final_gap=gap.iloc[-1], max_gap=gap.max()))
+            rows.append(
+                dict(
+                    width=width,
+                    network=i,
+                    final_gap=gap.iloc[-1],
+                    max_gap=gap.max(),
+                    floor=residual_floor(traj),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -359,6 +368,20 @@ def _project(theta: torch.Tensor, traj: Trajectories, outputs: torch.Tensor | No
     t = torch.as_tensor(traj.steps, dtype=torch.float64)[:, None]
     rate = traj.learning_rate * lam[None, :] / traj.n_train  # eta lam_i / N: (1, N)
     return lam, measured, measured[:1] * (1 - rate) ** t, measured[:1] * torch.exp(-rate * t)
+
+
+def residual_floor(traj: Trajectories, top: int = 8, from_step: int = 32) -> float:
+    """The largest departure of the network's train residual from the linear dynamics of its own
+    NTK at initialization Θ̂_0, |u_i . (f_t - y) - (1 - eta lam_i / N)^t u_i . (f_0 - y)| over the
+    `top` leading eigenvectors u_i of Θ̂_0 and the recorded steps t >= `from_step`, relative to
+    ||f_0(X) - y||. A network whose kernel stayed Θ̂_0 (its linearization) has none but
+    round-off, so this floor measures the kernel's motion during training."""
+    late = torch.as_tensor(np.asarray(traj.steps) >= from_step)
+    if not late.any():
+        raise ValueError(f"from_step must be <= the last recorded step, got {from_step}")
+    _, measured, predicted, _ = _project(traj.ntk_init, traj)
+    gap = (measured[late, :top] - predicted[late, :top]).abs().max()
+    return float(gap / measured[0].norm())
 
 
 def residual_eigendirections(traj: Trajectories, net: Net | None = None) -> Eigendirections:

@@ -1,5 +1,7 @@
 """Chapter 02 (ntk.chapters.neural_tangent_kernel): the experiment functions."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -57,9 +59,18 @@ def test_training_trajectories_follow_the_ntk():
     # the linearized network follows its own NTK's eigendirections exactly (float32)
     c0 = abs(eig.own_measured[0, :4])
     assert (abs(eig.own_linearized[:, :4] - eig.own_predicted[:, :4]) / c0).max() < 1e-3
+    # the residual floor is the kernel's motion: the linearized network (fixed kernel) has none
+    floor = ntp.residual_floor(traj, top=4, from_step=4)
+    fixed = ntp.residual_floor(
+        dataclasses.replace(traj, network=traj.linearized), top=4, from_step=4
+    )
+    assert fixed < 1e-5 < floor
+    with pytest.raises(ValueError, match="from_step"):
+        ntp.residual_floor(traj, from_step=64)
 
 
 def test_trajectory_gap_vs_width():
-    gap = ntp.trajectory_gap_vs_width([64, 1024], n_networks=2, n_train=8, n_test=8, steps=[0, 16])
-    mean = gap.groupby("width").final_gap.mean()
-    assert mean[1024] < mean[64]  # theory: / 4
+    gap = ntp.trajectory_gap_vs_width([64, 1024], n_networks=2, n_train=8, n_test=8, steps=[0, 32])
+    mean = gap.groupby("width")[["final_gap", "floor"]].mean()
+    assert mean.final_gap[1024] < mean.final_gap[64]  # theory: / 4
+    assert mean.floor[1024] < mean.floor[64]  # the kernel moves less: theory / 8

@@ -219,15 +219,22 @@ def run_transfer(
     depths: Sequence[int],
     log2_lrs: Sequence[float],
     seeds: Sequence[int] = (0, 1, 2),
-    width: int = WIDTH,
+    model: str = "mlp",
+    width: int | None = None,
     parametrizations: Sequence[str] = PARAMETRIZATIONS,
     cache: str | Path | None = None,
     workers: int = 1,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """`depth_sweep` of `train_residual` at `width`: the depth-transfer table."""
+    """`depth_sweep` of `train_residual` ("mlp", default width `WIDTH`) or `train_gpt`
+    ("gpt", default `GPT_WIDTH`) at `width`: the depth-transfer table."""
+    train_at = {"mlp": (train_at_width, WIDTH), "gpt": (gpt_at_width, GPT_WIDTH)}
+    if model not in train_at:
+        raise ValueError(f"model must be 'mlp' or 'gpt', got {model!r}")
+    make, default_width = train_at[model]
+    width = default_width if width is None else width
     return depth_sweep(
-        train_at_width(width),
+        make(width),
         depths=depths,
         log2_lrs=log2_lrs,
         seeds=seeds,
@@ -236,6 +243,21 @@ def run_transfer(
         workers=workers,
         progress=progress,
     ).assign(width=width)
+
+
+def cost_of_depth(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per parametrization and seed: the loss at the deepest depth minus the loss at the
+    shallowest, both at the learning rate optimal (seed mean) at the shallowest depth, i.e.
+    what going deeper costs when the learning rate is transferred from the shallow model.
+    Rows parametrization, columns seed, plus the transferred log2 lr."""
+    shallow, deep = sweep["depth"].min(), sweep["depth"].max()
+    opt = depth_optima(sweep, n_boot=0)
+    rows = {}
+    for p, sub in sweep.groupby("parametrization", sort=False):
+        lr = float(opt.query("parametrization == @p and depth == @shallow")["log2_lr_opt"].iloc[0])
+        at = sub[sub["log2_lr"] == lr].pivot(index="seed", columns="depth", values="loss")
+        rows[p] = {**(at[deep] - at[shallow]).to_dict(), "log2_lr": lr}
+    return pd.DataFrame(rows).T
 
 
 def transfer_over_widths(

@@ -51,3 +51,22 @@ def test_gpt_depth_coordinate_check_last_block():
     assert exps[("act_size", "mup")] > 0.3 and exps[("delta_size", "mup")] > 0.5, exps
     assert abs(exps[("act_size", "depth-mup")]) < 0.25, exps
     assert abs(exps[("delta_size", "depth-mup")]) < 0.25, exps
+
+
+def test_cost_of_depth_is_the_paired_loss_change_at_the_shallow_optimum():
+    import pandas as pd
+
+    from ntk.chapters.depth import cost_of_depth
+
+    rows = []
+    for seed in (0, 1):
+        for lr, shallow, deep in ((-6.0, 2.0, 1.5), (-5.0, 1.0, 3.0), (-4.0, 1.5, 0.5)):
+            cell = dict(parametrization="mup", log2_lr=lr, lr=2**lr, seed=seed)
+            rows.append(dict(cell, depth=2, loss=shallow))
+            rows.append(
+                dict(parametrization="mup", depth=8, log2_lr=lr, seed=seed, loss=deep + seed)
+            )
+    cost = cost_of_depth(pd.DataFrame(rows))
+    # the 2-block optimum is 2^-5 (loss 1.0); there the 8-block losses are 3.0 and 4.0
+    assert cost.loc["mup", "log2_lr"] == -5.0
+    assert cost.loc["mup", 0] == 2.0 and cost.loc["mup", 1] == 3.0

@@ -538,6 +538,7 @@ print("PASS: the closed-form c's equal abc_table's; measured alignments alpha ~ 
 print("PASS: r = 0 in every layer for the tables, (0, -1, -2, -3) for SP with one global lr")
 print("PASS: NTK = SP shifted by t = (0, 1/2, 1/2), MFP = muP shifted by t = 1/2 everywhere")
 print("PASS: scaled eps: equal losses (< 1e-12); one global eps: relative gap 1e-6 to 2e-3")
-print("PASS: init-output, feature-change and output-change slopes as predicted; pairs agree")
+print("PASS: init-output and feature-change slopes as predicted; output-change slope SP/NTK")
+print("      0.15 to 0.6 (grows), muP/MFP -0.3 to 0.05 (does not grow); pairs agree")
 print("PASS: muP optimum within one half-octave step; both SP rules drift by >= 3 steps")
 print("PASS: muP wider is better; SP with one global lr loses > 2x at the width-32 lr")

@@ -13,8 +13,9 @@
 # %% [markdown]
 # # 04 - From lazy to rich: one knob between the kernel regime and feature learning
 #
-# Chapter 03 showed wide NTK-parametrized networks training lazily: their weights, features and
-# tangent kernel barely move, and training is kernel regression. Chizat, Oyallon & Bach (2019)
+# Chapters 02 and 03 showed wide NTK-parametrized networks training lazily: their tangent
+# kernel (chapter 02, section 3), weights and features (chapter 03) barely move, and training
+# is kernel regression (chapter 03). Chizat, Oyallon & Bach (2019)
 # made laziness a knob. For any model $f(x; w)$ and a scale $\alpha > 0$, train the centered,
 # rescaled model
 #
@@ -45,7 +46,7 @@
 # $\|\Theta(T) - \Theta(0)\|_F / \|\Theta(0)\|_F$ on 64 training inputs.
 #
 # The code is in `ntk/chapters/lazy_to_rich.py` (also a script:
-# `python -m ntk.chapters.lazy_to_rich --out figures`). Runs in about 1 minute on a 2-core CPU.
+# `python -m ntk.chapters.lazy_to_rich --out figures`).
 
 # %%
 import sys
@@ -129,10 +130,12 @@ plt.show()
 
 # %% [markdown]
 # Read each panel from top (lazy) to bottom (rich). With large $\alpha\sqrt n$ kernel
-# regression lowers the training loss but not the held-out loss, which stays near that of
-# predicting 0: in 300 steps the kernel does not find $u$. Below the line
-# $\alpha\sqrt n \approx 1$ the networks move their features by $O(1)$, their tangent
-# kernel changes by more than its own size, and the held-out loss drops to about a third.
+# regression lowers the training loss (to between 0.1 and 0.2 at
+# $\alpha = 64$, the `train_loss` grid) but not the held-out loss, which stays within 0.06 of
+# that of predicting 0 (printed above): in 300 steps the kernel does not find $u$. Below the
+# line $\alpha\sqrt n \approx 1$ the networks move their features by $O(1)$, their tangent
+# kernel changes by more than its own size, and the held-out loss drops to about a third of
+# the lazy one (smallest over largest $\alpha$: between 0.28 and 0.35 at the four widths).
 # Along a row the wider network is lazier, and the boundary follows $\alpha \propto n^{-1/2}$.
 
 # %%
@@ -152,18 +155,22 @@ plt.show()
 # * **$\alpha\sqrt n$ alone sets the feature movement**: runs with equal $\alpha\sqrt n$ at
 #   widths 16 and 256, or 64 and 1024, agree within a factor 1.25; at a fixed $\alpha$ the
 #   wider network moves its features less.
-# * **Lazy and rich corners**: at the largest $\alpha$ the training loss falls below 0.4 while
+# * **Lazy and rich corners**: at the largest $\alpha$ the training loss falls to 0.1-0.2 while
 #   the held-out loss stays within 0.06 of predicting 0; at the smallest $\alpha$ the kernel
 #   movement exceeds 1.
-# * **Rich beats lazy on held-out loss**: at every width the smallest $\alpha$ has less than half
-#   the held-out loss of the largest.
-# * **The lazy limit is kernel regression**: at width 1024 and $\alpha = 64$ the held-out loss
-#   is within 0.03 of analytic NTK regression run for the same time (one initialization, so
-#   a finite-width NTK; the tolerance covers it).
+# * **Rich beats lazy on held-out loss**: at every width the smallest $\alpha$ has between 0.25
+#   and 0.42 times the held-out loss of the largest (about a third).
+# * **The lazy corner is close to kernel regression**: at $\alpha = 64$ the held-out loss is
+#   within 0.03 of analytic (infinite-width) NTK regression run for the same time, at every
+#   width. The gap does not shrink with width here (0.006 to 0.021, not monotone): each width
+#   has one initialization, whose finite-width kernel differs from the analytic one by a
+#   random $O(n^{-1/2})$ amount, so one seed per width cannot show the width limit; that
+#   limit is the theorem of Jacot et al. (2018), checked in chapter 03.
 
 # %%
 t = grid.table
-zero = 0.5 * task.y_test.pow(2).mean().item()  # held-out loss of predicting 0
+zero = grid.zero_loss  # held-out loss of predicting 0
+assert abs(zero - 0.5 * task.y_test.pow(2).mean().item()) < 1e-12
 for w in lr.WIDTHS:
     for column in ("feature_change", "kernel_change"):
         slope = grid.alpha_slope(column, w)
@@ -172,17 +179,17 @@ for w in lr.WIDTHS:
     assert (rows.feature_change.diff().iloc[1:] < 0).all(), w
     align, align0 = rows.alignment.to_numpy(), rows.alignment_init.to_numpy()
     assert align[0] >= 4 * align0[0] and abs(align[-1] / align0[-1] - 1) < 0.1, w
-    assert rows.test_loss.iloc[0] < 0.5 * rows.test_loss.iloc[-1], w
-    assert rows.train_loss.iloc[-1] < 0.4 and abs(rows.test_loss.iloc[-1] - zero) < 0.06, w
+    assert 0.25 < rows.test_loss.iloc[0] / rows.test_loss.iloc[-1] < 0.42, w  # about a third
+    assert 0.1 < rows.train_loss.iloc[-1] < 0.2 and abs(rows.test_loss.iloc[-1] - zero) < 0.06, w
+    assert abs(rows.test_loss.iloc[-1] - grid.kernel_loss) < 0.03, w  # lazy ~ kernel regression
     assert rows.kernel_change.iloc[0] > 1, w
 for alpha in lr.ALPHAS:
     along_row = t[t.alpha == alpha].sort_values("width").feature_change
     assert (along_row.diff().iloc[1:] < 0).all(), alpha
 collapse = grid.collapse("feature_change")
 assert len(collapse) >= 8 and collapse.ratio.between(0.8, 1.25).all(), collapse
-lazy_widest = t[(t.width == max(lr.WIDTHS)) & (t.alpha == max(lr.ALPHAS))].test_loss.item()
-assert abs(lazy_widest - grid.kernel_loss) < 0.03
-print("PASS: movements ~ 1/alpha, set by alpha sqrt(n); rich beats lazy; lazy = kernel regression")
+print("PASS: movements ~ 1/alpha, set by alpha sqrt(n); rich beats lazy (held-out loss ratio")
+print("      0.25-0.42); lazy within 0.03 of NTK regression and 0.06 of predicting 0")
 
 # %% [markdown]
 # ## 4. What the neurons do
@@ -191,9 +198,29 @@ print("PASS: movements ~ 1/alpha, set by alpha sqrt(n); rich beats lazy; lazy = 
 # direction, $\langle w_i, u\rangle$, against the norm of the rest. Grey: initialization;
 # blue: after training. Pick a width and $\alpha$ with the sliders (in Jupyter or Colab, with
 # `ipywidgets`); the static figure below shows width 64 at three values of $\alpha$. In the lazy
-# corner the points do not visibly move. In the rich corner they travel: a few neurons grow
-# along $\pm u$, which carries the learned target, and many also grow in the other directions
-# (with $\alpha\sqrt n < 1$ the weights must change a lot to make $f_\alpha$ of order one).
+# corner ($\alpha = 64$) the points do not visibly move: at every width no neuron moves by
+# more than 1% of the mean neuron length. In the rich corner ($\alpha = 1/16$) they travel,
+# the farthest by more than the mean neuron length: a minority of the neurons (between 1% and
+# 40% at every width) end with $|\langle w_i, u\rangle|$ above twice its largest initial value,
+# and carry the learned target; many also grow in the other directions, by more than 10%
+# (more than half of them at width 64, at least a fifth at every width; with
+# $\alpha\sqrt n < 1$ the weights must change a lot to make $f_\alpha$ of order one). The
+# table (`neuron_table`, also in the summary above) and the next cell check this.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+neurons = grid.neuron_table()
+print(neurons.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+
+# %%
+lazy = neurons[neurons.alpha == max(lr.ALPHAS)]
+rich = neurons[neurons.alpha == min(lr.ALPHAS)]
+assert (lazy.largest_move < 0.01).all() and (lazy.grown_along == 0).all(), lazy
+assert (lazy.grown_across == 0).all(), lazy
+assert (rich.largest_move > 1).all() and rich.grown_along.between(0.01, 0.4).all(), rich
+assert (rich.grown_across > 0.2).all() and rich.set_index("width").grown_across[64] > 0.5, rich
+print("PASS: lazy neurons move < 1% at every width; rich ones travel: a minority grows along u")
+print("      (> 2x the largest initial component), many grow across (> 10%)")
 
 # %%
 try:
@@ -239,4 +266,5 @@ plt.show()
 # Programming", NeurIPS 2019, arXiv:1812.07956. M. Geiger, S. Spigler, A. Jacot, M. Wyart,
 # "Disentangling feature and lazy training in deep neural networks", J. Stat. Mech. 2020,
 # arXiv:1906.08034. B. Woodworth et al., "Kernel and Rich Regimes in Overparametrized Models",
-# COLT 2020, arXiv:2002.09277.
+# COLT 2020, arXiv:2002.09277. A. Jacot, F. Gabriel, C. Hongler, "Neural Tangent Kernel:
+# Convergence and Generalization in Neural Networks", NeurIPS 2018, arXiv:1806.07572.

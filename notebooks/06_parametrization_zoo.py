@@ -177,7 +177,8 @@ print(
 # %% [markdown]
 # The next cell runs the recursion (`update_exponents`) on the chain embedding, hidden,
 # hidden, readout for every parametrization and optimizer: each passes the initialization
-# check and has $r = 0$ in every layer, so every layer moves by $\Theta(1)$. The last row is SP
+# check and has $r = 0$ in every layer, so every layer moves by $\Theta(1)$ (the checks in
+# section 5 assert both exactly). The last row is SP
 # with one learning rate for all layers (what `torch.optim.Adam(model.parameters())` does),
 # $c = 0$: the recursion gives
 # $r = (0, -1, -2, -3)$ on the chain embedding, hidden, hidden, readout. The first hidden layer's
@@ -288,32 +289,42 @@ print(terms.round(2).to_string(index=False))
 # the forward pass; the weight gradient shrinks by $n^{-t}$, so SGD needs $n^{2t}$ more learning
 # rate, Adam (scale-invariant) $n^{t}$ more:
 # $(a, b, c) \to (a + t, b - t, c - t)$ for Adam, $(a + t, b - t, c - 2t)$ for SGD.
-# NTK is SP shifted by $t = 1/2$ in hidden and readout layers; MFP is muP shifted by $t = 1/2$
-# everywhere.
+# NTK is SP shifted by $t = 1/2$ in hidden and readout layers ($t = 0$ at the embedding); MFP
+# is muP shifted by $t = 1/2$ everywhere. The cell reads $t = a_{dst} - a_{src}$ per layer, shifts
+# the source's $(a, b, c)$ by it and compares with the destination's table entry.
 
 # %%
+symmetry = {}
 for opt in ("adam", "sgd"):
     for src, dst in (("sp", "ntk"), ("mup", "mfp")):
         x, y = role_exponents(src, opt), role_exponents(dst, opt)
-        shifted = {role: abc_shift(x[role], y[role].a - x[role].a, opt) for role in x}
-        print(f"{opt}: {src} shifted == {dst}: {shifted == y}")
+        shift = {role: y[role].a - x[role].a for role in x}
+        shifted = {role: abc_shift(x[role], shift[role], opt) for role in x}
+        symmetry[(opt, src, dst)] = (shift, shifted == y)
+        print(f"{opt}: {src} shifted by t = {shift} == {dst}: {shifted == y}")
 
 # %% [markdown]
 # The symmetry is exact in training too, except for Adam's $\epsilon$: Adam divides by
 # $\sqrt{v} + \epsilon$ and $\sqrt{v}$ carries the multiplier. `ParametrizationConfig(adam_eps=...)`
 # scales $\epsilon$ per layer as $n^{-a_l}$ (it is then measured against the gradient of the
-# effective weight), which makes equivalent parametrizations train identically; with one
-# global $\epsilon$ they differ slightly. Below, SP and NTK (and muP and MFP) with Adam, at a
-# width 16 times the base width, in float64.
+# effective weight), which makes equivalent parametrizations train identically (loss curves
+# equal to better than $10^{-12}$); with one global $\epsilon$ they differ slightly: over 20
+# steps the losses differ by about $10^{-5}$ (SP/NTK) and $5\cdot 10^{-5}$ (muP/MFP), less
+# than 0.2% of the loss (the checks ask for a relative difference between $10^{-6}$ and
+# $2\cdot 10^{-3}$). Below, SP and NTK (and muP and MFP) with Adam, at a width 16 times the
+# base width, in float64.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 symmetry_gap = {}
 for src, dst in (("sp", "ntk"), ("mup", "mfp")):
     for scaled in (True, False):
-        gap = np.abs(adam_losses(src, 512, scaled) - adam_losses(dst, 512, scaled)).max()
-        symmetry_gap[(src, dst, scaled)] = gap
+        losses = adam_losses(src, 512, scaled)
+        gap = np.abs(losses - adam_losses(dst, 512, scaled))
+        symmetry_gap[(src, dst, scaled)] = (gap.max(), (gap / losses).max())
         print(
-            f"{src} vs {dst}, eps scaled per layer: {scaled!s:5}  max |loss difference| < 1e-12: {gap < 1e-12}"
+            f"{src} vs {dst}, eps scaled per layer: {scaled!s:5}  max |loss difference| "
+            f"{gap.max():.1e} (relative {(gap / losses).max():.1e})"
         )
 
 # %% [markdown]
@@ -325,6 +336,7 @@ for src, dst in (("sp", "ntk"), ("mup", "mfp")):
 # output. Predicted slopes against $\log n$: output at init $1/2 - (a_{L+1} + b_{L+1})$
 # (0 for SP/NTK, $-1/2$ for muP/MFP); feature and output changes $-r_L = -r_{L+1} = 0$ for the
 # four tables; SP with a global learning rate, positive (its hidden updates grow like $n$).
+# The output change is where the table's assumptions fail at the readout (below).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -382,8 +394,12 @@ plt.show()
 # $\omega = 1/2$ for the readout's $W_{L+1}\,\Delta x_L$ term, but $\Delta x_L$ is built from
 # backpropagated gradients that point along the readout weights, so at the readout
 # $\omega \approx 1$ (measured in section 1) and, with $a_{L+1} + b_{L+1} = 1/2$, the term grows
-# like $n^{1/2}$ (Yang & Hu 2021's argument that SP cannot learn features stably). muP's
-# readout, with $a + b = 1$, absorbs it.
+# like $n^{1/2}$ in the limit (Yang & Hu 2021's argument that SP cannot learn features
+# stably). At widths 64 to 512 the fitted slope of SP's output change is about 0.3 (the checks
+# ask for 0.15 to 0.6; section 1 measured about 0.4 for the readout's pre-activations, where
+# the width-independent terms weigh less). muP's readout, with $a + b = 1$, absorbs the aligned
+# term: its output change does not grow with width; it even falls slightly at these widths
+# (fitted slope about $-0.2$, asserted between $-0.3$ and $0.05$), more than 0.35 below SP's.
 #
 # ## 4. Learning-rate transfer: SP vs muP, built with `Parametrization`
 #
@@ -461,21 +477,24 @@ plt.show()
 # %%
 mup_adam = abc_table("mup", "adam", "full")
 assert [tuple(x) for x in mup_adam] == [(-0.5, 0.5, 0.5), (0, 0.5, 1), (0.5, 0.5, 0.5)]
-assert all(r["init_violations"] == 0 and min(r["r"]) >= 0 for r in rows[:-1])
-assert min(r_global) < 0  # SP with one global Adam lr is unstable as n grows
-for (src, dst, scaled), gap in symmetry_gap.items():
-    assert (gap < 1e-12) if scaled else (gap > 0), (src, dst, scaled, gap)
+assert all(r["init_violations"] == 0 and list(r["r"]) == [0.0] * 4 for r in rows[:-1])
+assert list(r_global) == [0.0, -1.0, -2.0, -3.0], r_global  # SP, one global Adam lr
+shifts = {("sp", "ntk"): (0.0, 0.5, 0.5), ("mup", "mfp"): (0.5, 0.5, 0.5)}  # t per role
+for (opt, src, dst), (shift, same) in symmetry.items():
+    assert same and tuple(shift[r] for r in ROLES) == shifts[(src, dst)], (opt, src, dst, shift)
+for (src, dst, scaled), (gap, relative) in symmetry_gap.items():
+    assert (gap < 1e-12) if scaled else (1e-6 < relative < 2e-3), (src, dst, scaled, gap)
 for p in ("sp", "ntk"):
     assert abs(slopes.loc[p, "out_init"]) < 0.15
 for p in ("mup", "mfp"):
     assert abs(slopes.loc[p, "out_init"] + 0.5) < 0.15
 for p in PARAMETRIZATIONS:
     assert abs(slopes.loc[p, "feature_change"]) < 0.15, p
-for p in ("mup", "mfp"):
-    assert abs(slopes.loc[p, "out_change"]) < 0.25, p
-for p in ("sp", "ntk"):  # the readout's aligned W0 dx term: about n^(1/2) more than muP
+for p in ("mup", "mfp"):  # does not grow; falls slightly at these widths
+    assert -0.3 < slopes.loc[p, "out_change"] < 0.05, p
+for p in ("sp", "ntk"):  # the readout's aligned W0 dx term: grows, n^(1/2) in the limit
     assert (
-        slopes.loc[p, "out_change"] > 0.2
+        0.15 < slopes.loc[p, "out_change"] < 0.6
         and slopes.loc[p, "out_change"] - slopes.loc["mup", "out_change"] > 0.35
     ), p
 assert slopes.loc["sp, global lr", "feature_change"] > 0.3
@@ -516,6 +535,10 @@ gaps = -np.diff(loss_opt.to_numpy()) / np.hypot(err_opt.to_numpy()[1:], err_opt.
 assert (gaps > 3).all(), gaps  # wider is better under muP, by > 3 standard errors per step
 print("muP Adam (a, b, c):", [tuple(x) for x in mup_adam])
 print("PASS: the closed-form c's equal abc_table's; measured alignments alpha ~ 1, omega ~ 1/2")
-print("PASS: init-output, feature-change and output-change slopes as predicted; pairs agree")
+print("PASS: r = 0 in every layer for the tables, (0, -1, -2, -3) for SP with one global lr")
+print("PASS: NTK = SP shifted by t = (0, 1/2, 1/2), MFP = muP shifted by t = 1/2 everywhere")
+print("PASS: scaled eps: equal losses (< 1e-12); one global eps: relative gap 1e-6 to 2e-3")
+print("PASS: init-output and feature-change slopes as predicted; output-change slope SP/NTK")
+print("      0.15 to 0.6 (grows), muP/MFP -0.3 to 0.05 (does not grow); pairs agree")
 print("PASS: muP optimum within one half-octave step; both SP rules drift by >= 3 steps")
 print("PASS: muP wider is better; SP with one global lr loses > 2x at the width-32 lr")

@@ -206,14 +206,16 @@ def run_one(width: int, alpha: float, setup: Setup = Setup(), task: Task | None 
 @dataclass
 class PhaseDiagram:
     """All runs: `table` (one row per width and alpha), `histories` and `neurons` keyed by
-    (width, alpha), and `kernel_loss`: held-out loss of analytic NTK regression at the same
-    training time (the alpha -> infinity, width -> infinity limit)."""
+    (width, alpha), `kernel_loss`: held-out loss of analytic NTK regression at the same
+    training time (the alpha -> infinity, width -> infinity limit), and `zero_loss`: held-out
+    loss of predicting 0 (what f_alpha = 0 at initialization scores)."""
 
     table: pd.DataFrame
     histories: dict[tuple[int, float], History] = field(default_factory=dict)
     neurons: dict[tuple[int, float], dict[str, Tensor]] = field(default_factory=dict)
     kernel_loss: float = math.nan
     setup: Setup = Setup()
+    zero_loss: float = math.nan
 
     def grid(self, column: str) -> pd.DataFrame:
         """`column` as a (alpha x width) table."""
@@ -224,6 +226,33 @@ class PhaseDiagram:
         (the lazy corner; theory -1)."""
         t = self.table[self.table.width == width].sort_values("alpha").tail(n_largest)
         return fit_loglog_slope(t.alpha, t[column])
+
+    def neuron_movement(self, width: int, alpha: float) -> dict[str, float]:
+        """How the first-layer neurons of one run moved, from their (<w_i, u>, ||P_perp w_i||)
+        coordinates: `largest_move`, max_i ||c_i(T) - c_i(0)|| / mean_i ||c_i(0)||;
+        `grown_along`, the fraction of neurons whose |<w_i, u>| ends above twice the largest
+        at initialization; `grown_across`, the fraction whose ||P_perp w_i|| grew by > 10%.
+        NaN when the run diverged."""
+        coords, keys = self.neurons[(width, alpha)], ("largest_move", "grown_along", "grown_across")
+        if "final" not in coords:
+            return dict.fromkeys(keys, math.nan)
+        start, end = coords["init"], coords["final"]
+        move = torch.linalg.vector_norm(end - start, dim=1).max()
+        along = (end[:, 0].abs() > 2 * start[:, 0].abs().max()).double().mean()
+        across = (end[:, 1] > 1.1 * start[:, 1]).double().mean()
+        move = move / torch.linalg.vector_norm(start, dim=1).mean()
+        return dict(zip(keys, (move.item(), along.item(), across.item()), strict=True))
+
+    def neuron_table(self, alphas: tuple[float, ...] | None = None) -> pd.DataFrame:
+        """`neuron_movement` for every width at `alphas` (default: the smallest and largest)."""
+        all_alphas = sorted(set(self.table.alpha))
+        alphas = alphas or (all_alphas[0], all_alphas[-1])
+        rows = [
+            {"width": w, "alpha": a, **self.neuron_movement(w, a)}
+            for a in alphas
+            for w in sorted(set(self.table.width))
+        ]
+        return pd.DataFrame(rows)
 
     def collapse(self, column: str = "feature_change") -> pd.DataFrame:
         """Pairs of runs with the same alpha * sqrt(n) at different widths: their `column`
@@ -281,8 +310,9 @@ def run_grid(
                     f"({r['seconds']:.1f} s)",
                     flush=True,
                 )
+    zero = 0.5 * task.y_test.pow(2).mean().item()
     return PhaseDiagram(
-        pd.DataFrame(rows), histories, neurons, ntk_regression_loss(setup, task), setup
+        pd.DataFrame(rows), histories, neurons, ntk_regression_loss(setup, task), setup, zero
     )
 
 
@@ -416,9 +446,10 @@ def plot_neurons(pd_: PhaseDiagram, width: int = 64, alphas: tuple[float, ...] |
 
 
 def summary(pd_: PhaseDiagram) -> str:
-    """The printed report: the three grids, the slopes across alpha, the collapse."""
+    """The printed report: the grids, the slopes across alpha, the collapse, the losses of
+    the corners against predicting 0 and kernel regression, and how the neurons moved."""
     lines = []
-    for column in ("test_loss", "feature_change", "kernel_change", "alignment"):
+    for column in ("train_loss", "test_loss", "feature_change", "kernel_change", "alignment"):
         lines.append(f"{column} (rows: alpha, columns: width)")
         lines.append(pd_.grid(column).to_string(float_format=lambda v: f"{v:.3g}"))
     for w in sorted(set(pd_.table.width)):
@@ -434,6 +465,16 @@ def summary(pd_: PhaseDiagram) -> str:
             f"{ratios.max():.3f} (1 if alpha*sqrt(n) alone sets it)"
         )
     lines.append(f"analytic NTK regression at the same training time: {pd_.kernel_loss:.4g}")
+    lines.append(f"held-out loss of predicting 0: {pd_.zero_loss:.4g}")
+    loss = pd_.grid("test_loss")
+    for w in loss.columns:  # the corners: rich / lazy, and lazy against kernel regression
+        rich, lazy = loss[w].iloc[0], loss[w].iloc[-1]
+        lines.append(
+            f"width {w:5d}: held-out loss smallest / largest alpha {rich / lazy:.3f}, "
+            f"largest alpha - NTK regression {lazy - pd_.kernel_loss:+.3f}"
+        )
+    lines.append("first-layer neurons, smallest and largest alpha:")
+    lines.append(pd_.neuron_table().to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return "\n".join(lines)
 
 

@@ -86,6 +86,21 @@ def test_phase_diagram_collapse_and_slope_on_a_known_table():
     assert diagram.alpha_slope("feature_change", 16) == pytest.approx(-1.0)
 
 
+def test_neuron_movement_on_known_coordinates():
+    start = torch.tensor([[1.0, 2.0], [-1.0, 2.0], [0.5, 4.0], [0.0, 4.0]])  # mean norm ~3.3
+    end = start.clone()
+    end[0, 0], end[2, 1] = 3.0, 5.0  # one neuron grows along u (> 2 x 1.0), one across
+    table = pd.DataFrame({"width": [4, 4], "alpha": [0.5, 8.0]})
+    neurons = {(4, 0.5): {"init": start, "final": end}, (4, 8.0): {"init": start}}
+    diagram = lr.PhaseDiagram(table, neurons=neurons)
+    moved = diagram.neuron_movement(4, 0.5)
+    mean_norm = torch.linalg.vector_norm(start, dim=1).mean().item()
+    assert moved["largest_move"] == pytest.approx(2.0 / mean_norm)
+    assert moved["grown_along"] == 0.25 and moved["grown_across"] == 0.25
+    assert all(math.isnan(v) for v in diagram.neuron_movement(4, 8.0).values())  # diverged
+    assert list(diagram.neuron_table().alpha) == [0.5, 8.0]
+
+
 def test_setup_rejects_bad_values():
     with pytest.raises(ValueError, match="probe_size"):
         lr.Setup(n_train=10, probe_size=20)
@@ -103,4 +118,5 @@ def test_main_writes_the_three_figures(tmp_path, capsys):
     names = {p.name for p in tmp_path.glob("*.png")}
     assert names == {"04_phase_diagram.png", "04_movement.png", "04_neurons.png"}
     assert len(results["phase_diagram"].table) == 4
-    assert "slope across the two largest alphas" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "slope across the two largest alphas" in out and "held-out loss of predicting 0" in out

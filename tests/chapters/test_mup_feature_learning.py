@@ -55,7 +55,7 @@ def test_ntk_runs_are_centered():
     assert abs(run.row["alignment"] / run.row["alignment_init"] - 1) < 0.1
 
 
-def _sweep(mup_losses, ntk_align=1.0, sp_diverged=(None, 4, 4, 4)) -> mfl.Sweep:
+def _sweep(mup_losses, ntk_align=1.0, sp_diverged=(None, 4, 4, 4), mup_align0=0.06) -> mfl.Sweep:
     """A hand-made sweep at widths 10..1000 (base width 10), two muP seeds."""
     widths = [10, 30, 100, 1000]
     rows, predictions = [], {}
@@ -68,7 +68,7 @@ def _sweep(mup_losses, ntk_align=1.0, sp_diverged=(None, 4, 4, 4)) -> mfl.Sweep:
                     seed=seed,
                     test_loss=mup_losses[i],
                     alignment=0.7,
-                    alignment_init=0.06,
+                    alignment_init=mup_align0,
                     diverged_at=None,
                 )
             )
@@ -124,6 +124,7 @@ def test_claims_hold_on_a_good_sweep_and_fail_when_false():
             [0.13, 0.06, 0.035, 0.03], sp_diverged=(None, 4, None, 4)
         ),
         "beats NNGP": _sweep([0.13, 0.2, 0.035, 0.03]),
+        "r/d = 1/16 within 4": _sweep([0.13, 0.06, 0.035, 0.03], mup_align0=0.1),
     }
     for phrase, sweep in failing.items():
         verdicts = {text: ok for text, ok in mfl.claims(sweep, KERNELS) if phrase in text}

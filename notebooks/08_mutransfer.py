@@ -313,7 +313,7 @@ plt.show()
 # of about −0.4 octave per doubling; the check asserts at least one octave from width 32 to
 # width 1024 and a slope below −0.2). The largest learning rate at which SP trains shrinks with
 # it: it never grows from one width to the next, and falls by about half an octave per doubling
-# (asserted: a slope below −0.3), less steeply than the 1/n of the wide-width limit. Under muP
+# (asserted: a slope below −0.3; the wide-width argument above gives −1). Under muP
 # the optimum moves by at most half an octave (in this run not at all), and it is not the last
 # stable grid point: half an octave higher most widths still train, worse. At that learning
 # rate the widest muP model beats the narrowest, and beats the widest SP model at its own

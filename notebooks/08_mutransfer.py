@@ -49,7 +49,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ntk.chapters.mutransfer import at_transferred_lr, payoff, train_mlp
+from ntk.chapters.mutransfer import (
+    at_transferred_lr,
+    largest_stable_lr,
+    payoff,
+    train_mlp,
+    width_slope,
+)
 from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
 
 pd.set_option("display.width", 130)
@@ -108,7 +114,8 @@ plt.show()
 # Per width, the optimum is the grid point with the lowest seed-mean loss; `log2_lr_std` is its
 # spread over 200 bootstrap resamplings of the seeds (0: the same grid point wins every time).
 # The drift is the range of the optimal log2 learning rate over the widths: 1.0 is a factor 2,
-# one step of this grid.
+# one step of this grid. Its direction is the slope of the optimal log2 learning rate against
+# log2(width), fitted by least squares: octaves per doubling of the width (the 1/n law: −1).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -116,11 +123,15 @@ opt = optima(results, n_boot=200, seed=0)
 print(opt.round(4).to_string(index=False))
 drift = lr_drift(opt)
 print("\ndrift of the optimal log2 lr over widths 32-1024:", drift.round(2).to_dict())
+slope = width_slope(opt, "log2_lr_opt")
+print("slope of the optimal log2 lr against log2 width:", slope.round(2).to_dict())
 
 # %% [markdown]
 # Under SP the optimum moves left by several grid steps over the 32× range of widths (the 1/n
-# law predicts five); under muP it stays within one grid step of where width 32 put it (in this
-# run, at the same grid point). At the learning rate tuned on the narrowest model (the
+# law predicts five), with a fitted slope close to that law's −1 octave per doubling (the check
+# asserts a slope between −1.6 and −0.6 and at least four grid steps from width 32 to width
+# 1024); under muP it stays within one grid step of where width 32 put it (in this run, at the
+# same grid point). At the learning rate tuned on the narrowest model (the
 # *transferred* learning rate) the muP loss improves with width, from width 32 to width 1024 by
 # many standard errors; the later doublings gain little on this small dataset, but none makes
 # it worse by more than two standard errors.
@@ -195,8 +206,14 @@ assert not opt["at_edge"].any(), opt  # every optimum lies inside the grid
 assert max(WIDTHS) / min(WIDTHS) >= 32
 assert mup_drift <= 1 * grid_step, mup_drift
 assert sp_drift >= 4 * grid_step, sp_drift  # the 1/n law predicts 5 over a 32x range
+# the direction: leftwards, about one octave per doubling (one optimum moving by one grid step
+# changes the slope by at most 0.15)
+sp_opt = opt[opt["parametrization"] == "sp"].set_index("width")["log2_lr_opt"]
+assert sp_opt[min(WIDTHS)] - sp_opt[max(WIDTHS)] >= 4 * grid_step, sp_opt
+assert -1.6 < float(slope["sp"]) < -0.6, slope
 print("PASS: muP and SP width-32 runs identical")
 print("PASS: muP drift <= 1 grid step, SP drift >= 4 grid steps, no optimum at the grid edge")
+print("PASS: the SP optimum moves left, slope between -1.6 and -0.6 octaves per doubling")
 
 # %%
 # wider is better at the transferred learning rate: the widest model beats the narrowest by
@@ -214,20 +231,19 @@ print("PASS: at the transferred lr the widest muP model beats the narrowest by >
 # %%
 def check_payoff(pay: pd.DataFrame) -> None:
     """muP at the transferred lr beats SP at its own optimum at the widest width (> 2 s.e.);
-    SP's own optimum improves on width 32; SP at the transferred lr is > 5x worse."""
+    SP's own optimum improves on width 32."""
     wide, narrow = pay.loc[max(WIDTHS)], pay.loc[min(WIDTHS)]
-    mup = wide["mup, lr tuned at the narrowest width"]
-    sp_own, sp_transfer = (
-        wide["sp, lr tuned at every width"],
-        wide["sp, lr tuned at the narrowest width"],
-    )
+    mup, sp_own = wide["mup, lr tuned at the narrowest width"], wide["sp, lr tuned at every width"]
     margin = sp_own["mean"] - mup["mean"]
     assert margin > 2 * math.hypot(sp_own["stderr"], mup["stderr"]), (mup, sp_own)
     assert sp_own["mean"] < narrow["sp, lr tuned at every width"]["mean"], pay
-    assert sp_transfer["mean"] > 5 * sp_own["mean"], (sp_transfer, sp_own)
 
 
 check_payoff(pay)
+# SP at the width-32 lr trains at width 1024 (finite loss) but > 5x worse than at its optimum
+sp_transfer = pay.loc[max(WIDTHS), ("sp, lr tuned at the narrowest width", "mean")]
+sp_own = pay.loc[max(WIDTHS), ("sp, lr tuned at every width", "mean")]
+assert math.isfinite(sp_transfer) and sp_transfer > 5 * sp_own, (sp_transfer, sp_own)
 sp_best_width = pay["sp, lr tuned at every width"]["mean"].idxmin()
 assert min(WIDTHS) < sp_best_width < max(WIDTHS), sp_best_width  # SP's best: in between
 print("PASS: muP-1024 at the width-32 lr beats SP-1024 at its own optimum by > 2 s.e.")
@@ -241,9 +257,9 @@ print("PASS: SP's own optimum improves with width, best in between; at the width
 # hidden-to-hidden weights each add a term growing like the width n to the network's tangent
 # kernel, so the largest stable learning rate, and with it the optimum, shrinks towards 1/n;
 # `mup.MuSGD` rescales the per-layer learning rates so that every layer's update stays O(1).
-# The input layer adds a width-independent term (64 pixels), probably why at depth 2 the SP
-# optimum moved by only 1-2 octaves over widths 32-1024 in our trials, depending on the
-# seeds; we therefore use a depth-3 MLP here (one more hidden-to-hidden layer). Same data,
+# The input layer adds a width-independent term (64 pixels) that does not grow, so the
+# growing terms weigh more in a deeper network: we use a depth-3 MLP here (one more
+# hidden-to-hidden layer). Same data,
 # batches, schedule, widths and seeds. With SGD the best learning rate sits close to the edge
 # of divergence, so the grid is finer (half an octave) and reaches past that edge.
 
@@ -278,6 +294,13 @@ sgd_opt = optima(sgd_results, n_boot=200, seed=0)
 print(sgd_opt.round(4).to_string(index=False))
 sgd_drift = lr_drift(sgd_opt)
 print("\ndrift of the optimal log2 lr over widths 32-1024:", sgd_drift.round(2).to_dict())
+sgd_slope = width_slope(sgd_opt, "log2_lr_opt")
+print("slope of the optimal log2 lr against log2 width:", sgd_slope.round(2).to_dict())
+stable = largest_stable_lr(sgd_summary)
+stable_slope = width_slope(stable, "log2_lr_stable")
+print("largest log2 lr with no diverged seed:")
+print(stable.pivot(index="parametrization", columns="width", values="log2_lr_stable").to_string())
+print("its slope against log2 width:", stable_slope.round(2).to_dict())
 sgd_pay = payoff(sgd_summary, sgd_opt)
 print(sgd_pay.round(4).to_string())
 
@@ -286,11 +309,15 @@ plot_payoff(sgd_pay, "SGD: seed mean ± standard error")
 plt.show()
 
 # %% [markdown]
-# Under SP the SGD optimum moves left as the width grows, by two octaves here (the largest
-# stable learning rate shrinks with it; the check asserts at least one octave). Under muP it
-# moves by at most half an octave (in this run not at all), and it is not the last stable grid
-# point: half an octave higher most widths still train, worse. At that learning rate the
-# widest muP model beats the narrowest, and beats the widest SP model at its own optimum.
+# Under SP the SGD optimum moves left as the width grows, by two octaves here (a fitted slope
+# of about −0.4 octave per doubling; the check asserts at least one octave from width 32 to
+# width 1024 and a slope below −0.2). The largest learning rate at which SP trains shrinks with
+# it: it never grows from one width to the next, and falls by about half an octave per doubling
+# (asserted: a slope below −0.3; the wide-width argument above gives −1). Under muP
+# the optimum moves by at most half an octave (in this run not at all), and it is not the last
+# stable grid point: half an octave higher most widths still train, worse. At that learning
+# rate the widest muP model beats the narrowest, and beats the widest SP model at its own
+# optimum; SP at that learning rate diverges at every width from 256 on.
 
 # %%
 sgd_grid_step = float(np.diff(SGD_LOG2_LRS).max())
@@ -311,9 +338,21 @@ assert sgd_mup_drift <= sgd_grid_step, sgd_mup_drift  # at most half an octave
 assert np.isfinite(above["mean"]).sum() > len(WIDTHS) / 2  # one step up most widths train ...
 assert (above["mean"] > mup_opt["loss_opt"].to_numpy()).all()  # ... and is worse everywhere
 assert sgd_sp_drift >= 2 * sgd_grid_step, sgd_sp_drift
+sgd_sp_opt = sgd_opt[sgd_opt["parametrization"] == "sp"].set_index("width")["log2_lr_opt"]
+assert sgd_sp_opt[min(WIDTHS)] - sgd_sp_opt[max(WIDTHS)] >= 2 * sgd_grid_step, sgd_sp_opt
+assert float(sgd_slope["sp"]) < -0.2, sgd_slope  # leftwards (measured -0.39)
+sp_stable = stable[stable["parametrization"] == "sp"].set_index("width")["log2_lr_stable"]
+assert (np.diff(sp_stable.to_numpy()) <= 0).all(), sp_stable  # never grows with width
+assert float(stable_slope["sp"]) < -0.3, stable_slope  # measured -0.5
 assert sgd_gain > 2 * math.hypot(sgd_err[0], sgd_err[-1])
 check_payoff(sgd_pay)
+# SP at the width-32 lr: a seed diverges at every width from 256 on
+sgd_sp_transfer = sgd_pay[("sp, lr tuned at the narrowest width", "mean")]
+assert np.isinf(sgd_sp_transfer[sgd_sp_transfer.index >= 256]).all(), sgd_sp_transfer
 print("PASS: SGD muP and SP width-32 runs identical")
 print("PASS: SGD muP optimum within half an octave at every width, inside the stable range")
-print("PASS: SGD SP drift >= 2 grid steps; widest muP beats narrowest by > 2 s.e.")
+print("PASS: SGD SP optimum moves left by >= 2 grid steps, slope < -0.2 octaves per doubling")
+print("PASS: SGD SP largest stable lr never grows with width, slope < -0.3")
+print("PASS: SGD widest muP beats narrowest by > 2 s.e.")
 print("PASS: SGD muP-1024 at the width-32 lr beats SP-1024 at its own optimum by > 2 s.e.")
+print("PASS: SGD SP at the width-32 lr diverges at widths 256-1024")

@@ -4,7 +4,8 @@ the same check on Hugging Face GPT-2.
 The notebook `notebooks/07_coordinate_checks.py` builds the models and runs
 `ntk.scaling.coord_check.coord_check`; these functions collect spectral norms during those runs
 (`SpectralLog`), run `mup.coord_check.get_coord_data` one width at a time (`mup_coord_data`),
-turn the long tables into exponent tables (`exponent_table`, `spectral_exponents`), and build
+turn the long tables into exponent tables (`exponent_table`, `spectral_exponents`), predict the
+spectral exponents of a Gaussian init (`gaussian_rel_w_exponent`), and build
 GPT-2 models at any width in SP (Hugging Face's own init, one learning rate) or in muP through
 `Parametrization` (`gpt2_factory`), with a next-token loss (`lm_loss`) and exponents per module
 group (`gpt2_groups`).
@@ -78,6 +79,27 @@ def spectral_exponents(last: pd.DataFrame, label: str) -> pd.DataFrame:
     d = last[last["model"] == label].rename(columns={"layer": "module"})
     fits = fit_exponents(d, ["rel_w", "rel_dw"])
     return fits.pivot_table(index="module", columns="quantity", values="exponent")
+
+
+def gaussian_rel_w_exponent(
+    widths: Sequence[int], fan_in: Sequence[int], fan_out: Sequence[int]
+) -> float:
+    """Width exponent of ||W||_* / sqrt(fan_out / fan_in) predicted for a Gaussian init.
+
+    For a fan_out x fan_in matrix with iid N(0, s^2 / fan_in) entries the top singular value
+    sits near the edge of the Marchenko-Pastur law, ||W||_* ~ s (sqrt(fan_out) + sqrt(fan_in))
+    / sqrt(fan_in) (Bai & Yin 1988), so the ratio is s (1 + sqrt(fan_in / fan_out)). Returns
+    its least-squares slope on log-log axes against `widths` (as `fit_exponents` fits): 0 for
+    an n x n layer, negative and tending to 0 for an n x (fixed) input layer, tending to 1/2 for
+    a (fixed) x n readout (SP's std 1/sqrt(n) where muP's spectral condition asks for 1/n).
+    """
+    widths, fan_in, fan_out = (np.asarray(v, dtype=float) for v in (widths, fan_in, fan_out))
+    if not (widths.shape == fan_in.shape == fan_out.shape) or widths.ndim != 1 or len(widths) < 2:
+        raise ValueError("widths, fan_in and fan_out must be 1-D of equal length >= 2")
+    if not ((widths > 0) & (fan_in > 0) & (fan_out > 0)).all():
+        raise ValueError("widths, fan_in and fan_out must be > 0")
+    ratio = 1.0 + np.sqrt(fan_in / fan_out)
+    return float(np.polyfit(np.log(widths), np.log(ratio), 1)[0])
 
 
 def mup_coord_data(

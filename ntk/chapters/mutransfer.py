@@ -2,8 +2,8 @@
 
 The notebook `notebooks/08_mutransfer.py` sweeps `train_mlp` over a grid of learning rates,
 widths and seeds with `ntk.scaling.sweep.lr_sweep`, and reads the result with
-`ntk.scaling.sweep.optima` / `lr_drift` and `at_transferred_lr` / `payoff` below: the
-muTransfer payoff (Yang et al. 2022, arXiv:2203.03466) is the wide muP model trained at the
+`ntk.scaling.sweep.optima` / `lr_drift` and `at_transferred_lr` / `payoff` /
+`largest_stable_lr` / `width_slope` below: the muTransfer payoff (Yang et al. 2022, arXiv:2203.03466) is the wide muP model trained at the
 learning rate tuned on the narrow one, compared with the wide SP model at its own optimum.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -108,4 +109,41 @@ def payoff(summary: pd.DataFrame, opt: pd.DataFrame) -> pd.DataFrame:
             "sp, lr tuned at every width": sp_opt,
         },
         axis=1,
+    )
+
+
+def largest_stable_lr(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (parametrization, width), the largest grid log2 learning rate at which no seed
+    diverged (finite seed-mean loss): columns parametrization, width, log2_lr_stable.
+
+    Under SP with SGD it should shrink like 1/n (the tangent kernel grows like n; notebook 06).
+    """
+    if not {"parametrization", "width", "log2_lr", "mean"} <= set(summary.columns):
+        raise ValueError("summary must be a summarize() table")
+    stable = summary[np.isfinite(summary["mean"])]
+    return (
+        stable.groupby(["parametrization", "width"], sort=True)["log2_lr"]
+        .max()
+        .rename("log2_lr_stable")
+        .reset_index()
+    )
+
+
+def width_slope(table: pd.DataFrame, column: str) -> pd.Series:
+    """Per parametrization, the least-squares slope of `column` (a log2 learning rate) against
+    log2(width): octaves per doubling of the width. The 1/n law of SP predicts -1, muP 0.
+
+    The signed trend, where `lr_drift` gives only the range. NaN if a value is not finite.
+    """
+    if not {"parametrization", "width", column} <= set(table.columns):
+        raise ValueError(f"table must have columns parametrization, width and {column!r}")
+
+    def slope(group: pd.DataFrame) -> float:
+        y = group[column].to_numpy(dtype=float)
+        if len(y) < 2 or not np.isfinite(y).all():
+            return math.nan
+        return float(np.polyfit(np.log2(group["width"].to_numpy(dtype=float)), y, 1)[0])
+
+    return pd.Series(
+        {p: slope(g) for p, g in table.groupby("parametrization", sort=True)}, name="slope"
     )

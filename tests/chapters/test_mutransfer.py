@@ -2,10 +2,17 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from ntk.chapters.mutransfer import at_transferred_lr, payoff, train_mlp
+from ntk.chapters.mutransfer import (
+    at_transferred_lr,
+    largest_stable_lr,
+    payoff,
+    train_mlp,
+    width_slope,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # fixture in conftest.py
 
@@ -70,3 +77,38 @@ def test_payoff_compares_transfer_with_the_sp_optimum():
     assert pay.loc[64, ("sp, lr tuned at every width", "mean")] == 0.45
     with pytest.raises(ValueError, match="parametrization 'ntk'"):
         at_transferred_lr(summary, opt, "ntk")
+
+
+def test_width_slope_is_signed_octaves_per_doubling():
+    widths = [32, 64, 128, 256]
+    table = pd.DataFrame(
+        dict(
+            parametrization=["sp"] * 4 + ["mup"] * 4 + ["up"] * 4,
+            width=widths * 3,
+            log2_lr_opt=[-4.0, -5.0, -6.0, -7.0] + [-4.0] * 4 + [-7.0, -6.0, -5.0, -4.0],
+        )
+    )
+    slopes = width_slope(table, "log2_lr_opt")
+    assert slopes["sp"] == pytest.approx(-1.0)  # the 1/n law
+    assert slopes["mup"] == pytest.approx(0.0, abs=1e-12)
+    assert slopes["up"] == pytest.approx(1.0)  # a rightward drift has the opposite sign
+    table.loc[0, "log2_lr_opt"] = math.nan
+    assert math.isnan(width_slope(table, "log2_lr_opt")["sp"])
+    with pytest.raises(ValueError, match="'loss'"):
+        width_slope(table, "loss")
+
+
+def test_largest_stable_lr_skips_diverged_learning_rates():
+    summary = pd.DataFrame(
+        dict(
+            parametrization=["sp"] * 6,
+            width=[32, 32, 32, 64, 64, 64],
+            log2_lr=[-1.0, 0.0, 1.0] * 2,
+            mean=[0.3, 0.2, 0.5, 0.3, np.inf, np.inf],
+        )
+    )
+    stable = largest_stable_lr(summary)
+    assert list(stable["log2_lr_stable"]) == [1.0, -1.0]
+    assert width_slope(stable, "log2_lr_stable")["sp"] == pytest.approx(-2.0)
+    with pytest.raises(ValueError, match="summarize"):
+        largest_stable_lr(summary.drop(columns="mean"))

@@ -34,6 +34,7 @@ from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.parametrize import parametrize
 from ntk.lm.step import lm_loss
 from ntk.models import WideMLP
+from ntk.scaling.abc_rules import abc_table
 from ntk.scaling.alignment import AlignmentMeter, AlignmentRatios, exponents_from_widths
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 
@@ -234,3 +235,103 @@ def scores(runs: list[Run]) -> pd.DataFrame:
         dict(width=r.width, dynamic=r.dynamic, seed=r.seed, score=r.score) for r in runs
     )
     return df.groupby(["width", "dynamic"]).score.agg(["mean", "std", "min", "max", "count"])
+
+
+# ---- readouts and figures of the notebook ---------------------------------------------------
+def window_ratio(runs: list[Run], width: int, lo: int, hi: int) -> float:
+    """Mean training loss over steps lo..hi-1, dynamic over static, at `width` (seeds pooled)."""
+    mean = {}
+    for dynamic in (False, True):
+        losses = [r.losses[lo:hi] for r in runs if r.width == width and r.dynamic == dynamic]
+        if not losses or not all(len(x) == hi - lo for x in losses):
+            raise ValueError(f"no complete {'dynamic' if dynamic else 'static'} runs at {width}")
+        mean[dynamic] = float(np.mean(losses))
+    return mean[True] / mean[False]
+
+
+def window_ratios(runs: list[Run], windows: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """`window_ratio` per width (rows) and named window of steps (columns)."""
+    widths = sorted({r.width for r in runs})
+    return pd.DataFrame(
+        {k: [window_ratio(runs, w, lo, hi) for w in widths] for k, (lo, hi) in windows.items()},
+        index=pd.Index(widths, name="width"),
+    )
+
+
+def schedule_factor(steps: int, t: int) -> float:
+    """The factor s(t) that `_schedule` applies at step t: linear warmup from 0.1 over WARMUP
+    steps, then cosine decay over the remaining steps (1 at the end of warmup)."""
+    if t < WARMUP:
+        return 0.1 + 0.9 * t / WARMUP
+    return 0.5 * (1 + math.cos(math.pi * (t - WARMUP) / (steps - WARMUP)))
+
+
+def multipliers(runs: list[Run], width: int, base: int) -> pd.Series:
+    """(n / n0)^(c_static - c_l) per layer at the last solve, c averaged over the seeds: the
+    factor by which the dynamic rule changed each layer's learning rate against muP's table."""
+    dyn = [r for r in runs if r.dynamic and r.width == width]
+    if not dyn:
+        raise ValueError(f"no dynamic runs at width {width}")
+    c = np.mean([r.c[-1] for r in dyn], 0)
+    static = [x.c for x in abc_table("mup", "adam", "full", dyn[0].roles)]
+    return pd.Series((width / base) ** (np.array(static) - c), index=dyn[0].names)
+
+
+def plot_exponents(runs: list[Run], layers: list[str], title: str):
+    """Single-width exponent at the widest width (dashed) and the slope across widths (solid),
+    against the update, for alpha, omega and u. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    tables = [exponent_table(runs, i) for i in range(len(runs[0].measured_at))]
+    steps = [t.step.iloc[0] for t in tables]
+    widest = max(r.width for r in runs)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2), sharey=True)
+    for ax, key, full in zip(axes, ("alpha", "omega", "u"), (1, 0.5, 1), strict=True):
+        for i, layer in enumerate(layers):
+            color = f"C{i}"
+            ax.plot(steps, [t.loc[layer, f"{key} slope"] for t in tables], color=color, label=layer)
+            ax.plot(steps, [t.loc[layer, f"{key} @{widest}"] for t in tables], "--", color=color)
+        ax.axhline(full, color="k", lw=0.8)
+        ax.axhline(0.5, color="k", lw=0.8, ls=":")
+        ax.set(title=f"{key}", xlabel="update")
+    axes[0].set_ylabel("exponent")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: slope across widths (solid), one width n={widest} (dashed)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_runs(runs: list[Run], score_label: str, title: str):
+    """Left: final score against width, static and dynamic (mean, std over seeds). Right: the
+    training loss against steps at the widest width (mean, min-max). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    widths = sorted({r.width for r in runs})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
+    for dynamic, color in ((False, "C0"), (True, "C3")):
+        label = "dynamic" if dynamic else "static muP"
+        per_width = [
+            [r.score for r in runs if r.width == w and r.dynamic == dynamic] for w in widths
+        ]
+        mean, std = np.mean(per_width, 1), np.std(per_width, 1)
+        ax1.errorbar(widths, mean, std, color=color, marker="o", capsize=3, label=label)
+        curves = np.array(
+            [r.losses for r in runs if r.width == widths[-1] and r.dynamic == dynamic]
+        )
+        ax2.plot(curves.mean(0), color=color, label=f"{label}, width {widths[-1]}")
+        ax2.fill_between(
+            range(curves.shape[1]), curves.min(0), curves.max(0), color=color, alpha=0.2
+        )
+    ax1.set(
+        xscale="log", xlabel="width", ylabel=score_label, title=f"{title}: after training (3 seeds)"
+    )
+    ax2.set(
+        yscale="log",
+        xlabel="step",
+        ylabel="training loss",
+        title="loss against steps (mean, min-max)",
+    )
+    ax1.legend()
+    ax2.legend()
+    fig.tight_layout()
+    return fig

@@ -122,6 +122,10 @@ SCALES = {"notebook": NOTEBOOK, "full": FULL, "smoke": SMOKE}
 
 
 # ---- coordinate check ---------------------------------------------------------------------
+READOUT = "readout (logits)"
+ZERO_INIT = ("query", "attention logits", READOUT)  # muP's zero-initialized outputs
+
+
 def coordinate_check(scale: Scale) -> pd.DataFrame:
     """The GPT's coordinate check under SP (one lr) and muP, one table."""
     runs = [
@@ -151,21 +155,43 @@ def coord_claims(fits: pd.DataFrame, steps: Sequence[int]) -> dict[str, float]:
 
     A group's exponent is the mean over its modules (one per block) of their fitted slopes:
     mup_max_abs is muP's largest |group exponent| over every recorded group, sp_hidden_min
-    SP's smallest group exponent over the hidden groups; mup_module_max_abs is muP's largest
-    |slope| of a single module (noisier: one block, three seeds).
+    SP's smallest group exponent over the hidden groups, sp_readout_min SP's smallest exponent
+    of the readout's logits; mup_module_max_abs is muP's largest |slope| of a single module
+    (noisier: one block, three seeds).
     """
     sel = fits[fits["step"].isin(steps)]
     mup, sp = sel[sel["parametrization"] == "mup"], sel[sel["parametrization"] == "sp"]
     sp_hidden = sp[sp["group"].isin(HIDDEN)]
-    if mup.empty or sp_hidden.empty:
+    sp_readout = sp[sp["group"] == READOUT]
+    if mup.empty or sp_hidden.empty or sp_readout.empty:
         raise ValueError(f"no fitted exponents at steps {list(steps)}")
     return dict(
         mup_max_abs=float(mup["mean"].abs().max()),
         sp_hidden_min=float(sp_hidden["mean"].min()),
+        sp_readout_min=float(sp_readout["mean"].min()),
         mup_module_max_abs=float(np.max(np.abs(mup[["min", "max"]].to_numpy()))),
         mup_groups=int(mup["group"].nunique()),
         sp_hidden_groups=int(sp_hidden["group"].nunique()),
     )
+
+
+def zero_init_steps(df: pd.DataFrame) -> dict[str, int | None]:
+    """For muP's zero-initialized groups (query, hence the attention logits, and readout): the
+    first step at which the output is nonzero for every width and seed, None unless it is
+    exactly zero for all of them at every earlier step (and nonzero at some step).
+
+    Step 0 is the initialization. The first update moves only the readout: with the readout at
+    zero no gradient reaches the modules behind it, so the query moves at the second update.
+    """
+    out: dict[str, int | None] = {}
+    mup = df[df["parametrization"] == "mup"]
+    for group in ZERO_INIT:
+        size = mup[mup["group"] == group].groupby("step")["act_size"]
+        zero, nonzero = size.max() == 0, size.min() > 0
+        first = nonzero.index[nonzero.to_numpy()].min() if nonzero.any() else None
+        ok = first is not None and bool(zero[zero.index < first].all())
+        out[group] = int(first) if ok else None
+    return out
 
 
 def exponent_table(fits: pd.DataFrame, steps: Sequence[int]) -> pd.DataFrame:
@@ -226,7 +252,10 @@ def transfer_claims(results: pd.DataFrame) -> dict:
     drift_steps: range of the optimal log2 lr over the widths, in grid steps, per
     parametrization; sp_wide_diverges: the widest SP model diverged at the narrowest SP
     model's optimum; transferred: the log2 lr tuned on the narrowest muP model;
-    margin_se: (narrowest - widest muP loss at that lr) / their combined standard error.
+    margin_se: (narrowest - widest muP loss at that lr) / their combined standard error;
+    drops_se: the same for each pair of neighbouring widths, narrow to wide;
+    near_drift_steps: the drift robust to near-ties (`near_drift`); opt_slope: the least-squares
+    slope of the optimal log2 lr against log2 width, per parametrization.
     """
     opt = optima(results, n_boot=200, seed=0)
     step = float(np.diff(sorted(results["log2_lr"].unique())).max())
@@ -241,6 +270,12 @@ def transfer_claims(results: pd.DataFrame) -> dict:
     at_transfer = wider_is_better(summary, transferred)
     first, last = at_transfer.iloc[0], at_transfer.iloc[-1]
     margin = (first["mean"] - last["mean"]) / math.hypot(first["stderr"], last["stderr"])
+    m, se = at_transfer["mean"].to_numpy(), at_transfer["stderr"].to_numpy()
+    drops = (m[:-1] - m[1:]) / np.hypot(se[:-1], se[1:])
+    slope = {
+        p: float(np.polyfit(np.log2(g["width"]), g["log2_lr_opt"], 1)[0])
+        for p, g in opt.groupby("parametrization")
+    }
     return dict(
         optima=opt,
         drift_steps=drift,
@@ -248,8 +283,34 @@ def transfer_claims(results: pd.DataFrame) -> dict:
         transferred=transferred,
         at_transfer=at_transfer,
         margin_se=float(margin),
+        drops_se=[float(d) for d in drops],
+        near_drift_steps={p: near_drift(summary, p) / step for p in sorted(slope)},
+        opt_slope=slope,
         at_edge=bool(opt["at_edge"].any()),
     )
+
+
+def near_drift(summary: pd.DataFrame, parametrization: str, n_se: float = 2.0) -> float:
+    """The smallest log2-lr range that holds a near-optimal learning rate of every width.
+
+    A learning rate is near-optimal at a width if its seed-mean loss is within `n_se` combined
+    standard errors of the width's best. Unlike the drift of the argmin, this does not jump by
+    a grid step when two learning rates are tied within the seeds' noise.
+    """
+    rows = summary[(summary["parametrization"] == parametrization) & np.isfinite(summary["mean"])]
+    near = []
+    for _, g in rows.groupby("width"):
+        best = g.loc[g["mean"].idxmin()]
+        tol = n_se * np.hypot(g["stderr"].fillna(0), best["stderr"])
+        near.append(np.sort(g.loc[g["mean"] <= best["mean"] + tol, "log2_lr"].to_numpy()))
+    if not near:
+        raise ValueError(f"no finite {parametrization!r} rows in the summary")
+    spans = []
+    for lo in np.unique(np.concatenate(near)):
+        above = [s[s >= lo] for s in near]
+        if all(len(a) for a in above):
+            spans.append(max(a[0] for a in above) - lo)
+    return float(min(spans))
 
 
 def plot_mutransfer(results: pd.DataFrame, ylim: tuple[float, float] | None = None):

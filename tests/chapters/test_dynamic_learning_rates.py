@@ -49,3 +49,34 @@ def test_gpt_run_and_base_lr_sweep(small):
     assert run.fan_in["blocks.0.mlp.down"] == 4 * 32
     sweep = ch.sweep_base_lr("mlp", [2.0**-5, 2.0**-6])
     assert list(sweep.index) == [2.0**-5, 2.0**-6] and (sweep > 0).all()
+
+
+def test_schedule_factor_is_the_schedulers_factor():
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = ch._schedule(opt, 50)
+    for t in range(50):
+        assert opt.param_groups[0]["lr"] == pytest.approx(ch.schedule_factor(50, t), abs=1e-12)
+        opt.step()
+        sched.step()
+
+
+def _run(width, dynamic, losses, c=None):
+    run = ch.Run(
+        "mlp", width, 0, dynamic, 1e-2, ["in", "h", "out"], ["embedding", "hidden", "readout"], {}
+    )
+    run.losses = losses
+    run.c = [c] if c else []
+    return run
+
+
+def test_window_ratio_and_multipliers_by_hand():
+    runs = [_run(64, False, [1.0, 2.0, 2.0]), _run(64, True, [1.0, 3.0, 5.0], [0.5, 0.5, 0.0])]
+    assert ch.window_ratio(runs, 64, 1, 3) == pytest.approx(2.0)  # (3 + 5) / (2 + 2)
+    table = ch.window_ratios(runs, {"all": (0, 3), "first": (0, 1)})
+    assert table.loc[64, "all"] == pytest.approx(9 / 5) and table.loc[64, "first"] == 1.0
+    with pytest.raises(ValueError, match="width 32|at 32"):
+        ch.window_ratio(runs, 32, 0, 1)
+    # static muP (Adam): c = 0.5, 1, 0.5; at 4x the base width (n/n0)^(c_static - c)
+    mult = ch.multipliers(runs, 64, 16)
+    assert mult.to_list() == pytest.approx([1.0, 2.0, 2.0])

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ntk._checks import check_choice
 from ntk.data import Task, make_low_dim_task
 from ntk.models.residual import ResidualMLP, parametrize_residual
 from ntk.scaling.coord_check import ROOT, coord_check, fit_exponents
@@ -229,9 +230,7 @@ def run_transfer(
     """`depth_sweep` of `train_residual` ("mlp", default width `WIDTH`) or `train_gpt`
     ("gpt", default `GPT_WIDTH`) at `width`: the depth-transfer table."""
     train_at = {"mlp": (train_at_width, WIDTH), "gpt": (gpt_at_width, GPT_WIDTH)}
-    if model not in train_at:
-        raise ValueError(f"model must be 'mlp' or 'gpt', got {model!r}")
-    make, default_width = train_at[model]
+    make, default_width = train_at[check_choice("model", model, tuple(train_at))]
     width = default_width if width is None else width
     return depth_sweep(
         make(width),
@@ -261,7 +260,7 @@ def cost_of_depth(sweep: pd.DataFrame) -> pd.DataFrame:
 
 
 def transfer_over_widths(
-    train_at_width,
+    model: str,
     *,
     width: int,
     depths: Sequence[int],
@@ -272,26 +271,26 @@ def transfer_over_widths(
     cache: Path | None,
     workers: int,
 ) -> pd.DataFrame:
-    """Depth sweeps of `train_at_width(w)` at `width` over `depths` and at the other `widths`
-    over `joint_depths` (one SQLite file per width under the folder `cache`, named by the
-    train function), concatenated with a width column."""
+    """`run_transfer` of `model` at `width` over `depths` and at the other `widths` over
+    `joint_depths` (one SQLite file per model and width under the folder `cache`),
+    concatenated."""
     tables = []
     for w in sorted(set(widths) | {width}):
         file = None
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
-            file = cache / f"12_{train_at_width.__name__}_w{w}.sqlite"
+            file = cache / f"12_depth_{model}_w{w}.sqlite"
         tables.append(
-            depth_sweep(
-                train_at_width(w),
+            run_transfer(
+                model=model,
+                width=w,
                 depths=depths if w == width else joint_depths,
                 log2_lrs=log2_lrs,
                 seeds=seeds,
-                parametrizations=PARAMETRIZATIONS,
                 cache=file,
                 workers=workers,
                 progress=True,
-            ).assign(width=w)
+            )
         )
     return pd.concat(tables, ignore_index=True)
 
@@ -318,33 +317,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = p.parse_args(argv)
     t0 = _cli.start(args)
     torch.set_num_threads(1)
-    models = {
+    models = {  # coordinate check, main width, depths, widths, figure-name suffix
         "mlp": (
             functools.partial(depth_coord_check, seeds=args.seeds),
-            train_at_width,
             WIDTH,
             args.depths,
             args.widths,
             "",
         ),
-        "gpt": (
-            gpt_depth_coord_check,
-            gpt_at_width,
-            GPT_WIDTH,
-            args.gpt_depths,
-            args.gpt_widths,
-            "_gpt",
-        ),
+        "gpt": (gpt_depth_coord_check, GPT_WIDTH, args.gpt_depths, args.gpt_widths, "_gpt"),
     }
     out, names = {}, []
     for model in args.models:
-        check, train_at, width, depths, widths, tag = models[model]
+        check, width, depths, widths, tag = models[model]
         print(f"== {model} ==", flush=True)
         cc = check([d for d in args.check_depths if model == "mlp" or d <= 16])
         print(depth_exponents_table(cc, step=1).round(2).to_string(), flush=True)
         names.append(_cli.save(plot_depth_check(cc, 1), args.out, f"12_depth_coord_check{tag}.png"))
         sweep = transfer_over_widths(
-            train_at,
+            model,
             width=width,
             depths=depths,
             widths=widths,

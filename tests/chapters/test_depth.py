@@ -70,3 +70,12 @@ def test_cost_of_depth_is_the_paired_loss_change_at_the_shallow_optimum():
     # the 2-block optimum is 2^-5 (loss 1.0); there the 8-block losses are 3.0 and 4.0
     assert cost.loc["mup", "log2_lr"] == -5.0
     assert cost.loc["mup", 0] == 2.0 and cost.loc["mup", 1] == 3.0
+
+
+def test_run_transfer_names_a_bad_model():
+    import pytest
+
+    from ntk.chapters.depth import run_transfer
+
+    with pytest.raises(ValueError, match="model"):
+        run_transfer(model="cnn", depths=[2], log2_lrs=[-5.0])

@@ -223,16 +223,10 @@ print("      in the two layers before it; SP with an aligned readout has no solu
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-mlp_sweep = ch.sweep_base_lr("mlp", [2.0**-k for k in range(3, 9)])
+mlp_sweep, mlp_runs = ch.static_vs_dynamic("mlp", [2.0**-k for k in range(3, 9)])
 mlp_lr = float(mlp_sweep.idxmin())
 print(mlp_sweep.rename(index=lambda lr: f"2^{math.log2(lr):.0f}").round(4).to_string())
 print(f"learning rate: 2^{math.log2(mlp_lr):.0f}")
-mlp_runs = [
-    ch.mlp_run(w, seed, mlp_lr, dynamic)
-    for w in ch.MLP["widths"]
-    for seed in range(3)
-    for dynamic in (False, True)
-]
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -359,16 +353,10 @@ print("PASS: dynamic hidden c < 0.9 (static 1) and readout c < 0.3 (static 0.5) 
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-gpt_sweep = ch.sweep_base_lr("gpt", [2.0**-k for k in range(3, 8)])
+gpt_sweep, gpt_runs = ch.static_vs_dynamic("gpt", [2.0**-k for k in range(3, 8)])
 gpt_lr = float(gpt_sweep.idxmin())
 print(gpt_sweep.rename(index=lambda lr: f"2^{math.log2(lr):.0f}").round(3).to_string())
 print(f"learning rate: 2^{math.log2(gpt_lr):.0f}")
-gpt_runs = [
-    ch.gpt_run(w, seed, gpt_lr, dynamic)
-    for w in ch.GPT_SETUP["widths"]
-    for seed in range(3)
-    for dynamic in (False, True)
-]
 gpt_static = [r for r in gpt_runs if not r.dynamic]
 gpt_first, gpt_last = ch.exponent_table(gpt_static, 0), ch.exponent_table(gpt_static, -1)
 gcols = [f"{k} {s}" for k in ("alpha", "omega", "u") for s in ("@128", "slope")]

@@ -202,6 +202,22 @@ def sweep_base_lr(kind: str, lrs: list[float], seed: int = 0) -> pd.Series:
     return pd.Series(scores, name="score")
 
 
+def static_vs_dynamic(kind: str, lrs: list[float], seeds: int = 3) -> tuple[pd.Series, list[Run]]:
+    """The comparison of sections 4 and 5: `sweep_base_lr` over `lrs`, then static and
+    dynamic runs at every width and `seeds` seeds with the best of them. Returns the sweep
+    (its idxmin is the learning rate used) and the runs."""
+    sweep = sweep_base_lr(kind, lrs)
+    lr = float(sweep.idxmin())
+    widths = (MLP if kind == "mlp" else GPT_SETUP)["widths"]
+    runs = [
+        RUNNERS[kind](w, seed, lr, dynamic)
+        for w in widths
+        for seed in range(seeds)
+        for dynamic in (False, True)
+    ]
+    return sweep, runs
+
+
 def exponent_table(runs: list[Run], index: int) -> pd.DataFrame:
     """Per layer at measurement `index`: the single-width exponents log rho / log n at each
     model width (n the layer's fan-in), and the slope of log rho against log n across the

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ntk._checks import check_bool, check_positive, check_positive_int
+from ntk._checks import check_bool, check_nonnegative, check_positive, check_positive_int
 
 
 @dataclass
@@ -270,3 +270,45 @@ class GPT(nn.Module):
         if not embedding and not self.config.tie_embeddings:
             n -= self.wte.weight.numel()
         return n
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        *,
+        do_sample: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Continue the token ids idx (B, T) by `max_new_tokens` tokens: (B, T + max_new_tokens).
+
+        nanoGPT's loop: the context is cropped to its last block_size tokens, the next token
+        is drawn from softmax(logits / temperature) restricted to the `top_k` most likely ids
+        (all of them when None), appended, and so on. temperature 0 or do_sample=False is
+        greedy decoding (argmax, the first id on ties). `generator` makes the draws
+        reproducible (it must live on idx's device).
+        """
+        check_positive_int("max_new_tokens", max_new_tokens, minimum=0)
+        temperature = check_nonnegative("temperature", temperature)
+        if top_k is not None:
+            top_k = min(check_positive_int("top_k", top_k), self.config.vocab_size)
+        greedy = not check_bool("do_sample", do_sample) or temperature == 0
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        block = self.config.block_size
+        self._check_input(idx[:, -block:] if isinstance(idx, Tensor) and idx.ndim == 2 else idx)
+        for _ in range(max_new_tokens):
+            logits = self(idx[:, -block:])[:, -1, :].float()  # (B, vocab), the last position
+            if greedy:
+                nxt = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+                    logits = logits.masked_fill(logits < kth, -math.inf)
+                probs = F.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+            idx = torch.cat([idx, nxt.to(idx.dtype)], dim=1)
+        return idx

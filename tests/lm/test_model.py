@@ -206,3 +206,76 @@ def test_state_dict_round_trip_and_float64():
     wide = model.double()(x)
     assert wide.dtype == torch.float64
     torch.testing.assert_close(wide.float(), copy(x), rtol=1e-5, atol=1e-5)
+
+
+# ---- generate ----------------------------------------------------------------------------------
+def manual_greedy(model: GPT, idx: torch.Tensor, n: int) -> torch.Tensor:
+    for _ in range(n):
+        logits = model(idx[:, -model.config.block_size :])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+def test_generate_greedy_is_the_argmax_loop_and_top_k_1_is_greedy():
+    torch.manual_seed(0)
+    model = GPT(tiny(block_size=8))
+    prompt = torch.randint(0, 11, (3, 5))
+    expected = manual_greedy(model, prompt, 12)  # runs past block_size: the context is cropped
+    assert torch.equal(model.generate(prompt, 12, temperature=0.0), expected)
+    assert torch.equal(model.generate(prompt, 12, do_sample=False), expected)
+    gen = torch.Generator().manual_seed(1)
+    assert torch.equal(model.generate(prompt, 12, top_k=1, generator=gen), expected)
+    assert torch.equal(model.generate(prompt, 0), prompt)
+    # a prompt longer than block_size is kept whole and continued from its last block_size ids
+    long = torch.randint(0, 11, (2, 20))
+    out = model.generate(long, 3, temperature=0)
+    assert out.shape == (2, 23) and torch.equal(out[:, :20], long)
+    assert torch.equal(out[:, 12:], manual_greedy(model, long[:, 12:], 3))
+
+
+def test_generate_samples_from_the_tempered_top_k_softmax():
+    """One new token for 20,000 copies of a prompt: its frequencies are softmax(logits / T)
+    over the top_k ids (zero elsewhere), within 4 binomial standard deviations."""
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    prompt = torch.randint(0, 11, (1, 6))
+    logits = model(prompt)[0, -1].double()
+    n, T, k = 20_000, 2.0, 4
+    gen = torch.Generator().manual_seed(0)
+    out = model.generate(prompt.expand(n, -1), 1, temperature=T, top_k=k, generator=gen)
+    counts = torch.bincount(out[:, -1], minlength=11).double()
+    top = logits.topk(k).indices
+    p = torch.zeros(11, dtype=torch.float64)
+    p[top] = torch.softmax(logits[top] / T, 0)
+    assert counts[p == 0].sum() == 0
+    sd = (n * p * (1 - p)).sqrt()
+    assert ((counts - n * p).abs() <= 4 * sd + 1e-9).all()
+    # the rival: temperature 1 predicts other frequencies, which these counts reject
+    p1 = torch.zeros(11, dtype=torch.float64)
+    p1[top] = torch.softmax(logits[top], 0)
+    assert ((counts - n * p1).abs() > 4 * (n * p1 * (1 - p1)).sqrt()).any()
+    again = model.generate(prompt.expand(n, -1), 1, T, k, generator=gen.manual_seed(0))
+    assert torch.equal(again, out)  # a seeded generator reproduces the draws
+
+
+def test_generate_bad_arguments():
+    model = GPT(tiny())
+    prompt = torch.zeros(1, 3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 0"):
+        model.generate(prompt, -1)
+    with pytest.raises(TypeError, match="max_new_tokens must be an int"):
+        model.generate(prompt, 2.0)
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+        model.generate(prompt, 2, temperature=-1.0)
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        model.generate(prompt, 2, top_k=0)
+    with pytest.raises(TypeError, match="do_sample must be a bool"):
+        model.generate(prompt, 2, do_sample=1)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        model.generate(prompt, 2, generator=0)
+    with pytest.raises(ValueError, match=r"outside \[0, GPTConfig.vocab_size\)"):
+        model.generate(torch.tensor([[11]]), 2)
+    with pytest.raises(TypeError, match="idx must be a torch.Tensor"):
+        model.generate([[1, 2]], 2)
+    with pytest.raises(ValueError, match=r"idx must have shape \(batch, time\)"):
+        model.generate(torch.zeros(3, dtype=torch.int64), 2)

@@ -7,7 +7,7 @@ YAML): `python -m ntk.lm.train --config configs/smoke.yaml train.tokens=200K opt
     model:            GPT shape (GPTConfig without the vocabulary, read from the corpus)
     parametrization:  sp | ntk | mup | mfp through the abc engine, base width, lr rule
     optim:            AdamW and its learning-rate schedule (in steps of constant tokens)
-    data:             corpus file (default: the generated word chain), validation split
+    data:             corpus file (default: the generated word chain), tokenizer, validation split
     train:            token budget, tokens per step, progressive schedule, seed, device
     ema:              exponential moving average of the weights
     log:              output directory, evaluation and diagnostics intervals, TensorBoard, W&B
@@ -50,6 +50,7 @@ from ntk._checks import (
 from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.parametrize import parametrize
 from ntk.lm.progressive import ProgressiveSchedule, parse_schedule, parse_tokens
+from ntk.lm.tokenizers import KINDS as TOKENIZERS
 from ntk.scaling.abc_rules import abc_table
 
 TOKENS = {"tokens": True}  # field metadata: a token count, int or "2M"
@@ -101,9 +102,12 @@ class OptimSection:
 
 @dataclass
 class DataSection:
-    """Corpus (None: the generated word chain of `ntk.lm.corpus`) and validation set size."""
+    """Corpus (None: the generated word chain of `ntk.lm.corpus`), tokenizer (char, word or
+    bpe, `ntk.lm.tokenizers`; vocab_size for bpe only, null: 512) and validation set size."""
 
     path: str | None = None
+    tokenizer: str = "char"
+    vocab_size: int | None = None
     val_fraction: float = 0.1
     eval_tokens: int = field(default=16384, metadata=TOKENS)
 
@@ -260,6 +264,14 @@ def _validate_optim(o: OptimSection) -> None:
 
 def _validate_data(d: DataSection) -> None:
     check_fraction("data.val_fraction", d.val_fraction)
+    check_choice("data.tokenizer", d.tokenizer, TOKENIZERS)
+    if d.vocab_size is not None:
+        if d.tokenizer != "bpe":
+            raise ValueError(
+                f"data.vocab_size is for data.tokenizer=bpe only ({d.tokenizer} reads its "
+                f"vocabulary from the text); got {d.vocab_size}"
+            )
+        check_positive_int("data.vocab_size", d.vocab_size, minimum=256)
 
 
 def _validate_train(t: TrainSection, m: ModelSection) -> None:

@@ -1,4 +1,4 @@
-"""Character-level data for the GPT: the generated default corpus or any UTF-8 text file.
+"""Text data for the GPT: the generated default corpus or any UTF-8 text file, tokenized.
 
 `load_corpus()` gives the default corpus, text of the word chain of `ntk.lm.corpus` (1.1 M
 characters over a 27-letter alphabet, generated in about a second, the same bytes on every
@@ -17,7 +17,8 @@ On the default corpus that is the word chain itself, 512 tokens and an entropy f
 H(q) = 7/4 bits per token, reached at every position after the first: each target's previous
 word is in its window. A model then has no spelling to learn, only the 512 x 4 successor
 table, so it learns from the first steps (no plateau while attention learns to read back
-through a word), which suits short experiments.
+through a word), which suits short experiments. `load_corpus(level="bpe")` trains a byte-level
+BPE on the training part (`ntk.lm.tokenizers`, which holds the three tokenizers).
 
 Batches are windows of block_size + 1 tokens at random offsets: `sample_batch` draws them with
 a `torch.Generator`, so a seed gives the same batches on every machine with the same torch
@@ -27,7 +28,6 @@ no randomness: the same validation set for every run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,86 +36,17 @@ from torch import Tensor
 
 from ntk._checks import check_choice, check_fraction, check_positive_int
 from ntk.lm.corpus import default_chain
+from ntk.lm.tokenizers import (  # noqa: F401  (CharTokenizer, WordTokenizer: re-exported)
+    KINDS,
+    CharTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    train_tokenizer,
+)
 
 DEFAULT_CHARS = 1_100_000  # 990,000 for training, 110,000 for validation (val_fraction 0.1)
 DEFAULT_TEXT_SEED = 1
-LEVELS = ("char", "word")
-
-
-class CharTokenizer:
-    """One token per character; ids are positions in the sorted alphabet."""
-
-    def __init__(self, alphabet: str) -> None:
-        if not isinstance(alphabet, str) or not alphabet:
-            raise ValueError("alphabet must be a non-empty str")
-        if len(set(alphabet)) != len(alphabet) or "".join(sorted(alphabet)) != alphabet:
-            raise ValueError("alphabet must list distinct characters in sorted order")
-        self.alphabet = alphabet
-        self._index = {ch: i for i, ch in enumerate(alphabet)}
-
-    @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        """The tokenizer whose vocabulary is the set of characters of `text`."""
-        return cls("".join(sorted(set(text))))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.alphabet)
-
-    def encode(self, text: str) -> Tensor:
-        """Token ids (int64) of `text`; every character must be in the alphabet."""
-        try:
-            return torch.tensor([self._index[ch] for ch in text], dtype=torch.int64)
-        except KeyError as err:
-            raise ValueError(
-                f"text contains {err.args[0]!r}, not in the tokenizer's alphabet"
-            ) from None
-
-    def decode(self, ids: Tensor | list[int]) -> str:
-        """The text of a 1-d sequence of token ids."""
-        ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
-        if any(not 0 <= i < self.vocab_size for i in ids):
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
-        return "".join(self.alphabet[i] for i in ids)
-
-
-class WordTokenizer:
-    """One token per word (maximal run of non-whitespace); ids are positions in the sorted
-    lexicon; decoding joins the words with single spaces."""
-
-    def __init__(self, words: Sequence[str]) -> None:
-        words = list(words) if not isinstance(words, str) else None
-        if not words or not all(isinstance(w, str) and w and w.split() == [w] for w in words):
-            raise ValueError("words must be a non-empty list of non-empty words without spaces")
-        if len(set(words)) != len(words) or sorted(words) != words:
-            raise ValueError("words must be distinct and in sorted order")
-        self.words = tuple(words)
-        self._index = {w: i for i, w in enumerate(words)}
-
-    @classmethod
-    def from_text(cls, text: str) -> WordTokenizer:
-        """The tokenizer whose vocabulary is the set of words of `text`."""
-        return cls(sorted(set(text.split())))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.words)
-
-    def encode(self, text: str) -> Tensor:
-        """Token ids (int64) of the words of `text`; every word must be in the vocabulary."""
-        try:
-            return torch.tensor([self._index[w] for w in text.split()], dtype=torch.int64)
-        except KeyError as err:
-            raise ValueError(
-                f"text contains the word {err.args[0]!r}, not in the tokenizer's vocabulary"
-            ) from None
-
-    def decode(self, ids: Tensor | list[int]) -> str:
-        """The words of a 1-d sequence of token ids, joined by single spaces."""
-        ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
-        if any(not 0 <= i < self.vocab_size for i in ids):
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
-        return " ".join(self.words[i] for i in ids)
+LEVELS = KINDS  # "char", "word", "bpe": `ntk.lm.tokenizers`
 
 
 @dataclass
@@ -124,7 +55,7 @@ class TextData:
 
     train: Tensor  # (N_train,) int64
     val: Tensor  # (N_val,) int64
-    tokenizer: CharTokenizer | WordTokenizer
+    tokenizer: Tokenizer
     source: str
 
     @property
@@ -156,35 +87,52 @@ def load_corpus(
     block_size: int = 1,
     val_fraction: float = 0.1,
     level: str = "char",
+    vocab_size: int | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> TextData:
     """The default generated corpus (`path` None) or a UTF-8 file, split and encoded.
 
-    `level` "char" gives one token per character, "word" one per word (the default text's
-    last word, which the character count may cut, is dropped). The last `val_fraction` of the
-    tokens is the validation part; both parts must hold at least block_size + 1 tokens (one
-    input window and its targets).
+    `level` (the tokenizer's kind, `ntk.lm.tokenizers`): "char" gives one token per
+    character, "word" one per word (the default text's last word, which the character count
+    may cut, is dropped), "bpe" a byte-level BPE of `vocab_size` tokens (None: 512).
+    "char" and "word" read their vocabulary from the whole text and keep the last
+    `val_fraction` of the tokens for validation; "bpe" splits the text itself (the last
+    `val_fraction` of the characters), learns its merges from the training part only and
+    encodes the two parts separately. A `tokenizer` (e.g. a run's, from its checkpoint) is
+    used as it is instead of building one; its kind must be `level`. Both parts must hold at
+    least block_size + 1 tokens (one input window and its targets).
     """
     check_positive_int("block_size", block_size)
     check_fraction("val_fraction", val_fraction)
     check_choice("level", level, LEVELS)
+    if tokenizer is not None and getattr(tokenizer, "kind", None) != level:
+        found = getattr(tokenizer, "kind", type(tokenizer).__name__)
+        raise ValueError(f"tokenizer is a {found!r} tokenizer, but level is {level!r}")
     if path is None:
         text, source = default_text(), "default word chain (ntk.lm.corpus)"
         if level == "word":
             text = text.rsplit(" ", 1)[0]
     else:
         text, source = read_text_file(path), str(path)
-    tokenizer = (CharTokenizer if level == "char" else WordTokenizer).from_text(text)
-    tokens = tokenizer.encode(text)
-    n_val = int(len(tokens) * val_fraction)
-    n_train = len(tokens) - n_val
-    if min(n_train, n_val) < block_size + 1:
-        unit = "characters" if level == "char" else "words"
+    if level == "bpe":
+        cut = len(text) - int(len(text) * val_fraction)
+        if tokenizer is None:
+            tokenizer = train_tokenizer("bpe", text[:cut], vocab_size)
+        train, val = tokenizer.encode(text[:cut]), tokenizer.encode(text[cut:])
+    else:
+        if tokenizer is None:
+            tokenizer = train_tokenizer(level, text, vocab_size)
+        tokens = tokenizer.encode(text)
+        n_val = int(len(tokens) * val_fraction)
+        train, val = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
+    if min(len(train), len(val)) < block_size + 1:
+        unit = {"char": "characters", "word": "words", "bpe": "BPE tokens"}[level]
         raise ValueError(
-            f"corpus {source!r} has {len(tokens)} {unit}, too short for block_size "
-            f"{block_size}: its training part ({n_train}) and validation part ({n_val}) each "
-            f"need block_size + 1 = {block_size + 1} (val_fraction={val_fraction})"
+            f"corpus {source!r} has {len(train) + len(val)} {unit}, too short for block_size "
+            f"{block_size}: its training part ({len(train)}) and validation part ({len(val)}) "
+            f"each need block_size + 1 = {block_size + 1} (val_fraction={val_fraction})"
         )
-    return TextData(tokens[:n_train], tokens[n_train:], tokenizer, source)
+    return TextData(train, val, tokenizer, source)
 
 
 def _check_windows(tokens: Tensor, batch_size: int, block_size: int) -> None:

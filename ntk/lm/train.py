@@ -45,7 +45,8 @@ from ntk.lm.checkpoint import (
     set_rng_state,
 )
 from ntk.lm.config import RunConfig, build_config, build_model, differences, load_runs
-from ntk.lm.data import TextData, eval_batches, load_corpus, sample_batch
+from ntk.lm.data import TextData, load_corpus, sample_batch
+from ntk.lm.eval import eval_windows
 from ntk.lm.logging import (
     METRICS,
     RunLogger,
@@ -56,7 +57,9 @@ from ntk.lm.logging import (
     wandb_available,
 )
 from ntk.lm.progressive import ProgressiveSchedule
+from ntk.lm.runs import stored_tokenizer
 from ntk.lm.step import TrainingDivergedError, evaluate, train_step
+from ntk.lm.tokenizers import Tokenizer
 from ntk.scaling.spectral import SpectralMonitor
 from ntk.training import EMA
 
@@ -146,8 +149,9 @@ def param_groups(param: Parametrization, weight_decay: float) -> list[dict[str, 
     return groups
 
 
-def setup(config: RunConfig, procs: Processes) -> Run:
-    """Data, model, optimizer, schedules, EMA and monitors of a fresh run (seeded)."""
+def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = None) -> Run:
+    """Data, model, optimizer, schedules, EMA and monitors of a fresh run (seeded); the text
+    is encoded by `tokenizer` (a resumed run's own) or by one built from it."""
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     schedule = config.schedule
@@ -158,8 +162,14 @@ def setup(config: RunConfig, procs: Processes) -> Run:
                 f"{phase} ({schedule.batch_size(phase)} sequences of {schedule.block_size(phase)}) "
                 f"does not split evenly over {procs.world} processes"
             )
+    d = config.data
     data = load_corpus(
-        config.data.path, block_size=config.block_size, val_fraction=config.data.val_fraction
+        d.path,
+        block_size=config.block_size,
+        val_fraction=d.val_fraction,
+        level=d.tokenizer,
+        vocab_size=d.vocab_size,
+        tokenizer=tokenizer,
     )
     model, param = build_model(config, data.vocab_size)
     model.to(procs.device)
@@ -236,6 +246,7 @@ def save(run: Run) -> None:
             "metadata": parametrization_metadata(run.model, run.param),
             "world_size": run.procs.world,
             "train_seconds": run.timer.elapsed,
+            "tokenizer": run.data.tokenizer.state(),
         }
         run.out_dir.mkdir(parents=True, exist_ok=True)
         keep = (
@@ -250,10 +261,8 @@ def validation_set(run: Run, block_size: int) -> list:
     """Fixed windows of the validation text: data.eval_tokens tokens in batches of at most
     the training batch (cached per block size)."""
     if block_size not in run.eval_sets:
-        windows = max(1, run.config.data.eval_tokens // block_size)
-        batch = max(1, min(windows, run.schedule.tokens_per_step // block_size))
-        run.eval_sets[block_size] = eval_batches(
-            run.data.val, batch, block_size, n_batches=max(1, windows // batch)
+        run.eval_sets[block_size] = eval_windows(
+            run.data.val, block_size, run.config.data.eval_tokens, run.schedule.tokens_per_step
         )
     return run.eval_sets[block_size]
 
@@ -361,7 +370,7 @@ def train(config: RunConfig) -> dict[str, Any]:
         )
     procs = start_processes(config.train.device)
     path = checkpoint_path(config)
-    run = setup(config, procs)
+    run = setup(config, procs, None if path is None else stored_tokenizer(path))
     if path is not None:
         resume(run, path)  # every check runs before anything is written
     logger = RunLogger(

@@ -496,7 +496,9 @@ def load_runs(path: str | Path | None, overrides: list[str] = ()) -> list[tuple[
 
 
 # keys that may change between a checkpoint and its resumption: they do not change training
+# (train.tokens may grow: the run goes on, `ntk.lm.train.resume`)
 RUN_CONTROL = (
+    "train.tokens",
     "train.stop_step",
     "train.device",
     "train.threads",

@@ -46,6 +46,7 @@ from ntk.lm.checkpoint import (
 )
 from ntk.lm.config import RunConfig, build_config, build_model, differences, load_runs
 from ntk.lm.data import TextData, load_corpus, sample_batch
+from ntk.lm.describe import check_budget, config_keys, finished_message, run_summary
 from ntk.lm.eval import eval_windows
 from ntk.lm.logging import (
     METRICS,
@@ -216,6 +217,7 @@ def resume(run: Run, path: Path) -> None:
         raise ValueError(
             f"the config does not match checkpoint {str(path)!r}: " + "; ".join(diff[:5])
         )
+    check_budget(state["config"]["train"]["tokens"], run.config.train.tokens, str(path))
     check_metadata(state["metadata"], parametrization_metadata(run.model, run.param), str(path))
     step = int(state["step"])
     if state["phase"] != run.schedule.phase_at(step):
@@ -385,8 +387,11 @@ def train(config: RunConfig) -> dict[str, Any]:
         enabled=procs.main,
     )
     try:
+        logger.message(run_summary(run))
         if path is not None:
             logger.message(f"resumed from {path} at step {run.step}")
+            if run.step >= config.total_steps:
+                logger.message(finished_message(run.step, config.train.tokens))
         return loop(run, logger)
     finally:
         logger.close()
@@ -434,7 +439,10 @@ def sweep_cell(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ntk.lm.train", description=__doc__.split("\n\n")[0]
+        prog="python -m ntk.lm.train",
+        description=__doc__.split("\n\n")[0],
+        epilog="config keys (in the YAML file or as key=value overrides):\n" + config_keys(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML run config (configs/*.yaml)")
     parser.add_argument("--plot", metavar="RUN_DIR", help="plot a run from its CSV and exit")

@@ -3,6 +3,7 @@
     python -m ntk.lm.train --config configs/smoke.yaml [key=value ...]
     torchrun --standalone --nproc_per_node=2 -m ntk.lm.train --config configs/smoke.yaml
     python -m ntk.lm.train --plot runs/smoke          # figures of a run from its CSV
+    python -m ntk.lm.train --plot runs/mup_width_sweep  # a sweep's runs overlaid
 
 One step at a constant S = train.tokens_per_step tokens: the progressive schedule
 (`ntk.lm.progressive`) gives the phase's block size T and global batch B = S / T; the data
@@ -53,10 +54,10 @@ from ntk.lm.logging import (
     RunLogger,
     Throughput,
     diagnostics,
-    plot_run,
     read_metrics,
     wandb_available,
 )
+from ntk.lm.plots import plot_directory
 from ntk.lm.progressive import ProgressiveSchedule
 from ntk.lm.runs import stored_tokenizer
 from ntk.lm.step import TrainingDivergedError, evaluate, train_step
@@ -445,20 +446,22 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML run config (configs/*.yaml)")
-    parser.add_argument("--plot", metavar="RUN_DIR", help="plot a run from its CSV and exit")
+    parser.add_argument(
+        "--plot", metavar="DIR", help="plot a run (or overlay a sweep's runs) from CSV and exit"
+    )
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. optim.lr=3e-3")
     args = parser.parse_args(argv)
     if args.plot:
         import matplotlib
 
         matplotlib.use("Agg")
-        figure = plot_run(args.plot)
+        figure = plot_directory(args.plot)  # one run, or a sweep's runs overlaid
         out = Path(args.plot) / "metrics.png"
         figure.savefig(out, dpi=120)
         print(f"wrote {out}")
         return 0
     if args.config is None:
-        parser.error("--config is required (or --plot RUN_DIR)")
+        parser.error("--config is required (or --plot DIR)")
     runs = load_runs(args.config, args.overrides)  # all validated before any trains
     try:
         for name, config in runs:

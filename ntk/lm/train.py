@@ -45,7 +45,14 @@ from ntk.lm.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ntk.lm.config import RunConfig, build_config, build_model, differences, load_runs
+from ntk.lm.config import (
+    RunConfig,
+    build_config,
+    build_model,
+    differences,
+    from_dict,
+    load_runs,
+)
 from ntk.lm.data import TextData, load_corpus, sample_batch
 from ntk.lm.describe import check_budget, config_keys, finished_message, run_summary
 from ntk.lm.eval import eval_windows
@@ -213,7 +220,8 @@ def checkpoint_path(config: RunConfig) -> Path | None:
 def resume(run: Run, path: Path) -> None:
     """Load the checkpoint at `path` into `run`, after checking that it is this run's."""
     state = load_checkpoint(path, map_location=run.procs.device)
-    diff = differences(state["config"], run.config.to_dict())
+    # through the dataclasses: a key added since the checkpoint was written reads as its default
+    diff = differences(from_dict(RunConfig, state["config"]).to_dict(), run.config.to_dict())
     if diff:
         raise ValueError(
             f"the config does not match checkpoint {str(path)!r}: " + "; ".join(diff[:5])

@@ -108,3 +108,22 @@ def test_sample_command_errors_are_one_line_and_exit_2(tiny, tmp_path, capsys):
     train(no_ema)
     assert main([no_ema.log.out_dir, "--prompt", "a", "--ema"]) == 2
     assert "kept no EMA" in capsys.readouterr().err
+
+
+def test_a_checkpoint_written_before_tokenizers_were_saved_resumes_and_samples(tiny):
+    """No "tokenizer" entry and no data.tokenizer / data.vocab_size keys: the config reads
+    them as their defaults (char) and the tokenizer is rebuilt from the corpus."""
+    ref = tiny("ref")
+    train(ref)
+    old = tiny("old", **{"train.stop_step": 10})
+    train(old)
+    path = Path(old.log.out_dir) / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    del state["tokenizer"], state["config"]["data"]["tokenizer"]
+    del state["config"]["data"]["vocab_size"]
+    torch.save(state, path)
+    run = load_run(old.log.out_dir)
+    assert run.tokenizer.kind == "char" and run.tokenizer.vocab_size == run.model.config.vocab_size
+    assert sample(run, "ab", max_new_tokens=3, temperature=0)[0].startswith("ab")
+    train(tiny("old"))
+    assert losses(old.log.out_dir) == losses(ref.log.out_dir)

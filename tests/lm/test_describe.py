@@ -21,13 +21,19 @@ def test_help_lists_every_config_key_with_its_default(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
-    text = capsys.readouterr().out
-    for key, value in flatten(RunConfig().to_dict()).items():
-        shown = {None: "null", True: "true", False: "false"}.get(value, repr(value))
-        shown = repr(value) if type(value) in (int, float) else shown
-        assert (
-            f"    {key}  " in text and f" = {shown}" in text.split(f"    {key}  ")[1].split("\n")[0]
-        ), key
+    listed = {}  # "section.key": "type = default" from the lines indented by exactly 4
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("    ") and not line.startswith("     "):
+            key, rest = line.strip().split("  ", 1)
+            listed[key] = rest
+    expected = flatten(RunConfig().to_dict())
+    assert set(listed) == set(expected)  # every key the loader accepts, and no other
+    yaml_text = {None: "null", True: "true", False: "false"}
+    for key, value in expected.items():
+        shown = repr(value) if type(value) in (int, float, str) else yaml_text[value]
+        assert f" = {shown}" in listed[key], (key, listed[key])
+    assert listed["data.tokenizer"] == "str = 'char'"
+    assert listed["train.tokens"] == "int = 1000000 (tokens: int or e.g. '2M')"
 
 
 def test_summary_names_corpus_tokenizer_vocabulary_parameters_and_splits(tiny, corpus_file, capsys):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ntk.lm.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ntk.lm.runs import load_run
+from ntk.lm.runs import load_run, stored_tokenizer
 from ntk.lm.sample import main, sample
 from ntk.lm.tokenizers import BPETokenizer
 from ntk.lm.train import train
@@ -47,6 +47,8 @@ def test_bpe_run_resumes_bitwise_and_samples_after_its_corpus_is_deleted(
     state = load_checkpoint(Path(part.log.out_dir) / CHECKPOINT_NAME)
     assert state["tokenizer"]["kind"] == "bpe"
     assert BPETokenizer(state["tokenizer"]["json"]).vocab_size == 300
+    path = Path(part.log.out_dir) / CHECKPOINT_NAME  # what a resumed run encodes with:
+    assert stored_tokenizer(path).state() == state["tokenizer"]  # read alone (memory-mapped)
     corpus.unlink()
 
     run = load_run(part.log.out_dir)

@@ -34,8 +34,7 @@ worse than a renamed one. Folding is what makes stock loading exact; the wrapper
 every stored number computed with it, stay as they are.
 
 Not foldable, refused by name: depth rules' branch multipliers (`DepthConfig`) on a generic
-branch (a whole sub-network, not one linear map; `ntk.lm.hf` folds them for its own GPT), and
-a tied readout with a multiplier when no `readout_norm` is known.
+branch (a whole sub-network, not one linear map), and a tied readout with a multiplier when no `readout_norm` is known.
 """
 
 from __future__ import annotations
@@ -63,6 +62,7 @@ __all__ = [
     "load_parametrized",
     "plain_name",
     "save_parametrized",
+    "unfold",
 ]
 
 RULES_FILE = "ntk_parametrization.json"
@@ -106,8 +106,7 @@ def _folds(param: Parametrization, readout_norm: str | None) -> Fold:
         raise ValueError(
             "the parametrization has depth rules (config.depth): a branch multiplier sits on a "
             "whole sub-network and cannot be folded into its weights in general; save with "
-            "torch.save(model.state_dict()) and re-apply the same config, or (ntk.lm's GPT) use "
-            "ntk.lm.hf, which folds them into each branch's output projection"
+            "torch.save(model.state_dict()) and re-apply the same config"
         )
     model, folds = param.model, []
     per_param: dict[int, list[tuple[str, str, float]]] = {}
@@ -183,7 +182,11 @@ def export_state_dict(param: Parametrization, readout_norm: str | None = None) -
 
 
 @torch.no_grad()
-def _unfold(param: Parametrization, readout_norm: str | None) -> None:
+def unfold(param: Parametrization, readout_norm: str | None = None) -> None:
+    """Divide the folded factors out of the parametrized model's weights, in place: a model
+    that held plain weights (a pretrained checkpoint) computes again what it computed before
+    it was parametrized, and trains on under the rules (`ntk.lm.hf.parametrize_pretrained`)."""
+    _check_param(param)
     for p, index, factor in _folds(param, readout_norm):
         p[index] /= factor
 
@@ -207,7 +210,7 @@ def import_state_dict(
             f"{missing[:5]}"
         )
     model.load_state_dict({wrapped[k]: v for k, v in state_dict.items()})
-    _unfold(param, readout_norm)
+    unfold(param, readout_norm)
 
 
 # ---- files --------------------------------------------------------------------------------
@@ -329,7 +332,7 @@ def load_parametrized(
     record = read_rules(path)
     param = Parametrization(model, config_from_record(record, base_model))
     _check_same(param, record)
-    _unfold(param, record["readout_norm"])
+    unfold(param, record["readout_norm"])
     return param
 
 

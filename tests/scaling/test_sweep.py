@@ -230,3 +230,26 @@ def test_ctrl_c_ends_the_workers_and_says_how_to_resume(tmp_path):
     subprocess.run([*cmd, "2"], env=env, check=True, timeout=300, capture_output=True)
     assert len(log.read_text().splitlines()) - first == 60 - saved  # only the missing cells
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "o.csv"), expected_table())
+
+
+def test_interrupt_in_this_process_keeps_finished_cells(tmp_path, capsys):
+    """workers=1: a KeyboardInterrupt inside the 4th cell leaves 3 cells saved, says so, and
+    the claim of the interrupted cell is released (a rerun runs the rest)."""
+    calls = []
+
+    def train(**cell):
+        calls.append(cell)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return 1.0
+
+    db = tmp_path / "i.sqlite"
+    grid = dict(log2_lrs=[-2.0, -1.0], widths=[8, 16], seeds=[0], parametrizations=["mup"])
+    with pytest.raises(KeyboardInterrupt, match="3 cells saved in .*i.sqlite; run again"):
+        lr_sweep(train, **grid, cache=db, progress=False)
+    assert f"3 cells saved in {db}; run again to resume" in capsys.readouterr().err
+    assert len(load_sweep(db)) == 3
+    df = lr_sweep(lambda **cell: 1.0, **grid, cache=db, progress=False)
+    assert len(df) == 4 and df["loss"].notna().all()
+    with pytest.raises(KeyboardInterrupt, match="none saved .cache=None."):
+        lr_sweep(lambda **c: (_ for _ in ()).throw(KeyboardInterrupt), **grid, progress=False)

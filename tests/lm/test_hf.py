@@ -11,6 +11,7 @@ from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
+    GPTNeoXConfig,
     GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
@@ -124,8 +125,19 @@ def _llama(tmp_path):
     LlamaForCausalLM(cfg).save_pretrained(tmp_path)
 
 
+def _neox(tmp_path):
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(
+        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=256, use_parallel_residual=False, max_position_embeddings=32,
+    )  # fmt: skip
+    GPTNeoXForCausalLM(cfg).save_pretrained(tmp_path)
+
+
 @pytest.mark.parametrize(
-    ("make", "readout_a"), [(_gpt2, 1.0), (_llama, 0.5)], ids=["gpt2-tied", "llama-untied"]
+    ("make", "readout_a"),
+    [(_gpt2, 1.0), (_llama, 0.5), (_neox, 0.5)],
+    ids=["gpt2-tied", "llama-untied", "neox-untied"],
 )
 def test_pretrained_checkpoint_under_mup_keeps_its_function(make, readout_a, tmp_path):
     make(tmp_path)
@@ -175,3 +187,24 @@ def test_export_command_writes_a_checkpoint_stock_transformers_loads(tiny, tmp_p
     )  # fmt: skip
     assert bad.returncode == 2 and "no checkpoint" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_neox_query_rows_are_the_first_of_each_head():
+    """GPT-NeoX fuses q, k, v head by head: zero_query zeroes exactly the q rows of each head."""
+    from ntk import Parametrization, ParametrizationConfig
+    from ntk.lm.hf import HF_LAYERS
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(
+        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=256, use_parallel_residual=False,
+    )  # fmt: skip
+    model = GPTNeoXForCausalLM(cfg)
+    config = ParametrizationConfig(
+        "mup", layers=HF_LAYERS["gpt_neox"], base_width=16, base_head_dim=4, zero_query=True
+    )
+    Parametrization(model, config)
+    qkv = model.gpt_neox.layers[0].attention.query_key_value.module
+    blocks = qkv.weight.view(4, 3, 16, 64)  # (head, q/k/v, head_size, C)
+    assert blocks[:, 0].abs().max() == 0 and blocks[:, 1:].abs().min(-1).values.min() > 0
+    assert qkv.bias.view(4, 3, 16)[:, 0].abs().max() == 0

@@ -35,16 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         print(f"error: no checkpoint at {str(path)!r} (RUN is a run directory)", file=sys.stderr)
         return 2
-    model, param, state = load_model(path)
-    if args.ema:
-        if state.get("ema") is None:
-            print(f"error: the run at {str(run)!r} has no EMA (ema.enabled)", file=sys.stderr)
-            return 2
-        average = state["ema"]["average"]
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(average[name])
-    out = export_neox(model, param, args.out)
+    try:
+        model, param, state = load_model(path)
+        if args.ema:
+            if state.get("ema") is None:
+                raise ValueError(f"the run at {str(run)!r} has no EMA (ema.enabled)")
+            average = state["ema"]["average"]
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(average[name])
+        out = export_neox(model, param, args.out)
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as err:
+        # a user error (damaged or foreign checkpoint, unwritable OUTDIR): one line, exit 2
+        print(f"error: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
+        return 2
     print(f"wrote {out} (GPTNeoXForCausalLM; load with AutoModelForCausalLM.from_pretrained)")
     return 0
 

@@ -187,6 +187,26 @@ def test_export_command_writes_a_checkpoint_stock_transformers_loads(tiny, tmp_p
     )  # fmt: skip
     assert bad.returncode == 2 and "no checkpoint" in bad.stderr
     assert "Traceback" not in bad.stderr
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    junk = subprocess.run(
+        [sys.executable, "-m", "ntk.lm.export", str(tmp_path / "junk.pt"), str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert junk.returncode == 2 and junk.stderr.startswith("error:"), junk.stderr
+    assert len(junk.stderr.strip().splitlines()) == 1
+    # --ema: the averaged weights, which differ from the last ones
+    ema_out = tmp_path / "hf-ema"
+    done = subprocess.run([*cmd[:-1], str(ema_out), "--ema"], capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    _, _, state = load_model(f"{run}/checkpoint.pt")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(state["ema"]["average"][name])
+        ema_logits = model(x)
+        got = AutoModelForCausalLM.from_pretrained(ema_out)(x).logits
+        assert (got - ema_logits).abs().max() < 1e-5
+        assert (got - stock(x).logits).abs().max() > 1e-4
 
 
 def test_neox_query_rows_are_the_first_of_each_head():

@@ -9,7 +9,9 @@ Rows (ratio = reference_s / ours_s, so > 1 means we are faster):
      steady-state time (compile excluded), on the same weights. Jacobian contraction needs
      N x P x 4 bytes (8.7 GB here) and ~30 s; pass --nt-jacobian to time it too.
   2. the general path: our "jacobian" vs neural-tangents' Jacobian contraction, small width.
-  3. width 10,000, N = 512: ours in a child process, so its peak RSS (VmHWM) is that of one
+  3. method="auto" on a CNN (width 256, N = 32, 8x8 images, 10 outputs; no structured path)
+     against the faster of "jacobian" and "ntvp" (`--auto` runs this row alone).
+  4. width 10,000, N = 512: ours in a child process, so its peak RSS (VmHWM) is that of one
      process that imports torch, builds the model (0.8 GB of weights) and computes the kernel. No reference fits:
      a Jacobian alone needs N x P x 4 bytes.
 """
@@ -138,6 +140,62 @@ def row_general(width: int, n: int, d: int, repeats: int) -> dict:
     }
 
 
+class CNN(nn.Module):
+    """Two 3x3 convolutions of `width` channels, ReLU, global average pool, Linear to 10."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, width, 3, padding=1)
+        self.c2 = nn.Conv2d(width, width, 3, padding=1)
+        self.fc = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).mean((2, 3)))
+
+
+def row_auto_cnn(width: int, n: int, side: int) -> dict:
+    """method="auto" on a CNN (no structured path) against the fastest explicit method on the
+    same weights: the reference is min(jacobian, ntvp)."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = CNN(width)
+    x = torch.randn(n, 3, side, side, generator=torch.Generator().manual_seed(1))
+    for method in ("jacobian", "ntvp"):  # warm-up on 2 examples: allocator, first-call costs
+        empirical_ntk(model, x[:2], method=method)
+    times, kernels, said = {}, {}, ""
+    # auto and jacobian alternate, best of 2 each (the first big run pays for fresh memory);
+    # ntvp, several times slower here, once
+    # timed in CPU seconds of this process (both torch threads): on a shared machine wall time
+    # varies several-fold between identical runs, CPU time much less
+    cpu = {}
+    for method in ("auto", "jacobian", "auto", "jacobian", "ntvp"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.process_time()
+            seconds, kernels[method] = best_time(
+                lambda m=method: empirical_ntk(model, x, method=m), 1
+            )
+            used = time.process_time() - start
+        times[method] = min(seconds, times.get(method, float("inf")))
+        cpu[method] = min(used, cpu.get(method, float("inf")))
+        if method == "auto":
+            said = next((str(w.message) for w in caught if "chose" in str(w.message)), said)
+    fastest = min(("jacobian", "ntvp"), key=cpu.get)
+    chosen = said.split("chose ")[1].split(":")[0] if said else "?"
+    return {
+        "name": f"CNN w{width} N{n} {side}x{side} f32: auto vs fastest explicit (CPU s)",
+        "ours_s": cpu["auto"],
+        "reference_s": cpu[fastest],
+        "ratio": cpu[fastest] / cpu["auto"],
+        "peak_gb": None,
+        "notes": f"P={n_params(model):,}; auto chose {chosen}; CPU s jacobian "
+        f"{cpu['jacobian']:.1f}, ntvp {cpu['ntvp']:.1f}; wall s auto {times['auto']:.1f}, "
+        f"jacobian {times['jacobian']:.1f}, ntvp {times['ntvp']:.1f}; max rel diff "
+        f"{rel_diff(kernels['auto'].numpy(), kernels[fastest].numpy()):.1e}",
+    }
+
+
 def peak_rss_gb() -> float:
     """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
     exec, so a child forked from a big parent would report the parent's size."""
@@ -177,20 +235,24 @@ def row_huge(width: int, n: int, d: int) -> dict:
     }
 
 
-def run(quick: bool = False, nt_jacobian: bool = False) -> list[dict]:
+def run(quick: bool = False, nt_jacobian: bool = False, auto_only: bool = False) -> list[dict]:
     """Benchmark rows: name, ours_s, reference_s, ratio (reference/ours), peak_gb, notes."""
+    if auto_only:
+        return [row_auto_cnn(width=64, n=16, side=6) if quick else row_auto_cnn(256, 32, 8)]
     # the child process first, while this one is still small
     if quick:
         huge = row_huge(width=2000, n=128, d=64)
         return [
             row_vs_nt(width=512, n=64, d=64, repeats=2, nt_jacobian=True),
             row_general(width=128, n=32, d=16, repeats=2),
+            row_auto_cnn(width=64, n=16, side=6),
             huge,
         ]
     huge = row_huge(width=10_000, n=512, d=64)
     return [
         row_vs_nt(width=2048, n=256, d=64, repeats=3, nt_jacobian=nt_jacobian),
         row_general(width=256, n=128, d=64, repeats=2),
+        row_auto_cnn(width=256, n=32, side=8),
         huge,
     ]
 
@@ -203,13 +265,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--nt-jacobian", action="store_true", help="also time NT's Jacobian")
+    parser.add_argument("--auto", action="store_true", help="only the CNN row: auto's choice")
     parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(*args.child)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load average {load}")
-    rows = run(quick=args.quick, nt_jacobian=args.nt_jacobian)
+    rows = run(quick=args.quick, nt_jacobian=args.nt_jacobian, auto_only=args.auto)
     print(f"{'benchmark':<60} {'ours s':>8} {'ref s':>8} {'ratio':>7} {'peak GB':>8}  notes")
     for r in rows:
         print(

@@ -30,7 +30,7 @@
 # 7. our analytic kernel equals neural-tangents' `kernel_fn`.
 #
 # The experiment code lives in `ntk/chapters/gaussian_processes.py` (also a script:
-# `python ntk/gaussian_process_demo.py --out figures`). Runs in under 2 minutes on a busy
+# `python ntk/gaussian_process_demo.py --out figures`). Runs in about 21 s on an idle
 # 2-core CPU.
 
 # %%

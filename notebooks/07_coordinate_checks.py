@@ -29,7 +29,7 @@
 # and the attention logits recorded. The plumbing (spectral logging, mup's runner, exponent
 # tables, GPT-2 at any width) is in `ntk/chapters/coordinate_checks.py`.
 #
-# Runs in about 20 seconds on an idle 2-core CPU.
+# Runs in about 15 s on an idle 2-core CPU.
 
 # %%
 import sys

@@ -28,10 +28,9 @@
 #    optimum moves.
 #
 # Everything runs on the default corpus of `ntk.lm` (a generated word chain, no downloads).
-# The scale here fits a few minutes on two CPU cores; `python -m ntk.chapters.mup_transformer`
-# runs the larger version and writes its figures to `figures/`. Most of the time goes to the
-# transfer sweep's 144 training runs (80-100 seconds on an idle 2-core CPU; 14 minutes on one
-# shared with a dozen other processes).
+# The scale here runs in about 77 s on an idle 2-core CPU, most of it in the transfer sweep's
+# 144 training runs; `python -m ntk.chapters.mup_transformer` runs the larger version and
+# writes its figures to `figures/`.
 
 # %%
 import sys

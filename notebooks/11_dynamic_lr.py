@@ -32,7 +32,7 @@
 # widths 256 and 512 the dynamic runs lose most in the middle of the learning-rate decay and
 # are still behind at the end. Section 6 shows why. Training plumbing: `ntk/chapters/dynamic_learning_rates.py`.
 #
-# Runs in about a minute on an idle 2-core CPU.
+# Runs in about 45 s on an idle 2-core CPU.
 
 # %%
 import sys

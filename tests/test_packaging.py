@@ -78,3 +78,28 @@ def test_one_repository_url():
     for nb in sorted((ROOT / "notebooks").glob("*.py")):
         urls = set(re.findall(r"git\+(https://[^\s\"']+)", nb.read_text()))
         assert urls <= {url}, f"{nb.name} installs from {urls}, pyproject says {url}"
+
+
+def test_jupyterlab_runs_from_the_lock():
+    """`jupyter lab` (the README's first step) is in the lock and starts: its version is the
+    pinned one, and its own dependencies are pinned too (`pip check` finds none missing)."""
+    pins = _locked()
+    assert "jupyterlab" in pins
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyterlab", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == pins["jupyterlab"]
+    check = subprocess.run(
+        [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=300
+    )
+    missing = [
+        line
+        for line in check.stdout.splitlines()
+        if "which is not installed" in line and "torchvision" not in line and "wheel" not in line
+    ]
+    assert not missing, missing
+    assert "jupyter lab notebooks/01_" in (ROOT / "README.md").read_text()

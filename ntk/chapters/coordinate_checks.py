@@ -20,7 +20,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ntk.scaling.coord_check import fit_exponents, from_mup
+from ntk.scaling.coord_check import (  # exponent_table: in the package, notebook 07 reads it here
+    exponent_table,  # noqa: F401
+    fit_exponents,
+    from_mup,
+)
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 from ntk.scaling.spectral import SpectralMonitor
 
@@ -66,12 +70,6 @@ class SpectralLog:
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
-
-
-def exponent_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Fitted width exponents of a coordinate check: (module, quantity) x step, steps >= 1."""
-    fits = fit_exponents(df).query("step > 0")
-    return fits.pivot_table(index=["module", "quantity"], columns="step", values="exponent")
 
 
 def spectral_exponents(last: pd.DataFrame, label: str) -> pd.DataFrame:

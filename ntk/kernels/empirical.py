@@ -46,6 +46,7 @@ Novak, Sohl-Dickstein, Schoenholz (2022) "Fast Finite Width Neural Tangent Kerne
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 
@@ -63,6 +64,7 @@ from ntk._checks import (
 )
 from ntk.kernels.independence import check_module_types, check_rows_independent
 from ntk.kernels.jacobian import (
+    Rows,
     first_line,
     jacobian_pair,
     loop_rows,
@@ -100,9 +102,10 @@ def empirical_ntk(
         (trailing output dims are flattened into K). It is not modified.
       x1: inputs (N1, ...). Numpy arrays and lists are converted; cast to the model's dtype.
       x2: inputs (N2, ...), or None for x2 = x1 (the symmetric Gram matrix).
-      method: "auto" (structured when the model qualifies, else "jacobian" when all
-        Jacobian rows fit in `MEMORY_BUDGET`, else "ntvp" if the model supports forward-mode
-        AD, else "jacobian" in chunks), "structured", "jacobian", "ntvp".
+      method: "auto" (structured when the model qualifies, else "jacobian" or "ntvp",
+        whichever costs less as timed on two examples, saying which it chose and why in a
+        warning; "jacobian" when the model lacks forward-mode AD), "structured", "jacobian",
+        "ntvp".
       trace_outputs: True -> (N1, N2) kernel averaged over the K outputs (neural-tangents'
         `trace_axes=(-1,)`); False -> full (N1, N2, K, K) blocks.
       chunk_size: most examples whose per-example quantities are held at once; None picks
@@ -140,17 +143,78 @@ def empirical_ntk(
     n_params = sum(p.numel() for p in params.values())
     row_bytes = 2 * ref.element_size() * n_out * n_params  # a Jacobian row block and a temporary
     chunk = chunk_size or max(1, MEMORY_BUDGET // row_bytes)
-    rows = _jacobian_rows(model, params, x1)
+    rows, t_rows, probe = _jacobian_rows(model, params, x1)
     if method == "auto":
-        n_rows = len(x1) if symmetric else len(x1) + len(x2)
-        method = "jacobian" if n_rows * row_bytes <= MEMORY_BUDGET else "ntvp?"
-    if method.startswith("ntvp"):
+        method = _choose(model, params, run, (probe, t_rows), chunk, row_bytes)
+    if method == "ntvp":
         pair = ntvp_pair(model, params, n_out, trace_outputs)
         failure = transform_failure(lambda: pair(x1[:1], rows(x1[:1])))
         if failure is None:
             return run(chunk, lambda x: x, rows, pair)
-        _ntvp_unsupported(failure, explicit=method == "ntvp", chunk=chunk, row_bytes=row_bytes)
+        _ntvp_unsupported(failure, explicit=True, chunk=chunk, row_bytes=row_bytes)
     return run(chunk, rows, rows, jacobian_pair(trace_outputs, n_out))
+
+
+def _jacobian_feature_rows(n1: int, n2: int, symmetric: bool, chunk: int) -> int:
+    """How many Jacobian rows `_blocked` computes: x2's once, x1's once per block of x2
+    (above the diagonal only when symmetric)."""
+    if n1 <= chunk and n2 <= chunk:
+        return n1 if symmetric else n1 + n2
+    blocks = -(-n2 // chunk)
+    if symmetric:  # block column j recomputes the x1 blocks above the diagonal: j * chunk rows
+        return n2 + sum(min(j * chunk, n1) for j in range(blocks))
+    return n2 + n1 * blocks
+
+
+def _choose(
+    model: nn.Module,
+    params: dict[str, Tensor],
+    run: _Run,
+    timed_rows: tuple[Rows, float],
+    chunk: int,
+    row_bytes: int,
+) -> str:
+    """method="auto" without the structured path: "jacobian" or "ntvp", whichever is cheaper
+    by the costs of Novak et al. 2022 (section 3), timed on this model:
+
+        jacobian ~ (Jacobian rows computed) t_row + (example pairs) t_contract
+        ntvp     ~ N2 t_row + (example pairs) t_ntvp
+
+    with t_row the time of one example's Jacobian rows (K backward passes), t_contract that of
+    contracting two rows (P K^2 or P K multiply-adds), t_ntvp that of one pair's K jvps (a
+    forward pass each). A CNN reuses each weight at every position, so its forward pass costs
+    far more than P: there the Jacobian's K backward passes per example beat ntvp's K forward
+    passes per pair. Says which it chose and the estimates (a warning)."""
+    j, t_rows = timed_rows  # the Jacobian rows of x1[:2], and their time per example
+    x = run.x1[: min(2, len(run.x1))]
+    m = len(x)
+    contract = jacobian_pair(run.trace, run.n_out)
+    t0 = time.perf_counter()
+    contract(j, j)
+    t_contract = (time.perf_counter() - t0) / (m * m)
+    n1, n2 = len(run.x1), len(run.x2)
+    pairs = n1 * (n1 + 1) / 2 if run.symmetric else n1 * n2
+    n_rows = _jacobian_feature_rows(n1, n2, run.symmetric, chunk)
+    jacobian = n_rows * t_rows + pairs * t_contract
+    pair = ntvp_pair(model, params, run.n_out, run.trace)
+    first = {name: rows[:1] for name, rows in j.items()}
+    t0 = time.perf_counter()
+    failure = transform_failure(lambda: pair(x[:1], first))  # one pair: K jvps
+    t_ntvp = time.perf_counter() - t0
+    if failure is not None:
+        if (n1 + (0 if run.symmetric else n2)) * row_bytes > MEMORY_BUDGET:
+            _ntvp_unsupported(failure, explicit=False, chunk=chunk, row_bytes=row_bytes)
+        return "jacobian"
+    ntvp = n2 * t_rows + pairs * t_ntvp
+    chosen, other = ("ntvp", "jacobian") if ntvp < jacobian else ("jacobian", "ntvp")
+    costs = {"jacobian": jacobian, "ntvp": ntvp}
+    warnings.warn(
+        f"empirical_ntk(method='auto') chose {chosen!r}: estimated {costs[chosen]:.2g} s, "
+        f"{other!r} {costs[other]:.2g} s (timed on {m} examples; the structured path does not "
+        "apply to this model); pass method= to choose yourself",
+        stacklevel=3,
+    )
+    return chosen
 
 
 class _Run:
@@ -187,19 +251,25 @@ def _structured(
     return run(chunk, feats, feats, structured_pair(run.trace, run.n_out))
 
 
-def _jacobian_rows(model: nn.Module, params: dict[str, Tensor], x: Tensor) -> Callable:
-    """vmap(jacrev) Jacobian rows if the model supports vmap (tried on two examples), else
-    the autograd loop, saying so once."""
-    rows = vmap_rows(model, params)
-    failure = transform_failure(lambda: rows(x[:2]))
+def _jacobian_rows(
+    model: nn.Module, params: dict[str, Tensor], x: Tensor
+) -> tuple[Callable, float, Rows]:
+    """(rows, seconds per example, rows of x[:2]): vmap(jacrev) Jacobian rows if the model
+    supports vmap (tried and timed on two examples), else the autograd loop, saying so once."""
+    rows, probe = vmap_rows(model, params), {}
+    t0 = time.perf_counter()
+    failure = transform_failure(lambda: probe.update(rows(x[:2])))
     if failure is None:
-        return rows
+        return rows, (time.perf_counter() - t0) / len(x[:2]), probe
     warnings.warn(
         f"the model does not support torch.func.vmap ({first_line(failure)}); computing its "
         "Jacobian one example and one output at a time with autograd (same result, slower)",
         stacklevel=3,
     )
-    return loop_rows(model, params)
+    rows = loop_rows(model, params)
+    t0 = time.perf_counter()
+    probe = rows(x[:2])
+    return rows, (time.perf_counter() - t0) / len(x[:2]), probe
 
 
 def _ntvp_unsupported(failure: Exception, *, explicit: bool, chunk: int, row_bytes: int) -> None:

@@ -16,6 +16,8 @@ inside each attention module, so each kind of module needs an adapter that can r
     ntk.lm's attention (any module with an      softmax_scale (float),       q (nn.Linear)
       int head_dim and a float softmax_scale)     head_dim
     transformers GPT2Attention                  scaling, head_dim            c_attn rows [:E]
+    transformers GPTNeoXAttention               scaling, head_size           query_key_value
+                                                                               rows [q_h] per head
     transformers attention with `scaling`       scaling, head_dim or         query / q_proj
       (BertSelfAttention, ViTAttention, ...)      attention_head_size
     nn.MultiheadAttention                       none: 1/sqrt(d) is computed  in_proj rows [:E]
@@ -150,6 +152,17 @@ def _gpt2_fused(m: nn.Module) -> list[tuple[nn.Module, tuple[str, ...]]]:
     return [(_unwrap(m.c_attn), ("k", "v") if cross else ("q", "k", "v"))]
 
 
+def _neox_query(m: nn.Module) -> QueryParts:
+    """GPT-NeoX's query_key_value stores its rows head by head, [q_h; k_h; v_h]: the query is
+    the first head_size rows of every 3 * head_size."""
+    d, qkv = m.head_size, _unwrap(m.query_key_value)
+    heads = range(qkv.weight.shape[0] // (3 * d))
+    parts = [(qkv.weight, (slice(3 * d * h, 3 * d * h + d),)) for h in heads]
+    if qkv.bias is not None:
+        parts += [(qkv.bias, (slice(3 * d * h, 3 * d * h + d),)) for h in heads]
+    return parts
+
+
 def _mha_query(m: nn.MultiheadAttention) -> QueryParts:
     rows = (slice(0, m.embed_dim),)
     weight = m.in_proj_weight if m._qkv_same_embed_dim else m.q_proj_weight
@@ -169,6 +182,13 @@ GPT2 = AttentionAdapter(
     query=_gpt2_query,
     own_exponent=lambda m: 0.5 if m.scale_attn_weights else 0.0,
     fused=_gpt2_fused,
+)
+GPT_NEOX = AttentionAdapter(
+    kind="gpt_neox",
+    matches=lambda m: _qualname(m).endswith("modeling_gpt_neox.GPTNeoXAttention"),
+    head_dim=lambda m: m.head_size,
+    scale_attr="scaling",
+    query=_neox_query,
 )
 SOFTMAX_SCALE = AttentionAdapter(
     kind="softmax_scale",
@@ -207,7 +227,7 @@ MULTIHEAD = AttentionAdapter(
         "F.multi_head_attention_forward, with no attribute to change"
     ),
 )
-_ADAPTERS: list[AttentionAdapter] = [GPT2, SOFTMAX_SCALE, HF_SCALING, MULTIHEAD]
+_ADAPTERS: list[AttentionAdapter] = [GPT2, GPT_NEOX, SOFTMAX_SCALE, HF_SCALING, MULTIHEAD]
 
 
 def register_attention(adapter: AttentionAdapter) -> None:

@@ -46,6 +46,7 @@ from ntk._checks import (
 )
 from ntk.fitting import loglog_fit
 from ntk.scaling.attention_logits import AttentionLogitRecorder, eager_attention_modules
+from ntk.scaling.scaled_module import ScaledModule
 from ntk.training.config import TrainingDivergedError
 
 ROOT = "<output>"  # name used for the model itself (named_modules() calls it "")
@@ -57,10 +58,24 @@ OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 ModuleFilter = Callable[[str], bool] | Iterable[str] | None
 
 
-def _module_selector(modules: ModuleFilter) -> Callable[[str, nn.Module], bool]:
-    """Turn the user's filter (None, a predicate on names, or a list of names) into a test."""
+def _module_selector(
+    modules: ModuleFilter, model: nn.Module | None = None
+) -> Callable[[str, nn.Module], bool]:
+    """Turn the user's filter (None, a predicate on names, or a list of names) into a test.
+
+    The default (None) records every module but containers and the layer inside each
+    `ScaledModule` (`Parametrization`'s wrappers): the wrapper's output, recorded under the
+    layer's own name, is the layer's output times its multiplier, the coordinate the
+    parametrization controls; the raw inner output would read as a failed check."""
     if modules is None:
-        return lambda name, m: name == ROOT or not isinstance(m, _CONTAINERS)
+        scaled = (
+            [] if model is None else [m for m in model.modules() if isinstance(m, ScaledModule)]
+        )
+        inner = {id(m.module) for m in scaled}
+        return lambda name, m: (
+            name == ROOT
+            or not (isinstance(m, _CONTAINERS) or (id(m) in inner and name.endswith(".module")))
+        )
     if callable(modules):
         return lambda name, m: bool(modules(name))
     if isinstance(modules, str):
@@ -170,7 +185,7 @@ def coord_check(
         if isinstance(t, Tensor) and (t.is_floating_point() or t.is_complex()):
             if not torch.isfinite(t).all():
                 raise ValueError(f"data[{i}] ({'xy'[i]}) contains NaN or Inf values")
-    select = _module_selector(modules)
+    _module_selector(modules)  # checks the filter's type before any model is built
     records: list[dict] = []
     jobs = [(seed, width) for seed in seeds for width in widths]
     if progress:
@@ -181,6 +196,7 @@ def coord_check(
     for seed, width in jobs:
         torch.manual_seed(seed)
         model, opt = _build(make_model, width, optimizer)
+        select = _module_selector(modules, model)
         _check_selected(model, modules, select, attention_logits)
         if not warned:
             warned = _warn_eager_attention(model)
@@ -404,6 +420,16 @@ def fit_exponents(
     )
 
 
+def exponent_table(
+    df: pd.DataFrame, quantities: Sequence[str] = QUANTITIES, *, axis: str = "width"
+) -> pd.DataFrame:
+    """Fitted width exponents of a coordinate check, the table to read: one row per (module,
+    quantity), one column per step >= 1 (`fit_exponents`; the exponents of step 0, at
+    initialization, say nothing about training). Near 0 everywhere under muP."""
+    fits = fit_exponents(df, quantities, axis=axis).query("step > 0")
+    return fits.pivot_table(index=["module", "quantity"], columns="step", values="exponent")
+
+
 def plot_coord_check(
     df: pd.DataFrame,
     quantity: str = "act_size",
@@ -416,7 +442,8 @@ def plot_coord_check(
     """One log-log panel per step: seed-mean `quantity` against width, one line per module.
 
     Error bars are the standard error over seeds; `axis` names the x column ("depth" for a
-    depth check). Returns the matplotlib figure. Unlike
+    depth check). `steps` None draws every step with data (for delta_size, which is 0 at
+    initialization, steps 1 on). Returns the matplotlib figure. Unlike
     `mup.coord_check.plot_coord_data`, this does not change the global plotting style.
     """
     import matplotlib.pyplot as plt
@@ -424,7 +451,13 @@ def plot_coord_check(
     if quantity not in df.columns:
         raise ValueError(f"quantity must be a column of df such as {QUANTITIES}, got {quantity!r}")
     df = df.rename(columns={axis: "width"}) if axis != "width" else df
-    steps = sorted(df["step"].unique()) if steps is None else list(steps)
+    if steps is None:  # the steps with something to draw (delta_size is 0 at step 0)
+        positive = df[df[quantity] > 0]
+        steps = sorted(positive["step"].unique())
+        if not steps:
+            raise ValueError(f"df has no positive {quantity} at any step: nothing to plot")
+    else:
+        steps = list(steps)
     if axes is None:
         fig, axes = plt.subplots(
             1, len(steps), figsize=(3.2 * len(steps), 3.0), sharey=True, squeeze=False

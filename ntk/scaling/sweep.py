@@ -27,6 +27,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -62,6 +64,9 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)  # one process per core; threads inside would oversubscribe
+    # Ctrl-C in a terminal reaches the whole process group: the driver alone handles it (and
+    # ends the workers), so workers print no tracebacks of their own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_cell(train_fn: TrainFn, parametrization, width, log2_lr, seed) -> tuple[float, float]:
@@ -130,7 +135,9 @@ def lr_sweep(
         the grid's rows (earlier ones included), columns parametrization, width, log2_lr,
         seed, lr, loss, sorted by the first four. An exception in `train_fn` stops the sweep
         and propagates; the cells finished before it stay in the cache, the claims of the
-        cells in flight are released.
+        cells in flight are released. Ctrl-C (KeyboardInterrupt) ends the local pool's
+        workers at once and prints "N cells saved in FILE; run again to resume" (then
+        re-raises KeyboardInterrupt with that message).
     """
     check_callable("train_fn", train_fn, "as train_fn(parametrization=, width=, lr=, seed=)")
     check_positive_int("workers", workers)
@@ -145,29 +152,55 @@ def lr_sweep(
         check_choice("mp_context", mp_context, multiprocessing.get_all_start_methods())
     cells = grid_cells(log2_lrs, widths, seeds, parametrizations)
 
-    with SweepStore(cache) as store:
-        results = store.results(cells)
-        todo = [c for c in cells if c not in results]
-        bar = _progress_bar(progress, len(cells), len(cells) - len(todo))
-        try:
-            if todo:
-                pool, owned = _executor(executor, workers, len(todo), mp_context)
-                if max_in_flight is None:
-                    # inline: one at a time, so a cell is claimed only right before it runs
-                    max_in_flight = len(todo) if executor is not None else 2 * workers
-                    if isinstance(pool, _InlineExecutor):
-                        max_in_flight = 1
-                try:
-                    _run(store, pool, train_fn, todo, max_in_flight, results, bar)
-                finally:
-                    if owned:
-                        pool.shutdown(wait=True, cancel_futures=True)
-        finally:
-            if bar is not None:
-                bar.close()
+    results: dict[Cell, float] = {}
+    try:
+        with SweepStore(cache) as store:
+            results.update(store.results(cells))
+            todo = [c for c in cells if c not in results]
+            bar = _progress_bar(progress, len(cells), len(cells) - len(todo))
+            try:
+                if todo:
+                    pool, owned = _executor(executor, workers, len(todo), mp_context)
+                    if max_in_flight is None:
+                        # inline: one at a time, so a cell is claimed only right before it runs
+                        max_in_flight = len(todo) if executor is not None else 2 * workers
+                        if isinstance(pool, _InlineExecutor):
+                            max_in_flight = 1
+                    try:
+                        _run(store, pool, train_fn, todo, max_in_flight, results, bar)
+                    except KeyboardInterrupt:
+                        if owned:
+                            _end_workers(pool)
+                        raise
+                    finally:
+                        if owned:
+                            pool.shutdown(wait=True, cancel_futures=True)
+            finally:
+                if bar is not None:
+                    bar.close()
+    except KeyboardInterrupt:  # the store is closed: claims released, finished cells committed
+        message = _interrupted(len(results), cache)
+        print(message, file=sys.stderr, flush=True)
+        raise KeyboardInterrupt(message) from None
     rows = [(*c, 2.0 ** c[2], results[c]) for c in cells]
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(KEYS, kind="stable").reset_index(drop=True)
+
+
+def _interrupted(saved: int, cache: str | os.PathLike | None) -> str:
+    if cache is None:
+        return f"{saved} cells finished, none saved (cache=None): pass cache= to resume"
+    return f"{saved} cells saved in {os.fspath(cache)}; run again to resume"
+
+
+def _end_workers(pool: cf.Executor) -> None:
+    """Terminate a local pool's worker processes now (their cells are lost, and released):
+    waiting for the cells in flight could take minutes."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
 
 
 def _progress_bar(progress: bool, total: int, initial: int):

@@ -404,3 +404,40 @@ def test_width_one_network():
         floor = model.multipliers(model.readout)[1] ** 2
         k = empirical_ntk(model, x)
         assert (k.diagonal() >= floor - 1e-12).all() and (k.diagonal() > floor + 1e-3).any()
+
+
+class _CNN(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(2, width, 3, padding=1), nn.Conv2d(width, width, 3, padding=1)
+        self.fc = nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).mean((2, 3)))
+
+
+def test_auto_says_which_method_it_chose_and_agrees_with_it():
+    """No structured path for convolutions: "auto" times Jacobian rows and NTK-vector products
+    on two examples and says what it chose (the speed itself: bench/empirical.py)."""
+    torch.manual_seed(0)
+    model, x = _CNN(16).double(), torch.randn(6, 2, 5, 5, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"method='auto'\) chose '(jacobian|ntvp)': estimated"):
+        k = empirical_ntk(model, x)
+    ref = empirical_ntk(model, x, method="jacobian")
+    assert torch.allclose(k, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("n1", "n2", "symmetric", "chunk"), [(7, 7, True, 3), (5, 7, False, 2)])
+def test_cost_model_counts_the_rows_blocked_computes(n1, n2, symmetric, chunk):
+    from ntk.kernels import empirical as emp
+
+    seen = []
+
+    def feats(x):
+        seen.append(len(x))
+        return x
+
+    x1 = torch.randn(n1, 2)
+    x2 = x1 if symmetric else torch.randn(n2, 2)
+    emp._blocked(x1, x2, symmetric, chunk, feats, feats, lambda a, b: a @ b.T, True, 1)
+    assert sum(seen) == emp._jacobian_feature_rows(n1, n2, symmetric, chunk)

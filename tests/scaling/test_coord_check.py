@@ -13,7 +13,15 @@ from mup import MuAdam, MuReadout, MuSGD, set_base_shapes
 from mup.coord_check import get_coord_data
 from torch import nn
 
-from ntk.scaling.coord_check import ROOT, coord_check, fit_exponents, from_mup, plot_coord_check
+from ntk.scaling.coord_check import (
+    ROOT,
+    coord_check,
+    exponent_table,
+    fit_exponents,
+    from_mup,
+    plot_coord_check,
+)
+from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 
 IN, OUT = 12, 5
 
@@ -187,9 +195,12 @@ def test_plot_has_one_panel_per_step(batch):
     df = coord_check(
         sp_mlp, [8, 16], batch, steps=2, optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1)
     )
-    fig = plot_coord_check(df, "delta_size")
-    assert len(fig.axes) == 3
+    fig = plot_coord_check(df, "delta_size")  # delta is 0 at step 0: no empty panel for it
+    assert [ax.get_title() for ax in fig.axes] == ["step 1", "step 2"]
+    assert all(ax.lines for ax in fig.axes)
     assert fig.axes[0].get_xscale() == "log"
+    fig = plot_coord_check(df, "act_size")
+    assert [ax.get_title() for ax in fig.axes] == ["step 0", "step 1", "step 2"]
     with pytest.raises(ValueError, match="quantity"):
         plot_coord_check(df, "l1")
 
@@ -280,3 +291,26 @@ def test_attention_logits_of_torch_transformer_match_a_hand_computation():
     assert set(selected["module"]) == {"layers.1.self_attn.attn_logits"}
     with pytest.raises(TypeError, match="attention_logits"):
         coord_check(_encoder, [8], (x, x), optimizer=torch.optim.SGD, attention_logits=1)
+
+
+def test_default_records_the_wrappers_not_the_layers_inside(batch):
+    """Under Parametrization the default records each wrapper (layer output x multiplier) under
+    the layer's name, never the raw `.module` inside, whose exponents would read as a failed
+    muP check; the exponent table is flat where the raw layer's is not."""
+
+    def make(width):
+        model = _mlp(width)
+        cfg = ParametrizationConfig("mup", lr_prefactor=1e-2, base_width=8)
+        return model, torch.optim.Adam(Parametrization(model, cfg).param_groups)
+
+    widths = [32, 128, 512]
+    df = coord_check(make, widths, batch, steps=2)
+    assert not df["module"].str.endswith(".module").any()
+    assert {"0", "2", "4", ROOT} <= set(df["module"])
+    table = exponent_table(df)
+    assert list(table.columns) == [1, 2]
+    # muP: every update flat (the output at init shrinks like n^-1/2, so act_size is not)
+    assert table.xs("delta_size", level="quantity").abs().max().max() < 0.1
+    # the rival: the raw readout inside its wrapper moves like sqrt(n) (multiplier n^-1/2)
+    raw = coord_check(make, widths, batch, steps=2, modules=["4.module"])
+    assert exponent_table(raw, ["delta_size"]).loc[("4.module", "delta_size")].min() > 0.35

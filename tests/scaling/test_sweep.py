@@ -4,7 +4,13 @@ The database itself (kills, concurrent sweeps, damaged files, CSV import) is tes
 test_sweep_store.py, executors (dask) in test_sweep_executors.py.
 """
 
+import glob
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import matplotlib
 
@@ -16,6 +22,7 @@ import pytest
 
 from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_sweep, plot_transfer, summarize
 from ntk.scaling.sweep_store import load_sweep
+from tests.scaling.sweep_helpers import expected_table
 
 GRID = dict(
     log2_lrs=[-6.0, -5.0, -4.0, -3.0, -2.0, -1.0],
@@ -180,3 +187,69 @@ def test_plots():
         plot_sweep(df)
     with pytest.raises(ValueError, match="no rows"):
         plot_sweep(df, "ntk")
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Pids of live processes in session `sid` (the driver's workers, if any survive it)."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            found.append(int(stat.split("/")[2]))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_ctrl_c_ends_the_workers_and_says_how_to_resume(tmp_path):
+    """One Ctrl-C (SIGINT to the terminal's process group: driver and workers) with workers=2:
+    the workers end, no traceback from them, one line says how many cells are saved where;
+    running again runs exactly the others."""
+    db, log = tmp_path / "s.sqlite", tmp_path / "cells.log"
+    cmd = [sys.executable, "-m", "tests.scaling.sweep_helpers", str(db), str(tmp_path / "o.csv")]
+    env = {**os.environ, "SWEEP_LOG": str(log), "SWEEP_SLEEP": "0.3", "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [*cmd, "2"], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.time() + 120
+    while (not log.exists() or len(log.read_text().splitlines()) < 4) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    saved = len(load_sweep(db))
+    assert 4 <= saved < 60
+    assert f"{saved} cells saved in {db}; run again to resume" in err
+    assert err.count("Traceback") <= 1, err  # the driver's KeyboardInterrupt, none from workers
+    time.sleep(0.5)
+    assert _session_processes(proc.pid) == []  # no worker outlives the sweep
+    first = len(log.read_text().splitlines())
+    env["SWEEP_SLEEP"] = "0"
+    subprocess.run([*cmd, "2"], env=env, check=True, timeout=300, capture_output=True)
+    assert len(log.read_text().splitlines()) - first == 60 - saved  # only the missing cells
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "o.csv"), expected_table())
+
+
+def test_interrupt_in_this_process_keeps_finished_cells(tmp_path, capsys):
+    """workers=1: a KeyboardInterrupt inside the 4th cell leaves 3 cells saved, says so, and
+    the claim of the interrupted cell is released (a rerun runs the rest)."""
+    calls = []
+
+    def train(**cell):
+        calls.append(cell)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return 1.0
+
+    db = tmp_path / "i.sqlite"
+    grid = dict(log2_lrs=[-2.0, -1.0], widths=[8, 16], seeds=[0], parametrizations=["mup"])
+    with pytest.raises(KeyboardInterrupt, match="3 cells saved in .*i.sqlite; run again"):
+        lr_sweep(train, **grid, cache=db, progress=False)
+    assert f"3 cells saved in {db}; run again to resume" in capsys.readouterr().err
+    assert len(load_sweep(db)) == 3
+    df = lr_sweep(lambda **cell: 1.0, **grid, cache=db, progress=False)
+    assert len(df) == 4 and df["loss"].notna().all()
+    with pytest.raises(KeyboardInterrupt, match="none saved .cache=None."):
+        lr_sweep(lambda **c: (_ for _ in ()).throw(KeyboardInterrupt), **grid, progress=False)

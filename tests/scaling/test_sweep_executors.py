@@ -86,3 +86,26 @@ def test_an_error_on_a_dask_worker_stops_the_sweep_and_keeps_finished_cells(tmp_
     assert "claimed" not in counts and 0 < counts["done"] < 60  # claims released
     df = lr_sweep(_quiet, **GRID, cache=db, progress=False)  # resumes without the failure
     pd.testing.assert_frame_equal(df, expected_table())
+
+
+def test_the_dask_snippet_of_docs_sweeps_runs_as_pasted(tmp_path):
+    """docs/sweeps.md's dask block, saved as a script and run: the guard lets the cluster's
+    worker processes start (without it: "Nanny failed to start")."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("distributed")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "sweeps.md").read_text()
+    section = doc.split("### dask.distributed", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert 'if __name__ == "__main__":' in code
+    (tmp_path / "sweep_dask.py").write_text(code)
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "sweep_dask.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(load_sweep(tmp_path / "sweep.sqlite")) == 6 * 2 * 2 * 2

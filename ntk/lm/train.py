@@ -21,10 +21,8 @@ checkpoint.every steps process 0 writes a checkpoint (`ntk.lm.checkpoint`).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ntk import Parametrization
+from ntk.errors import ArgumentParser, run_cli, user_input
 from ntk.lm.checkpoint import (
     CHECKPOINT_NAME,
     check_metadata,
+    check_vocabulary,
     load_checkpoint,
     parametrization_metadata,
     rng_state,
@@ -201,6 +201,7 @@ def checkpoint_path(config: RunConfig) -> Path | None:
 def resume(run: Run, path: Path) -> None:
     """Load the checkpoint at `path` into `run`, after checking that it is this run's."""
     state = load_checkpoint(path, map_location=run.procs.device)
+    check_vocabulary(state, run.data.vocab_size, str(path), run.data.source)
     diff = differences(state["config"], run.config.to_dict())
     if diff:
         raise ValueError(
@@ -353,17 +354,18 @@ def train(config: RunConfig) -> dict[str, Any]:
     """Train one run (resuming its checkpoint if there is one); the last metrics row."""
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be an ntk.lm.config.RunConfig, got {type(config).__name__}")
-    config.validate()
-    if config.log.wandb and not wandb_available():
-        raise ImportError(
-            "log.wandb is true but the wandb package is not installed (pip install wandb), "
-            "or set log.wandb=false"
-        )
-    procs = start_processes(config.train.device)
-    path = checkpoint_path(config)
-    run = setup(config, procs)
-    if path is not None:
-        resume(run, path)  # every check runs before anything is written
+    with user_input(ValueError, TypeError, OSError, ImportError):  # the config, data, checkpoint
+        config.validate()
+        if config.log.wandb and not wandb_available():
+            raise ImportError(
+                "log.wandb is true but the wandb package is not installed (pip install wandb), "
+                "or set log.wandb=false"
+            )
+        procs = start_processes(config.train.device)
+        path = checkpoint_path(config)
+        run = setup(config, procs)
+        if path is not None:
+            resume(run, path)  # every check runs before anything is written
     logger = RunLogger(
         run.out_dir,
         total_steps=min(config.total_steps, config.train.stop_step or config.total_steps),
@@ -424,9 +426,7 @@ def sweep_cell(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ntk.lm.train", description=__doc__.split("\n\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m ntk.lm.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML run config (configs/*.yaml)")
     parser.add_argument("--plot", metavar="RUN_DIR", help="plot a run from its CSV and exit")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. optim.lr=3e-3")
@@ -435,14 +435,16 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        figure = plot_run(args.plot)
+        with user_input():
+            figure = plot_run(args.plot)
         out = Path(args.plot) / "metrics.png"
         figure.savefig(out, dpi=120)
         print(f"wrote {out}")
         return 0
     if args.config is None:
         parser.error("--config is required (or --plot RUN_DIR)")
-    runs = load_runs(args.config, args.overrides)  # all validated before any trains
+    with user_input():
+        runs = load_runs(args.config, args.overrides)  # all validated before any trains
     try:
         for name, config in runs:
             if name:
@@ -458,4 +460,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, prog="python -m ntk.lm.train")

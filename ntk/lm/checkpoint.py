@@ -259,6 +259,14 @@ def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
     }
 
 
+def seed_all(seed: int) -> None:
+    """Seed torch's, Python's and NumPy's global generators from the run's seed (a resume then
+    restores the states the checkpoint stored)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
 def set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
     """Restore `rng_state()`'s content."""
     data_generator.set_state(state["data"])

@@ -42,6 +42,7 @@ from ntk.lm.checkpoint import (
     parametrization_metadata,
     rng_state,
     save_checkpoint,
+    seed_all,
     set_rng_state,
 )
 from ntk.lm.config import RunConfig, build_config, build_model, differences, load_runs
@@ -150,6 +151,7 @@ def setup(config: RunConfig, procs: Processes) -> Run:
     """Data, model, optimizer, schedules, EMA and monitors of a fresh run (seeded)."""
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
+    seed_all(config.train.seed)
     schedule = config.schedule
     for phase in range(len(schedule.phases)):
         if schedule.batch_size(phase) % procs.world:
@@ -217,6 +219,8 @@ def resume(run: Run, path: Path) -> None:
     if run.ema is not None:
         run.ema.load_state_dict(state["ema"])
     set_rng_state(state["rng"], run.generator)
+    if run.monitor is not None and state.get("monitor") is not None:
+        run.monitor.load_state_dict(state["monitor"])
     run.step = step
     run.timer = Throughput(float(state.get("train_seconds", 0.0)))
 
@@ -234,6 +238,7 @@ def save(run: Run) -> None:
             "scheduler": run.scheduler.state_dict(),
             "ema": None if run.ema is None else run.ema.state_dict(),
             "rng": rng_state(run.generator),
+            "monitor": None if run.monitor is None else run.monitor.state_dict(),
             "metadata": parametrization_metadata(run.model, run.param),
             "world_size": run.procs.world,
             "train_seconds": run.timer.elapsed,

@@ -328,3 +328,70 @@ def check_forward_input(x: object, in_features: int, weight: torch.Tensor) -> No
             f"x has dtype {x.dtype} but the model's parameters are {weight.dtype}; cast one "
             f"of them (e.g. x.to({weight.dtype}) or model.to({x.dtype}))"
         )
+
+
+def check_width_power(name: str, ratio: float, exponent: float) -> float:
+    """ratio ** exponent (a width ratio n / n0 to a scaling exponent), refused where it leaves
+    float32's normal range: a multiplier, init std or learning rate there is Inf or 0 in the
+    weights (Python raises OverflowError for the former, and silently gives 0.0 for the latter)."""
+    log = exponent * math.log(ratio)
+    tiny, big = torch.finfo(torch.float32).tiny, torch.finfo(torch.float32).max
+    if not math.log(tiny) <= log <= math.log(big):
+        raise InvalidValue(
+            f"{name} = {-exponent:g} gives the width ratio n/n0 = {ratio:g} a factor "
+            f"{ratio:g}^{exponent:g} = 10^{log / math.log(10):.0f}, outside float32's range "
+            f"[{tiny:.1e}, {big:.1e}]; scaling exponents are of order 1"
+        )
+    return ratio**exponent
+
+
+def check_optimizer(name: str, value: object) -> object:
+    """An optimizer: a torch.optim.Optimizer, or an object with zero_grad() and step()."""
+    if not (callable(getattr(value, "zero_grad", None)) and callable(getattr(value, "step", None))):
+        raise InvalidType(
+            f"{name} must be a torch.optim.Optimizer (with zero_grad() and step()), "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+def check_scalar_loss(name: str, value: object) -> torch.Tensor:
+    """A loss to call backward() on: a real floating tensor with one element."""
+    if not isinstance(value, torch.Tensor):
+        raise InvalidType(
+            f"{name} must return a torch.Tensor (a scalar), got {type(value).__name__}"
+        )
+    if value.numel() != 1 or not value.is_floating_point():
+        raise InvalidValue(
+            f"{name} must return a scalar (one floating element, e.g. a mean over the batch), "
+            f"got a {value.dtype} tensor of shape {tuple(value.shape)}"
+        )
+    return value
+
+
+def check_elementwise(name: str, fn: object) -> object:
+    """A callable applied elementwise to torch tensors: called on a probe tensor that requires
+    grad (as the kernels' derivatives do), it must return a real floating tensor of the same
+    shape. Catches numpy functions, reductions and broadcasting mistakes before they give
+    torch internals or a wrong answer."""
+    check_callable(name, fn, "tensor -> tensor of the same shape (elementwise, in torch)")
+    probe = torch.linspace(-2.0, 2.0, 6, dtype=torch.float64).reshape(2, 3).requires_grad_()
+    try:
+        out = fn(probe)
+    except Exception as err:
+        raise InvalidValue(
+            f"{name} failed on a float64 tensor that requires grad ({type(err).__name__}: "
+            f"{str(err)[:160]}); it must be an elementwise torch function (torch.tanh, "
+            "lambda x: x * torch.sigmoid(x)), not a numpy one"
+        ) from err
+    if not isinstance(out, torch.Tensor):
+        raise InvalidType(
+            f"{name} must return a torch.Tensor (an elementwise torch function), got "
+            f"{type(out).__name__}"
+        )
+    if out.shape != probe.shape or not out.is_floating_point():
+        raise InvalidValue(
+            f"{name} must be elementwise: given a {tuple(probe.shape)} float64 tensor it "
+            f"returned a {out.dtype} tensor of shape {tuple(out.shape)}"
+        )
+    return fn

@@ -119,6 +119,8 @@ def lanczos(
     check_positive_int("n_iter", n_iter)
     w, scale = _scaled_matrix(w)
     n = w.shape[1]
+    if n == 0 or w.shape[0] == 0:  # an empty matrix maps everything to 0: its norm is 0
+        return 0.0, _start_vector(v, w, generator) if n else w.new_zeros(0)
     k = min(n_iter, n)
     real = w.real.dtype if w.is_complex() else w.dtype
     basis = torch.zeros(k, n, dtype=w.dtype, device=w.device)  # orthonormal Krylov basis

@@ -11,9 +11,10 @@ An exception is a user error when
 * it is a `UserError` (the validation layer `ntk._checks` raises `InvalidValue` and
   `InvalidType`, which are also ValueError and TypeError; a damaged checkpoint raises
   `ntk.lm.checkpoint.CheckpointError`), or
-* it was raised inside a `user_input()` block: the code that reads and checks the user's files
-  (config, corpus, checkpoint) marks the ValueError, TypeError and OSError it lets through
-  there, keeping their type, so Python callers catch what they always caught.
+* it was raised inside a `user_input()` block (or a function decorated with `@user_input()`):
+  the code that reads and checks the user's files (config, corpus, checkpoint) marks the
+  ValueError, TypeError and OSError it lets through there, keeping their type, so Python
+  callers catch what they always caught.
 
 Every command line (`python -m ntk.lm.train`, the chapter scripts, `bench/run.py`) runs its
 `main(argv)` through `run_cli`, and builds its parser with `ArgumentParser`, whose usage errors
@@ -45,6 +46,10 @@ class InvalidValue(UserError, ValueError):
 
 class InvalidType(UserError, TypeError):
     """A value of the wrong type (a TypeError)."""
+
+
+class MissingPackage(UserError, ImportError):
+    """An optional package the user's settings need is not installed."""
 
 
 class UsageError(UserError):

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ntk import Parametrization
-from ntk.errors import ArgumentParser, run_cli, user_input
+from ntk.errors import ArgumentParser, MissingPackage, run_cli, user_input
 from ntk.lm.checkpoint import (
     CHECKPOINT_NAME,
     check_metadata,
@@ -147,6 +147,7 @@ def param_groups(param: Parametrization, weight_decay: float) -> list[dict[str, 
     return groups
 
 
+@user_input()  # the config, corpus and checkpoint are the user's: errors there are input errors
 def setup(config: RunConfig, procs: Processes) -> Run:
     """Data, model, optimizer, schedules, EMA and monitors of a fresh run (seeded)."""
     if config.train.threads is not None:
@@ -181,6 +182,7 @@ def setup(config: RunConfig, procs: Processes) -> Run:
     )
 
 
+@user_input()
 def checkpoint_path(config: RunConfig) -> Path | None:
     """The checkpoint to resume from (None: a fresh run); refuses to overwrite a finished one."""
     resume = config.checkpoint.resume
@@ -200,6 +202,7 @@ def checkpoint_path(config: RunConfig) -> Path | None:
     return path
 
 
+@user_input()
 def resume(run: Run, path: Path) -> None:
     """Load the checkpoint at `path` into `run`, after checking that it is this run's."""
     state = load_checkpoint(path, map_location=run.procs.device)
@@ -359,18 +362,17 @@ def train(config: RunConfig) -> dict[str, Any]:
     """Train one run (resuming its checkpoint if there is one); the last metrics row."""
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be an ntk.lm.config.RunConfig, got {type(config).__name__}")
-    with user_input(ValueError, TypeError, OSError, ImportError):  # the config, data, checkpoint
-        config.validate()
-        if config.log.wandb and not wandb_available():
-            raise ImportError(
-                "log.wandb is true but the wandb package is not installed (pip install wandb), "
-                "or set log.wandb=false"
-            )
-        procs = start_processes(config.train.device)
-        path = checkpoint_path(config)
-        run = setup(config, procs)
-        if path is not None:
-            resume(run, path)  # every check runs before anything is written
+    config.validate()
+    if config.log.wandb and not wandb_available():
+        raise MissingPackage(
+            "log.wandb is true but the wandb package is not installed (pip install wandb), "
+            "or set log.wandb=false"
+        )
+    procs = start_processes(config.train.device)
+    path = checkpoint_path(config)
+    run = setup(config, procs)
+    if path is not None:
+        resume(run, path)  # every check runs before anything is written
     logger = RunLogger(
         run.out_dir,
         total_steps=min(config.total_steps, config.train.stop_step or config.total_steps),

@@ -223,7 +223,9 @@ def _damaged(path: Path, what: str) -> str:
     """The message for a damaged checkpoint, offering the previous one if it verifies."""
     text = f"checkpoint {str(path)!r} is corrupt or not a checkpoint ({what}): not loaded"
     previous = path.with_name(PREVIOUS_NAME)
-    if previous != path and previous.is_file():
+    if path.name != CHECKPOINT_NAME:  # a kept copy, the previous one, or any file given
+        return text
+    if previous.is_file():
         try:
             step = load_checkpoint(previous)["step"]
         except (CheckpointError, OSError):

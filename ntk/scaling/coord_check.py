@@ -99,6 +99,8 @@ def _build(make_model: ModelFactory, width: int, optimizer: OptimizerFactory | N
     if isinstance(out, tuple):
         if len(out) != 2 or not isinstance(out[0], nn.Module):
             raise TypeError("make_model(width) must return a model or a (model, optimizer) pair")
+        if out[1] is None:  # fine for steps=0 (measurements at initialization only)
+            return out
         return out[0], check_optimizer("make_model(width)[1]", out[1])
     if not isinstance(out, nn.Module):
         raise TypeError(f"make_model(width) must return an nn.Module, got {type(out).__name__}")
@@ -183,6 +185,8 @@ def coord_check(
     for seed, width in jobs:
         torch.manual_seed(seed)
         model, opt = _build(make_model, width, optimizer)
+        if opt is None and steps:
+            raise TypeError(f"make_model(width)[1] is None: steps={steps} needs an optimizer")
         _check_selected(model, modules, select, attention_logits)
         if not warned:
             warned = _warn_eager_attention(model)

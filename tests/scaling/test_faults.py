@@ -131,6 +131,10 @@ def test_coord_check_refuses_a_vector_loss_and_a_non_optimizer():
         TypeError, match=r"make_model\(width\)\[1\] must be a torch.optim.Optimizer"
     ):
         coord_check(lambda w: (WideMLP(3, w), 0.1), [8, 16], (x, x[:, :1]), loss_fn=F.mse_loss)
+    with pytest.raises(TypeError, match=r"make_model\(width\)\[1\] is None: steps=3 needs"):
+        coord_check(lambda w: (WideMLP(3, w), None), [8, 16], (x, x[:, :1]), loss_fn=F.mse_loss)
+    init = coord_check(lambda w: (WideMLP(3, w), None), [8, 16], (x, x[:, :1]), steps=0)
+    assert set(init["step"]) == {0}  # no optimizer needed to measure at initialization
 
 
 def test_huge_width_exponents_are_refused_by_name():

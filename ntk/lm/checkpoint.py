@@ -206,7 +206,8 @@ def load_checkpoint(
         if found == "ntk.lm.checkpoint/1":
             raise CheckpointError(
                 f"checkpoint {str(path)!r} has format /1, written before checkpoints carried a "
-                "digest, so it cannot be verified: load_checkpoint(path, verify=False) reads it"
+                "digest, so it cannot be verified: state = load_checkpoint(path, verify=False) "
+                "reads it, save_checkpoint(path, state) writes it again with a digest"
             )
         raise CheckpointError(f"{str(path)!r} is not an ntk.lm checkpoint (format {found!r})")
     if verify:

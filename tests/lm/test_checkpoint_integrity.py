@@ -273,3 +273,14 @@ def test_a_damaged_checkpoint_is_refused_by_the_command_line(corpus_file, tmp_pa
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     for key in ("step", "loss", "val_loss", "ema_val_loss_max"):
         assert [r[key] for r in rows(out)] == [r[key] for r in rows(Path(ref.log.out_dir))]
+
+
+def test_a_checkpoint_of_format_1_is_refused_then_upgraded_on_request(saved, tmp_path):
+    _, original, _ = saved
+    path = tmp_path / CHECKPOINT_NAME
+    torch.save({**original, "format": "ntk.lm.checkpoint/1"}, path)  # no digest
+    with pytest.raises(CheckpointError, match="has format /1, written before .* a digest"):
+        load_checkpoint(path)
+    state = load_checkpoint(path, verify=False)
+    save_checkpoint(path, state)
+    assert same(load_checkpoint(path), original)

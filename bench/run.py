@@ -10,7 +10,6 @@ The rows are also written to bench/results/latest.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
+
+from ntk.errors import ArgumentParser, run_cli
 
 
 def _fmt(v: object, spec: str) -> str:
@@ -77,15 +78,15 @@ def _sweep_throughput(quick: bool) -> dict:
     return sweep.throughput(n_widths=2 if quick else 3)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(prog="python bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, skip the memory check")
     parser.add_argument(
         "--only",
         choices=("analytic", "empirical", "training", "lm", "dynamic_lr", "sweep"),
         help="run one benchmark",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import analytic
     import dynamic_lr
@@ -127,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, prog="python bench/run.py")

@@ -7,6 +7,7 @@ if __name__ == "__main__":
     # Python put ntk/ first on sys.path, where the package's module names (kernels, models,
     # training, ...) could shadow installed packages: import from the repository root instead.
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    from ntk.chapters._cli import run
     from ntk.chapters.gaussian_processes import main
 
-    main()
+    run(main)

@@ -63,5 +63,5 @@ def matrices(draw, rows=(1, 6), cols=(1, 4), scale: float = 100.0, dtype=torch.f
 
 def assert_names(excinfo: pytest.ExceptionInfo, name: str) -> None:
     """The error is a TypeError or ValueError and its message names the argument."""
-    assert excinfo.type in (TypeError, ValueError), (excinfo.type, str(excinfo.value))
+    assert issubclass(excinfo.type, (TypeError, ValueError)), (excinfo.type, str(excinfo.value))
     assert name in str(excinfo.value), (name, str(excinfo.value))

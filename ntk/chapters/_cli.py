@@ -2,22 +2,31 @@
 
 Every chapter's `main(argv)` builds its parser with `parser`, starts with `start` (figures
 folder, Agg backend, clock), saves each figure with `save` and ends with `finish`; it returns
-its results as a dict, so `main([...])` is also usable from Python.
+its results as a dict, so `main([...])` is also usable from Python. As a command it runs
+through `run`, the error boundary of `ntk.errors`: a bad argument prints one line and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
+
+from ntk.errors import ArgumentParser, InvalidValue, run_cli, user_input
 
 DPI = 120
 
 
+def run(main: Callable[[list[str]], object]) -> NoReturn:
+    """Run a chapter's `main` as a command (sys.argv), with the error boundary."""
+    run_cli(main)
+
+
 def parser(description: str) -> argparse.ArgumentParser:
-    """A parser with the chapter's description, defaults in --help, and --seed and --out."""
-    p = argparse.ArgumentParser(
+    """A parser with the chapter's description, defaults in --help, --seed, --out, --debug."""
+    p = ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--seed", type=int, default=0, help="seed of data, init and batches")
@@ -37,7 +46,10 @@ def start(args: argparse.Namespace) -> float:
     import matplotlib
 
     matplotlib.use("Agg")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InvalidValue(f"--out {str(args.out)!r} is a file: give a folder for the figures")
+    with user_input(OSError):  # a folder we may not create
+        Path(args.out).mkdir(parents=True, exist_ok=True)
     return time.perf_counter()
 
 

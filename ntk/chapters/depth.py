@@ -495,3 +495,9 @@ def train_gpt(
 def gpt_at_width(width: int):
     """`train_gpt` with the width bound: a picklable `depth_sweep` train_fn."""
     return functools.partial(train_gpt, width=width)
+
+
+if __name__ == "__main__":
+    from ntk.chapters._cli import run
+
+    run(main)

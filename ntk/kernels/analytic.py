@@ -79,6 +79,7 @@ import torch
 from torch import Tensor
 
 from ntk._checks import (
+    check_elementwise,
     check_float_dtype,
     check_inputs,
     check_parametrization,
@@ -144,6 +145,8 @@ class MLPKernel:
     def __post_init__(self) -> None:
         check_positive_int("depth", self.depth, minimum=0)
         get_activation(self.activation)  # raises on an unknown name
+        if callable(self.activation):
+            check_elementwise("activation", self.activation)
         object.__setattr__(self, "weight_std", check_std("weight_std", self.weight_std))
         if self.bias_std is not None:
             object.__setattr__(self, "bias_std", check_std("bias_std", self.bias_std))

@@ -19,13 +19,24 @@ Atomic writes: the bytes go to a temporary file in the same directory, which is 
 fsync'ed, then renamed over the checkpoint with `os.replace` (atomic on POSIX), and the
 directory is fsync'ed. A crash (even SIGKILL) at any moment leaves the previous checkpoint or
 the new one, never a torn file; a stale temporary file is ignored and overwritten next time.
+
+Integrity (a disk, a copy or a transfer can flip bits that no write protocol sees, and
+`torch.load` checks nothing): every checkpoint carries the SHA-256 of its content (`digest`:
+each tensor's dtype, shape and bytes, and every other value, key by key, whatever keys the state
+holds), and loading verifies the zip archive's CRC-32 of every record and then that digest, so a
+damaged checkpoint is refused by name instead of trained on. Before a write replaces the
+checkpoint, the one it replaces (if its CRCs verify) is kept as `checkpoint_previous.pt`, and
+the new file is read back and compared with the bytes meant before it replaces anything: the
+last two good checkpoints survive, and the error for a damaged one offers the previous one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +45,19 @@ import torch
 from torch import nn
 
 from ntk import Parametrization
+from ntk.errors import UserError
 from ntk.lm.config import RunConfig, build_model, from_dict
 from ntk.scaling.scaled_module import ScaledModule
 
-FORMAT = "ntk.lm.checkpoint/1"
+FORMAT = "ntk.lm.checkpoint/2"  # /2: with the content digest
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_NAME = "checkpoint_previous.pt"
 REQUIRED = ("format", "step", "config", "model", "optimizer", "scheduler", "rng", "metadata")
+DIGEST_KEY = "digest"
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be used: missing, damaged, not ours, or not this run's."""
 
 
 # ---- atomic files ------------------------------------------------------------------------------
@@ -65,35 +83,171 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], *, copies: tuple = ()) -> None:
-    """torch.save `state` (with the format tag) to `path`, and to each of `copies`, atomically."""
+    """torch.save `state` (with the format tag and its digest) to `path`, and to each of
+    `copies`, atomically; the checkpoint it replaces is kept as PREVIOUS_NAME beside it."""
     missing = [k for k in REQUIRED if k != "format" and k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
+    content = {
+        "format": FORMAT,
+        **{k: v for k, v in state.items() if k not in ("format", DIGEST_KEY)},
+    }
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
+    torch.save({**content, DIGEST_KEY: digest(content)}, buffer)
+    data = buffer.getbuffer()
+    expected = hashlib.sha256(data).digest()
+    path = Path(path)
     for target in (*copies, path):  # the latest one last
-        atomic_write_bytes(target, buffer.getbuffer())
+        target = Path(target)
+        tmp = target.with_name(f".{target.name}.tmp")
+        _write_file(tmp, data)
+        if hashlib.sha256(tmp.read_bytes()).digest() != expected:  # read back: the disk's copy
+            raise OSError(
+                f"checkpoint {str(target)!r}: the bytes read back differ from those written"
+            )
+        if target == path:
+            _keep_previous(path)
+        _replace(tmp, target)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """The checkpoint at `path`, with clear errors when it is missing, torn or not ours."""
+def _write_file(path: Path, data: memoryview) -> None:
+    with open(path, "wb") as f:
+        _write(f, data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself is durable only once the directory is
+    finally:
+        os.close(fd)
+
+
+def _keep_previous(path: Path) -> None:
+    """Keep the checkpoint at `path` (if its CRCs verify: a damaged one is no fallback) as
+    PREVIOUS_NAME, by a hard link (no copy; a copy where links are not supported)."""
+    if not path.is_file() or zip_damage(path) is not None:
+        return
+    previous = path.with_name(PREVIOUS_NAME)
+    tmp = previous.with_name(f".{previous.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        _write_file(tmp, memoryview(path.read_bytes()))
+    _replace(tmp, previous)
+
+
+# ---- integrity -----------------------------------------------------------------------------------
+def digest(state: Any) -> str:
+    """SHA-256 (hex) of a checkpoint's content: every key and value in order, each tensor by
+    its dtype, shape and bytes (so a flipped bit anywhere in the data changes it)."""
+    h = hashlib.sha256()
+    _feed(h, state)
+    return h.hexdigest()
+
+
+def _feed(h: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the bytes, without a copy
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}".encode())
+        for k, v in value.items():
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{type(value).__name__[0]}{len(value)}".encode())
+        for v in value:
+            _feed(h, v)
+    else:  # str, int, float, bool, None, torch.Size, ...: repr is exact (floats round-trip)
+        text = repr(value)
+        h.update(f"V{type(value).__name__}:{len(text)}:{text}".encode())
+
+
+def zip_damage(path: str | Path) -> str | None:
+    """None if the zip archive at `path` reads and every record matches its CRC-32, else what
+    is wrong (torch.load checks neither)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as err:  # a damaged directory: BadZipFile, struct errors, ...
+        return f"{type(err).__name__}: {str(err)[:200]}"
+    return None if bad is None else f"record {bad!r} fails its CRC-32 check"
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, verify: bool = True
+) -> dict:
+    """The checkpoint at `path`, verified (zip CRCs, then the content digest), with clear errors
+    when it is missing, damaged or not ours. `verify=False` skips the verification (to read a
+    checkpoint written before digests, format /1, or to inspect a damaged one)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    damage = zip_damage(path) if verify else None
+    if damage is not None:
+        raise CheckpointError(_damaged(path, damage))
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torn zip, pickle errors, ...: all mean "not a checkpoint"
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not a checkpoint "
             f"({type(err).__name__}: {str(err)[:200]})"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    formats = (FORMAT, "ntk.lm.checkpoint/1") if not verify else (FORMAT,)
+    if not isinstance(state, dict) or state.get("format") not in formats:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{str(path)!r} is not an ntk.lm checkpoint (format {found!r})")
+        if found == "ntk.lm.checkpoint/1":
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} has format /1, written before checkpoints carried a "
+                "digest, so it cannot be verified: state = load_checkpoint(path, verify=False) "
+                "reads it, save_checkpoint(path, state) writes it again with a digest"
+            )
+        raise CheckpointError(f"{str(path)!r} is not an ntk.lm checkpoint (format {found!r})")
+    if verify:
+        stored = state.pop(DIGEST_KEY, None)
+        if stored != digest(state):
+            raise CheckpointError(_damaged(path, "its content does not match its SHA-256 digest"))
     missing = [k for k in REQUIRED if k not in state]
     if missing:
-        raise ValueError(f"checkpoint {str(path)!r} lacks {missing}")
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks {missing}")
     return state
+
+
+def _damaged(path: Path, what: str) -> str:
+    """The message for a damaged checkpoint, offering the previous one if it verifies."""
+    text = f"checkpoint {str(path)!r} is corrupt or not a checkpoint ({what}): not loaded"
+    previous = path.with_name(PREVIOUS_NAME)
+    if path.name != CHECKPOINT_NAME:  # a kept copy, the previous one, or any file given
+        return text
+    if previous.is_file():
+        try:
+            step = load_checkpoint(previous)["step"]
+        except (CheckpointError, OSError):
+            return f"{text}, and the previous one {str(previous)!r} is damaged too"
+        return (
+            f"{text}; the previous checkpoint {str(previous)!r} (step {step}) verifies: "
+            f"resume from it with checkpoint.resume={previous}"
+        )
+    return f"{text}, and there is no previous checkpoint {PREVIOUS_NAME!r} beside it"
+
+
+def check_vocabulary(state: dict[str, Any], vocab_size: int, where: str, corpus: str) -> None:
+    """Raise CheckpointError if the checkpoint's token embedding has another vocabulary size
+    than the corpus now gives (the corpus or the tokenizer changed since it was written)."""
+    stored = _vocab_size(state["model"])
+    if stored != vocab_size:
+        raise CheckpointError(
+            f"the vocabulary changed since checkpoint {where!r} was written: corpus {corpus!r} "
+            f"now gives {vocab_size} tokens, the checkpoint was trained on {stored}; restore "
+            "the corpus it was trained on, or start a new run (another log.out_dir)"
+        )
 
 
 # ---- random number generators ----------------------------------------------------------------
@@ -107,6 +261,14 @@ def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
         "python": _to_lists(random.getstate()),
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
     }
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch's, Python's and NumPy's global generators from the run's seed (a resume then
+    restores the states the checkpoint stored)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
 
 
 def set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:

@@ -420,6 +420,8 @@ def _merge(base: dict, top: dict) -> dict:
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """The YAML mapping in `path`, with `extends:` resolved relative to the file."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config {str(path)!r} is a directory: give a YAML file in it")
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     if path.resolve() in _seen:

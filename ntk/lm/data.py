@@ -74,11 +74,14 @@ def read_text_file(path: str | Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"corpus file {str(path)!r} does not exist (or is not a file)")
     try:
-        return path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(
             f"corpus file {str(path)!r} is not UTF-8 text (byte {err.start}: {err.reason})"
         ) from None
+    if not text:
+        raise ValueError(f"corpus file {str(path)!r} is empty: give a file with text in it")
+    return text
 
 
 def load_corpus(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +35,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ntk import Parametrization
+from ntk.errors import ArgumentParser, MissingPackage, run_cli, user_input
 from ntk.lm.checkpoint import (
     CHECKPOINT_NAME,
     check_metadata,
+    check_vocabulary,
     load_checkpoint,
     parametrization_metadata,
     rng_state,
     save_checkpoint,
+    seed_all,
     set_rng_state,
 )
 from ntk.lm.config import (
@@ -158,11 +160,13 @@ def param_groups(param: Parametrization, weight_decay: float) -> list[dict[str, 
     return groups
 
 
+@user_input()  # the config, corpus and checkpoint are the user's: errors there are input errors
 def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = None) -> Run:
     """Data, model, optimizer, schedules, EMA and monitors of a fresh run (seeded); the text
     is encoded by `tokenizer` (a resumed run's own) or by one built from it."""
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
+    seed_all(config.train.seed)
     schedule = config.schedule
     for phase in range(len(schedule.phases)):
         if schedule.batch_size(phase) % procs.world:
@@ -198,6 +202,7 @@ def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = Non
     )
 
 
+@user_input()
 def checkpoint_path(config: RunConfig) -> Path | None:
     """The checkpoint to resume from (None: a fresh run); refuses to overwrite a finished one."""
     resume = config.checkpoint.resume
@@ -217,9 +222,11 @@ def checkpoint_path(config: RunConfig) -> Path | None:
     return path
 
 
+@user_input()
 def resume(run: Run, path: Path) -> None:
     """Load the checkpoint at `path` into `run`, after checking that it is this run's."""
     state = load_checkpoint(path, map_location=run.procs.device)
+    check_vocabulary(state, run.data.vocab_size, str(path), run.data.source)
     # through the dataclasses: a key added since the checkpoint was written reads as its default
     diff = differences(from_dict(RunConfig, state["config"]).to_dict(), run.config.to_dict())
     if diff:
@@ -237,6 +244,8 @@ def resume(run: Run, path: Path) -> None:
     if run.ema is not None:
         run.ema.load_state_dict(state["ema"])
     set_rng_state(state["rng"], run.generator)
+    if run.monitor is not None and state.get("monitor") is not None:
+        run.monitor.load_state_dict(state["monitor"])
     run.step = step
     run.timer = Throughput(float(state.get("train_seconds", 0.0)))
 
@@ -254,6 +263,7 @@ def save(run: Run) -> None:
             "scheduler": run.scheduler.state_dict(),
             "ema": None if run.ema is None else run.ema.state_dict(),
             "rng": rng_state(run.generator),
+            "monitor": None if run.monitor is None else run.monitor.state_dict(),
             "metadata": parametrization_metadata(run.model, run.param),
             "world_size": run.procs.world,
             "train_seconds": run.timer.elapsed,
@@ -375,7 +385,7 @@ def train(config: RunConfig) -> dict[str, Any]:
         raise TypeError(f"config must be an ntk.lm.config.RunConfig, got {type(config).__name__}")
     config.validate()
     if config.log.wandb and not wandb_available():
-        raise ImportError(
+        raise MissingPackage(
             "log.wandb is true but the wandb package is not installed (pip install wandb), "
             "or set log.wandb=false"
         )
@@ -447,7 +457,7 @@ def sweep_cell(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m ntk.lm.train",
         description=__doc__.split("\n\n")[0],
         epilog="config keys (in the YAML file or as key=value overrides):\n" + config_keys(),
@@ -463,14 +473,16 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        figure = plot_directory(args.plot)  # one run, or a sweep's runs overlaid
+        with user_input():
+            figure = plot_directory(args.plot)  # one run, or a sweep's runs overlaid
         out = Path(args.plot) / "metrics.png"
         figure.savefig(out, dpi=120)
         print(f"wrote {out}")
         return 0
     if args.config is None:
         parser.error("--config is required (or --plot DIR)")
-    runs = load_runs(args.config, args.overrides)  # all validated before any trains
+    with user_input():
+        runs = load_runs(args.config, args.overrides)  # all validated before any trains
     try:
         for name, config in runs:
             if name:
@@ -486,4 +498,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, prog="python -m ntk.lm.train")

@@ -43,6 +43,7 @@ from ntk._checks import (
     check_scale_fits,
     check_std,
 )
+from ntk.errors import InvalidValue
 from ntk.kernels.activations import get_activation
 from ntk.models.mup_shapes import setup_mup_scaling
 
@@ -99,6 +100,16 @@ class MLPBase(nn.Module):
         min_fan_in = min([in_features] + [width] * depth)
         check_scale_fits("weight_std", weight_std, weight_std / math.sqrt(min_fan_in), dtype)
         check_scale_fits("bias_std", bias_std, bias_std, dtype)
+        # each layer multiplies a unit-size input's size by ~weight_std: the output's size is
+        # ~weight_std^(depth + 1), which must fit too (1e20 over 3 layers is Inf, then NaN)
+        big = torch.finfo(dtype).max
+        if weight_std > 1 and (depth + 1) * math.log(weight_std) > math.log(big):
+            raise InvalidValue(
+                f"weight_std={weight_std:g} makes the output of a unit-size input of size "
+                f"~weight_std^(depth + 1) = 10^{(depth + 1) * math.log10(weight_std):.0f}, "
+                f"beyond the largest {dtype} ({big:g}): the forward pass would give Inf and "
+                "NaN; lower weight_std"
+            )
         self.parametrization = check_parametrization(
             "parametrization", parametrization, self.PARAMETRIZATIONS
         )

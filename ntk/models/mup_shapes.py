@@ -23,6 +23,7 @@ import mup
 from torch import nn
 
 from ntk._checks import check_callable, check_module, check_positive_int
+from ntk.errors import InvalidValue
 
 
 def setup_mup_scaling(
@@ -60,6 +61,15 @@ def setup_mup_scaling(
     if model is None:
         model = model_fn(check_positive_int("width", width))
     base, delta = model_fn(base_width), model_fn(delta_width)  # only their shapes are read
+    for name, m in (("model_fn(base_width)", base), ("model_fn(delta_width)", delta)):
+        check_module(name, m)
+    shapes = [{k: tuple(p.shape) for k, p in m.named_parameters()} for m in (base, delta)]
+    if shapes[0] == shapes[1]:  # mup would find no width dimension and do nothing, silently
+        raise InvalidValue(
+            f"model_fn ignores its width: model_fn({base_width}) and model_fn({delta_width}) "
+            "have the same parameter shapes, so muP has no width dimension to scale; "
+            "model_fn(width) must build the model at that width"
+        )
     # muP: tag every parameter with its infshape (width dims = those differing base vs delta)
     mup.set_base_shapes(model, base, delta=delta, rescale_params=rescale_params)
     return model

@@ -41,7 +41,9 @@ from ntk._checks import (
     check_int_list,
     check_nonnegative,
     check_number_list,
+    check_optimizer,
     check_positive_int,
+    check_scalar_loss,
     check_sequence,
 )
 from ntk.fitting import loglog_fit
@@ -112,7 +114,9 @@ def _build(make_model: ModelFactory, width: int, optimizer: OptimizerFactory | N
     if isinstance(out, tuple):
         if len(out) != 2 or not isinstance(out[0], nn.Module):
             raise TypeError("make_model(width) must return a model or a (model, optimizer) pair")
-        return out
+        if out[1] is None:  # fine for steps=0 (measurements at initialization only)
+            return out
+        return out[0], check_optimizer("make_model(width)[1]", out[1])
     if not isinstance(out, nn.Module):
         raise TypeError(f"make_model(width) must return an nn.Module, got {type(out).__name__}")
     if optimizer is None:
@@ -120,7 +124,7 @@ def _build(make_model: ModelFactory, width: int, optimizer: OptimizerFactory | N
             "optimizer (a function model -> optimizer) is required when make_model "
             "returns only a model"
         )
-    return out, optimizer(out)
+    return out, check_optimizer("optimizer(model)", optimizer(out))
 
 
 def coord_check(
@@ -196,6 +200,8 @@ def coord_check(
     for seed, width in jobs:
         torch.manual_seed(seed)
         model, opt = _build(make_model, width, optimizer)
+        if opt is None and steps:
+            raise TypeError(f"make_model(width)[1] is None: steps={steps} needs an optimizer")
         select = _module_selector(modules, model)
         _check_selected(model, modules, select, attention_logits)
         if not warned:
@@ -251,7 +257,7 @@ def _run_one(model, opt, data, loss_fn, steps, hook_args, key, records, on_step)
                 on_step(model, width, seed, step)
             if step == steps:
                 break  # the last forward pass only measures
-            loss = loss_fn(out, y)
+            loss = check_scalar_loss("loss_fn(model(x), y)", loss_fn(out, y))
             if not torch.isfinite(loss.detach()).all():
                 raise TrainingDivergedError(step, float(loss.detach().sum()))
             opt.zero_grad()

@@ -58,7 +58,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ntk._checks import check_materialized, check_module, check_numbers, check_positive_int
+from ntk._checks import (
+    check_materialized,
+    check_module,
+    check_numbers,
+    check_positive_int,
+    check_width_power,
+)
 from ntk.scaling.abc_rules import (
     ABC,
     abc_shift,
@@ -314,6 +320,9 @@ class Parametrization(DynamicLRMixin):
                 )
             g = backward_exponent([x.a for x in abcs], [x.b for x in abcs], roles)
         stds = base_stds(weights, widths, tied, cfg.std_prefactor, cfg.base_std, cfg.zero_readout)
+        for w, x, wd in zip(weights, abcs, widths, strict=True):  # 8^400 overflows a float
+            for key in "abc":
+                check_width_power(f"config.{key} of {w.label!r}", wd.ratio, -getattr(x, key))
         specs = []
         for w, x, wd, std0, partners, note in zip(
             weights, abcs, widths, stds, tied, notes, strict=True

@@ -119,6 +119,8 @@ def lanczos(
     check_positive_int("n_iter", n_iter)
     w, scale = _scaled_matrix(w)
     n = w.shape[1]
+    if n == 0 or w.shape[0] == 0:  # an empty matrix maps everything to 0: its norm is 0
+        return 0.0, _start_vector(v, w, generator) if n else w.new_zeros(0)
     k = min(n_iter, n)
     real = w.real.dtype if w.is_complex() else w.dtype
     basis = torch.zeros(k, n, dtype=w.dtype, device=w.device)  # orthonormal Krylov basis
@@ -242,6 +244,8 @@ class SpectralMonitor:
     Use `monitor(step)` inside a training loop, or `monitor.attach(optimizer)` to log after
     every optimizer step; `monitor.dataframe()` returns the log with columns step, layer,
     fan_in, fan_out, scale = sqrt(fan_out / fan_in), sigma_w, sigma_dw, rel_w, rel_dw.
+    `state_dict()` / `load_state_dict()` carry the warm starts through a checkpoint, so a
+    resumed run measures what the uninterrupted one measures, bit for bit.
     """
 
     def __init__(
@@ -317,9 +321,28 @@ class SpectralMonitor:
         )
         return sigma
 
+    def state_dict(self) -> dict:
+        """What the next measurements depend on besides the weights: the warm-start vectors,
+        the generator of the random starts and the call count. W0 is not stored: it is the
+        model's initialization, which a resumed run rebuilds from its seed before loading."""
+        vectors = [[layer, kind, v.clone()] for (layer, kind), v in self._v.items()]
+        return {"vectors": vectors, "generator": self.generator.get_state(), "calls": self._calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`'s content (of a monitor of the same layers)."""
+        if not isinstance(state, dict) or set(state) != {"vectors", "generator", "calls"}:
+            raise ValueError("state must be a SpectralMonitor.state_dict()")
+        unknown = sorted({layer for layer, _, _ in state["vectors"]} - set(self.matrices))
+        if unknown:
+            raise ValueError(f"state has warm starts of layers this monitor lacks: {unknown}")
+        self._v = {(layer, kind): v.clone() for layer, kind, v in state["vectors"]}
+        self.generator.set_state(state["generator"])
+        self._calls = int(state["calls"])
+
     @torch.no_grad()
     def log(self, step: int) -> list[dict]:
         """Measure every layer now and append the rows (also returned) to the log."""
+        check_positive_int("step", step, minimum=0)
         rows = []
         for name, matrix in self.matrices.items():
             w = matrix.read()
@@ -350,7 +373,7 @@ class SpectralMonitor:
 
     def __call__(self, step: int | None = None) -> bool:
         """Log if `step` (by default the number of calls so far) is a multiple of `every`."""
-        step = self._calls if step is None else step
+        step = self._calls if step is None else check_positive_int("step", step, minimum=0)
         self._calls += 1
         if step % self.every:
             return False

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ntk._checks import check_bool, check_choice, check_nonnegative, check_positive_int
+from ntk.errors import UserError
 
 # Optimizer names `train` builds itself (musgd / muadam: mup.optim, need mup base shapes).
 OPTIMIZERS = ("sgd", "adam", "musgd", "muadam")
@@ -16,8 +17,9 @@ LOSSES = ("mse", "cross_entropy")
 METRICS = ("accuracy", "mse", "none")
 
 
-class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or Inf; `.step` is the number of updates done before it."""
+class TrainingDivergedError(UserError, FloatingPointError):
+    """The loss became NaN or Inf; `.step` is the number of updates done before it. A user
+    error (`ntk.errors`): the remedy is in the config (the learning rate, the parametrization)."""
 
     def __init__(self, step: int, loss: float) -> None:
         self.step, self.loss = step, loss

@@ -108,3 +108,19 @@ def test_complex_and_featureless_inputs_are_refused():
     k = MLPKernel().ntk(x.double())
     with pytest.raises(TypeError, match="y_train must be real"):
         gradient_descent_mse_ensemble(k, k, torch.complex(x[:, 0], x[:, 1]).to(torch.complex128))
+
+
+# ---- the library edges of issue 24 ---------------------------------------------------------------
+def test_a_callable_activation_must_be_an_elementwise_torch_function():
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"activation must be elementwise: .* shape \(1, 3\)"):
+        MLPKernel(2, activation=lambda x: x[:1])  # broadcast silently before
+    with pytest.raises(ValueError, match="activation failed .* not a numpy one"):
+        MLPKernel(2, activation=lambda x: np.tanh(x))
+    with pytest.raises(TypeError, match="activation must return a torch.Tensor"):
+        MLPKernel(2, activation=lambda x: 1.0)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    by_name = MLPKernel(2, activation="erf").ntk(x)
+    as_callable = MLPKernel(2, activation=lambda z: torch.erf(z), quadrature_degree=200).ntk(x)
+    torch.testing.assert_close(as_callable, by_name, rtol=1e-6, atol=1e-8)

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import ntk.lm.train as lm_train
-from ntk.lm.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
+from ntk.lm.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load_model
 from ntk.lm.step import evaluate
 from ntk.lm.train import Processes, evaluate_all, main, one_step, setup, train, validation_set
 from ntk.lm.train import sweep_cell as lr_sweep_cell
@@ -134,7 +134,7 @@ def test_two_gloo_processes_reproduce_one_process_and_resume_on_one(tiny, tmp_pa
     path.write_text(yaml.safe_dump(config.to_dict()))
     out = Path(config.log.out_dir)
     torchrun(path)
-    names = [CHECKPOINT_NAME, "checkpoint_000010.pt", "checkpoint_000020.pt"]
+    names = [CHECKPOINT_NAME, PREVIOUS_NAME, "checkpoint_000010.pt", "checkpoint_000020.pt"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [*names, "diagnostics.csv", "metrics.csv"]
     )

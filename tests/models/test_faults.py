@@ -79,3 +79,25 @@ def test_silent_coercions_are_refused():
         MLPEnsemble(2, 3, 8, dtype="float32")
     with pytest.raises(TypeError, match="index must be an int"):
         MLPEnsemble(2, 3, 8).member(1.0)
+
+
+# ---- the library edges of issue 24 ---------------------------------------------------------------
+def test_a_forward_pass_that_would_overflow_is_refused_and_the_largest_accepted_one_is_finite():
+    with pytest.raises(ValueError, match=r"weight_std=1e\+20 .* 10\^60, beyond the largest"):
+        WideMLP(3, 16, weight_std=1e20)
+    torch.manual_seed(0)
+    out = WideMLP(3, 16, weight_std=1e12)(torch.randn(64, 3))  # ~1e36: fits in float32
+    assert torch.isfinite(out).all() and out.abs().max() > 1e30
+
+
+def test_setup_mup_scaling_refuses_a_factory_that_ignores_the_width():
+    from torch import nn
+
+    from ntk.models.mup_shapes import setup_mup_scaling
+
+    with pytest.raises(
+        ValueError, match=r"model_fn ignores its width: model_fn\(8\) and model_fn\(16\)"
+    ):
+        setup_mup_scaling(lambda width: nn.Linear(4, 4), 64, 8)
+    model = setup_mup_scaling(lambda width: nn.Sequential(nn.Linear(4, width), nn.ReLU()), 64, 8)
+    assert model[0].weight.infshape.width_mult() == 8.0  # the width dimension found

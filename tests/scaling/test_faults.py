@@ -116,3 +116,47 @@ def test_lazy_modules_and_missing_roles_are_named():
     Parametrization(model, ParametrizationConfig("mup", layers={"0": "embedding", "2": "readout"}))
     with pytest.raises(TypeError, match="roles must be a sequence"):
         abc_table("mup", roles=None)
+
+
+# ---- the library edges of issue 24 ---------------------------------------------------------------
+def test_coord_check_refuses_a_vector_loss_and_a_non_optimizer():
+    with pytest.raises(
+        ValueError, match=r"loss_fn\(model\(x\), y\) must return a scalar .* \(8, 1\)"
+    ):
+        _coord(loss_fn=lambda out, y: (out - y) ** 2)
+    with pytest.raises(TypeError, match=r"optimizer\(model\) must be a torch.optim.Optimizer"):
+        _coord(optimizer=lambda m: m.parameters())
+    x = torch.randn(8, 3)
+    with pytest.raises(
+        TypeError, match=r"make_model\(width\)\[1\] must be a torch.optim.Optimizer"
+    ):
+        coord_check(lambda w: (WideMLP(3, w), 0.1), [8, 16], (x, x[:, :1]), loss_fn=F.mse_loss)
+    with pytest.raises(TypeError, match=r"make_model\(width\)\[1\] is None: steps=3 needs"):
+        coord_check(lambda w: (WideMLP(3, w), None), [8, 16], (x, x[:, :1]), loss_fn=F.mse_loss)
+    init = coord_check(lambda w: (WideMLP(3, w), None), [8, 16], (x, x[:, :1]), steps=0)
+    assert set(init["step"]) == {0}  # no optimizer needed to measure at initialization
+
+
+def test_huge_width_exponents_are_refused_by_name():
+    model = nn.Sequential(
+        nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
+    )
+
+    def param(**abc):
+        return Parametrization(
+            model, ParametrizationConfig(parametrization=None, base_width=8, **abc)
+        )
+
+    with pytest.raises(ValueError, match=r"config.c of '2' = -400 .* 8\^400 = 10\^361"):
+        param(a=[0, 0, 0], b=[0, 0.5, 1], c=[0, -400, 0])
+    with pytest.raises(ValueError, match=r"config.a of '2' = 10000 .* 10\^-9031"):  # 0.0 before
+        param(a=[0, 1e4, 0], b=[0, 0.5, 1], c=[0, 0, 0])
+    ok = param(a=[0, 0, 0], b=[0, 0.5, 1], c=[0, 1, 0])  # order-1 exponents: the answer
+    assert ok.layers[1].lr == pytest.approx(ok.config.lr_prefactor * 8.0**-1)
+
+
+@pytest.mark.parametrize("estimate", [lanczos, power_iteration])
+@pytest.mark.parametrize("shape", [(0, 0), (3, 0), (0, 3)])
+def test_an_empty_matrix_has_norm_zero(estimate, shape):
+    sigma, v = estimate(torch.zeros(shape))
+    assert sigma == 0.0 and v.shape == (shape[1],)

@@ -205,3 +205,40 @@ def test_unregistered_layers_are_named_in_a_warning():
     # stacked weights are monitored per block, labelled name.param[block]
     mon = SpectralMonitor(nn.GRU(4, 6), exact=True, layers=lambda name: "hh" in name)
     assert list(mon.matrices) == ["weight_hh_l0[r]", "weight_hh_l0[z]", "weight_hh_l0[n]"]
+
+
+def test_state_dict_carries_the_warm_starts_bitwise():
+    """A monitor restored from another's state measures what that one measures, bit for bit; a
+    fresh one (random starts, n_iter_init products) measures something else."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.Linear(64, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    first = SpectralMonitor(model, seed=3, n_iter=2, n_iter_init=3)
+
+    def train_step():
+        opt.zero_grad()
+        model(torch.randn(8, 20)).pow(2).mean().backward()
+        opt.step()
+
+    for step in range(3):
+        train_step()
+        first(step)
+    restored = SpectralMonitor(model, seed=3, n_iter=2, n_iter_init=3)
+    restored.w0 = first.w0
+    restored.load_state_dict(first.state_dict())
+    fresh = SpectralMonitor(model, seed=3, n_iter=2, n_iter_init=3)
+    fresh.w0 = first.w0
+    train_step()
+    a, b, c = first.log(3), restored.log(3), fresh.log(3)
+    assert a == b
+    assert [r["sigma_w"] for r in a] != [r["sigma_w"] for r in c]
+    with pytest.raises(ValueError, match="layers this monitor lacks"):
+        SpectralMonitor(model, layers=["0"]).load_state_dict(first.state_dict())
+
+
+def test_step_must_be_an_int():
+    monitor = SpectralMonitor(nn.Linear(4, 4))
+    with pytest.raises(TypeError, match="step must be an int, got str"):
+        monitor(step="a")
+    with pytest.raises(ValueError, match="step must be >= 0, got -1"):
+        monitor.log(-1)

@@ -168,8 +168,11 @@ plt.show()
 # $$\kappa_L = 3\left[\left(1 + \frac{5}{n}\right)^L - 1\right] = \frac{15 L}{n} + O(L^2/n^2).$$
 #
 # The 1/n coefficient grows linearly with depth: depth/width is the expansion parameter of
-# finite-width effects (Yaida 2020, arXiv:1910.00019; Roberts, Yaida & Hanin, *The Principles
-# of Deep Learning Theory*, 2022, ch. 4-5, where the same (1 + 5/n)^L appears for ReLU).
+# finite-width effects. Roberts, Yaida & Hanin (*The Principles of Deep Learning Theory*, 2022,
+# ch. 4-5; Yaida 2020, arXiv:1910.00019) derive that leading, linear-in-L term of the 1/n
+# expansion; the exact product over layers, for ReLU at one input, is the moment computation of
+# Hanin (2018, arXiv:1801.03744) and Noci et al. (2021, arXiv:2106.03091), which we re-derived
+# above.
 # **Theory: slope −1 on log-log axes, and the exact values above.**
 #
 # We estimate κ as 3 Var[K̂(x, x)] / (E K̂(x, x))² over the networks, which is exact in

@@ -35,8 +35,9 @@
 # Our $f$ is a two-layer GELU network in NTK parametrization,
 # $f(x) = n^{-1/2}\sum_{i=1}^n a_i\,\mathrm{gelu}(\langle w_i, x\rangle/\sqrt d)$, whose own
 # weights move by $\sim n^{-1/2}$ (chapter 03). The laziness scale is then $\alpha\sqrt n$:
-# lazy when $\alpha\sqrt n \gg 1$, rich when $\alpha\sqrt n \lesssim 1$ (Geiger et al. 2020;
-# Woodworth et al. 2020). The task is single-index:
+# lazy when $\alpha\sqrt n \gg 1$, rich when $\alpha\sqrt n \lesssim 1$ (Geiger et al. 2020
+# introduced this width-dependent scale; Woodworth et al. 2020 study the same kernel-to-rich
+# transition as a function of the initialization scale). The task is single-index:
 # $y = \mathrm{He}_2(\langle u, x\rangle)/\sqrt 2$, $x$ uniform on the sphere of radius
 # $\sqrt d$ in $d = 32$, 256 training points, no noise; a network that learns features turns
 # its first-layer weights toward $u$. We measure, at widths
@@ -259,8 +260,33 @@ fig = lr.plot_neurons(grid, width=64)
 plt.show()
 
 # %% [markdown]
-# Chapter 05 keeps the features moving at every width by design: muP sets the readout scale and
-# the learning rates so that each update changes the features by $O(1)$, independently of $n$.
+# ## 5. The bridge to chapter 05: $\alpha = n^{-1/2}$ is the mean-field network
+#
+# Put $\alpha = n^{-1/2}$ in the definitions above. The model becomes
+#
+# $$f_\alpha(x) = \frac{1}{n}\sum_{i=1}^n a_i\,\mathrm{gelu}(\langle w_i, x\rangle/\sqrt d)
+#   \;-\; f_\alpha^{(0)}(x),$$
+#
+# an **average** over neurons instead of a $1/\sqrt n$-normalized sum, and the loss is
+# $L_\alpha = n\cdot\frac{1}{2N}\sum_i (f_\alpha(x_i) - y_i)^2$, so gradient descent with rate
+# $\eta$ on $L_\alpha$ is gradient descent with rate $\eta\,n$ on the plain squared loss. A
+# $1/n$ readout with a learning rate $\propto n$ on $O(1)$ weights is the **mean-field**
+# parametrization of two-layer networks (Mei, Montanari & Nguyen 2018; Chizat & Bach 2018;
+# Rotskoff & Vanden-Eijnden 2018; Sirignano & Spiliopoulos 2020): each neuron is one particle
+# $(a_i, w_i)$, the network is an integral against their empirical distribution, and as
+# $n \to \infty$ training becomes a deterministic flow of that distribution (a Wasserstein
+# gradient flow) in which every neuron moves by $\Theta(1)$: features learn at infinite width.
+# It sits on the line $\alpha\sqrt n = 1$ of the phase diagram, at the edge of the rich side,
+# at every width.
+#
+# Chapter 05 derives the same network from the other end (a $1/n$ readout multiplier and both
+# learning rates $\eta\,n$, "muP"): for networks with one hidden layer muP *is* the mean-field
+# parametrization (Yang & Hu 2021, who introduce muP as its extension to any depth). The one
+# difference from the
+# network here is the centering $-f^{(0)}_\alpha$, which muP does not need: its output at
+# initialization is $O(n^{-1/2})$ and vanishes with a zero readout. Chapter 05 keeps the
+# features moving at every width by this design: each update changes the features by
+# $\Theta(1)$, independently of $n$.
 #
 # **References.** L. Chizat, E. Oyallon, F. Bach, "On Lazy Training in Differentiable
 # Programming", NeurIPS 2019, arXiv:1812.07956. M. Geiger, S. Spigler, A. Jacot, M. Wyart,
@@ -268,3 +294,11 @@ plt.show()
 # arXiv:1906.08034. B. Woodworth et al., "Kernel and Rich Regimes in Overparametrized Models",
 # COLT 2020, arXiv:2002.09277. A. Jacot, F. Gabriel, C. Hongler, "Neural Tangent Kernel:
 # Convergence and Generalization in Neural Networks", NeurIPS 2018, arXiv:1806.07572.
+# S. Mei, A. Montanari, P.-M. Nguyen, "A mean field view of the landscape of two-layer neural
+# networks", PNAS 2018, arXiv:1804.06561. L. Chizat, F. Bach, "On the Global Convergence of
+# Gradient Descent for Over-parameterized Models using Optimal Transport", NeurIPS 2018,
+# arXiv:1805.09545. G. Rotskoff, E. Vanden-Eijnden, "Trainability and Accuracy of Neural
+# Networks: An Interacting Particle System Approach", 2018, arXiv:1805.00915. J. Sirignano,
+# K. Spiliopoulos, "Mean field analysis of neural networks: A law of large numbers", SIAM J.
+# Appl. Math. 2020, arXiv:1805.01053. G. Yang, E. J. Hu, "Tensor Programs IV: Feature Learning
+# in Infinite-Width Neural Networks", ICML 2021, arXiv:2011.14522.

@@ -328,3 +328,45 @@ print("PASS: at depth 2 muP, depth-muP and CompleteP are one GPT")
 print("PASS: at the 2-block lr, 16 blocks beat 2 under CompleteP in every seed; lose under")
 print("      depth-muP, muP and SP in every seed; mean cost CompleteP < depth-muP < muP, SP")
 print("PASS: under depth-muP and CompleteP the GPT's optimum moves <= 1 grid step")
+
+# %% [markdown]
+# ## Why $\alpha = 1/2$ and $\alpha = 1$ differ, and what this chapter's data say
+#
+# Both rules move the output by $\Theta(1)$ per step at every depth: each of the $L$ branches
+# changes the stream by $L^{-\alpha}\,\Delta(\text{branch}) = \Theta(1/L)$. They differ in
+# **where** the change happens. With Adam the learning rate inside a branch is
+# $\eta \propto L^{\alpha - 1}$, so a branch's weights move by $\Theta(L^{\alpha-1})$ relative to
+# their initial size: $\Theta(L^{-1/2})$ under depth-muP, $\Theta(1)$ under CompleteP.
+#
+# - **Inside a block.** A branch with two or more layers, $W_2\,\phi(W_1\,\mathrm{LN}(h))$ as in
+#   the GPT's MLP (and attention, whose $q, k, v$ feed a softmax before $W_o$), has its own
+#   hidden features $\phi(W_1\cdot)$. Under depth-muP they move by $\Theta(L^{-1/2})$: as
+#   $L \to \infty$ every block becomes its own linearization around initialization, lazy in the
+#   sense of chapters 03-04, and only the stream learns. Under CompleteP they move by
+#   $\Theta(1)$ at every depth: each block learns features, which is the "complete" in
+#   CompleteP (Dey et al. 2025, whose title is the argument: *Don't be lazy*).
+# - **Across blocks.** With a one-matrix branch, $W\,\mathrm{relu}(\mathrm{LN}(h))$ as in this
+#   chapter's residual MLP, there are no features inside a block: the stream is the only
+#   representation, and it moves by $\Theta(1)$ under both rules. Yang et al. (2023, TP VI)
+#   then prefer $\alpha = 1/2$ by **feature diversity**: consecutive blocks change the stream by
+#   $L^{-\alpha}$, so at $\alpha = 1$ the stream is a neural ODE in which neighbouring blocks
+#   compute nearly the same thing (differences $\sim 1/L$), while $\alpha = 1/2$ keeps them as
+#   different as a bounded stream allows ($\sim L^{-1/2}$, a diffusion limit). TP VI also
+#   notes that for blocks with more than one layer no choice of $\alpha$ gives both
+#   properties; Dey et al. choose feature learning inside the block.
+#
+# This chapter's two models sit on the two sides of that line, and the data lean the way the
+# arguments do, within what 3 seeds and 60 steps resolve: on the one-matrix-branch MLP the
+# depth-muP optimum does not move from 2 to 16 blocks (drift 0 in the stored run, asserted
+# <= 1 grid step; best 16-block loss 0.0897)
+# while CompleteP's 16-block curve is flat and its argmin unresolved (two grid steps right,
+# within two standard errors of the transferred rate); on the GPT, with two-layer branches,
+# only CompleteP makes 16 blocks beat 2 at the transferred rate (in every seed), and depth-muP
+# loses a little in every seed. Neither experiment is long enough to separate the two limits
+# sharply; both are consistent with block depth deciding between the rules.
+#
+# **References.** G. Yang, D. Yu, C. Zhu, S. Hayou, "Tensor Programs VI: Feature Learning in
+# Infinite-Depth Neural Networks", ICLR 2024, arXiv:2310.02244. B. Bordelon, L. Noci, M. Li,
+# B. Hanin, C. Pehlevan, "Depthwise Hyperparameter Transfer in Residual Networks", ICLR 2024,
+# arXiv:2309.16620. N. Dey et al., "Don't be lazy: CompleteP enables compute-efficient deep
+# transformers", 2025, arXiv:2505.01618.

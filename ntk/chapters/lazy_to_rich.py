@@ -15,8 +15,9 @@ features move by O(1).
 
 Here f is a two-layer GELU network in NTK parametrization, f(x) = n^{-1/2} sum_i a_i
 gelu(<w_i, x> / sqrt(d)), whose own weights move ~ n^{-1/2}: the relevant scale is alpha *
-sqrt(n) (lazy when >> 1, rich when <~ 1; Geiger et al. 2020, arXiv:1906.08034; Woodworth et al.
-2020, arXiv:2002.09277). `run_grid` trains it at widths x alphas on a single-index task
+sqrt(n) (lazy when >> 1, rich when <~ 1; the scale is Geiger et al. 2020's, arXiv:1906.08034;
+Woodworth et al. 2020, arXiv:2002.09277, study the same transition in the init scale). At
+alpha = n^{-1/2} the network is the two-layer mean-field (= muP) network of chapter 05. `run_grid` trains it at widths x alphas on a single-index task
 (`ntk.data.make_low_dim_task`: y = He_2(<u, x>) / sqrt(2) in d = 32, 256 training points)
 and records per run: held-out loss, feature movement ||h(T) - h(0)||_F / ||h(0)||_F and
 kernel movement ||Theta(T) - Theta(0)||_F / ||Theta(0)||_F on 64 training inputs, and the

@@ -171,7 +171,7 @@ plt.show()
 # finite-width effects. Roberts, Yaida & Hanin (*The Principles of Deep Learning Theory*, 2022,
 # ch. 4-5; Yaida 2020, arXiv:1910.00019) derive that leading, linear-in-L term of the 1/n
 # expansion; the exact product over layers, for ReLU at one input, is the moment computation of
-# Hanin (2018, arXiv:1801.03744) and Noci et al. (2021, arXiv:2106.03091), which we re-derived
+# Hanin (2018, arXiv:1801.03744) and Noci et al. (2021, arXiv:2106.06615), which we re-derived
 # above.
 # **Theory: slope −1 on log-log axes, and the exact values above.**
 #

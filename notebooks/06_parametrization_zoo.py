@@ -144,13 +144,13 @@ for opt in ("adam", "sgd"):
 # $r_l \ge 0$ for every layer; the largest learning rate has $r_l = 0$ ("maximal update").
 # Solve it layer by layer from the input with $r_{l-1} = 0$: the middle condition is
 # $a_l + b_l \ge \omega$ (true: $a + b = 1/2$ in hidden layers, $\ge 1/2$ at the readout),
-# and the other two ask $e_l \ge \max(\alpha, u)$. Hence, with $m = \max(\alpha, u)$
-# ($m = 1$ for full alignment $(\alpha, \omega, u) = (1, 1/2, 1)$, $1/2$ for none):
+# and the other two ask $e_l \ge \max(\alpha, u)$. Hence, with $s = \max(\alpha, u)$
+# ($s = 1$ for full alignment $(\alpha, \omega, u) = (1, 1/2, 1)$, $1/2$ for none):
 #
 # | | embedding | hidden | readout |
 # |---|---|---|---|
-# | Adam | $c_1 = -a_1$ | $c_l = m - a_l$ | $c_{L+1} = m - a_{L+1}$ |
-# | SGD | $c_1 = -2a_1 - g$ | $c_l = m - 2a_l - g$ | $c_{L+1} = \max(m - 2a_{L+1},\; b_{L+1} - a_{L+1})$ |
+# | Adam | $c_1 = -a_1$ | $c_l = s - a_l$ | $c_{L+1} = s - a_{L+1}$ |
+# | SGD | $c_1 = -2a_1 - g$ | $c_l = s - 2a_l - g$ | $c_{L+1} = \max(s - 2a_{L+1},\; b_{L+1} - a_{L+1})$ |
 #
 # with $g = a_{L+1} + b_{L+1}$. The last entry has one more condition: with SGD the readout
 # weights themselves should not move by more than their initial size, $a_{L+1} + c_{L+1} \ge
@@ -164,11 +164,11 @@ for opt in ("adam", "sgd"):
 def closed_form_c(parametrization, optimizer, alignment):
     """c per role from the recursion at r = 0, as in the table above."""
     (a1, _), (ah, _), (ar, br) = (AB_EXPONENTS[parametrization][r] for r in ROLES)
-    m = max(ALIGNMENT_EXPONENTS[alignment].alpha, ALIGNMENT_EXPONENTS[alignment].u)
+    s = max(ALIGNMENT_EXPONENTS[alignment].alpha, ALIGNMENT_EXPONENTS[alignment].u)
     if optimizer == "adam":
-        return (-a1, m - ah, m - ar)
+        return (-a1, s - ah, s - ar)
     g = ar + br  # backward exponent below the readout (0 at the readout itself)
-    return (-2 * a1 - g, m - 2 * ah - g, max(m - 2 * ar, br - ar))
+    return (-2 * a1 - g, s - 2 * ah - g, max(s - 2 * ar, br - ar))
 
 
 closed_form_matches = {

@@ -287,7 +287,14 @@ plt.show()
 # t ≥ 32 and the top 8 eigenvectors of the network's own Θ̂_0, of its train residual from
 # that kernel's linear dynamics, relative to the whole initial residual ‖f_0(X) − y‖ (not to
 # each direction's own start, which can be tiny and makes single directions noisy). Its mean
-# falls with a fitted slope close to −3/4 (asserted within 0.25), as the kernel's motion does.
+# falls with width, with a fitted slope near −3/4, the kernel's motion. What three networks
+# per width can and cannot say: the slope's standard error (from the fit's residuals) is about
+# 0.13, so the floor falls (the slope is more than 2 standard errors below 0) and agrees with
+# −3/4 within 2 standard errors; but −1/2, the rate of the initial kernel's own fluctuation,
+# is inside that interval too, so this measurement does **not** tell the two rates apart (with
+# 12 networks per width the standard error is still 0.09). The direct evidence that the floor
+# is the kernel's motion is the comparison above: the linearized network, whose kernel cannot
+# move, has no floor.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -297,7 +304,7 @@ gaps = ntp.eigendirection_errors(eig, top=8)
 print(gaps.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 print("\nresidual floor (own basis, t >= 32, relative to the initial residual), mean of 3:")
 print(gap.groupby("width").floor.mean().to_string(float_format=lambda v: f"{v:.2g}"))
-print(f"fitted slope: {fit_floor.exponent:.3f}")
+print(f"fitted slope: {fit_floor.exponent:.3f} (standard error {fit_floor.stderr:.3f})")
 
 fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
 ntp.plot_eigendirections(eig, axes)
@@ -308,7 +315,8 @@ plt.show()
 # ## Claims, checked
 #
 # Fitted exponents must be within ±0.15 of the theory values quoted above (±0.1 for the ReLU
-# scaling argument, ±0.2 for the three-network gap, ±0.25 for the residual floor). The first cell
+# scaling argument, ±0.2 for the three-network gap, 2 standard errors of its own fit for the
+# residual floor). The first cell
 # shows the measured values (their last digits depend on the machine); the second asserts the
 # claims and prints only verdicts.
 
@@ -386,7 +394,10 @@ assert np.all(stuck)
 print("PASS: at the last step every top-8 direction sits > 100x above its prediction (both bases)")
 assert lin_err < 1e-4 and net_floor > 100 * lin_err
 print("PASS: the linearized net follows its own NTK's prediction; the network floors far above")
-assert abs(fit_floor.exponent + 0.75) <= 0.25
-print("PASS: the network's residual floor ~ width^-3/4, the kernel's motion (slope within 0.25)")
+# window from the fit's own standard error (3 networks per width), not a fixed width
+assert fit_floor.exponent + 2 * fit_floor.stderr < 0  # the floor falls with width
+assert abs(fit_floor.exponent + 0.75) < 2 * fit_floor.stderr  # consistent with -3/4
+print("PASS: the network's residual floor falls with width, consistent with the kernel's")
+print("      motion (-3/4) within 2 standard errors; -1/2 is not excluded")
 assert np.all(np.diff(remaining) > 0)  # eigenvalues are in descending order
 print("PASS: the larger the eigenvalue, the smaller the fraction left after 8 steps")

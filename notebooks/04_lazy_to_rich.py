@@ -35,8 +35,9 @@
 # Our $f$ is a two-layer GELU network in NTK parametrization,
 # $f(x) = n^{-1/2}\sum_{i=1}^n a_i\,\mathrm{gelu}(\langle w_i, x\rangle/\sqrt d)$, whose own
 # weights move by $\sim n^{-1/2}$ (chapter 03). The laziness scale is then $\alpha\sqrt n$:
-# lazy when $\alpha\sqrt n \gg 1$, rich when $\alpha\sqrt n \lesssim 1$ (Geiger et al. 2020;
-# Woodworth et al. 2020). The task is single-index:
+# lazy when $\alpha\sqrt n \gg 1$, rich when $\alpha\sqrt n \lesssim 1$ (Geiger et al. 2020
+# introduced this width-dependent scale; Woodworth et al. 2020 study the same kernel-to-rich
+# transition as a function of the initialization scale). The task is single-index:
 # $y = \mathrm{He}_2(\langle u, x\rangle)/\sqrt 2$, $x$ uniform on the sphere of radius
 # $\sqrt d$ in $d = 32$, 256 training points, no noise; a network that learns features turns
 # its first-layer weights toward $u$. We measure, at widths
@@ -64,6 +65,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from ntk.chapters import lazy_to_rich as lr
+from ntk.fitting import fit_loglog_slope
 
 torch.set_num_threads(1)  # small matrices: one thread is faster on a busy 2-core machine
 setup = lr.Setup()
@@ -160,12 +162,28 @@ plt.show()
 #   movement exceeds 1.
 # * **Rich beats lazy on held-out loss**: at every width the smallest $\alpha$ has between 0.25
 #   and 0.42 times the held-out loss of the largest (about a third).
-# * **The lazy corner is close to kernel regression**: at $\alpha = 64$ the held-out loss is
-#   within 0.03 of analytic (infinite-width) NTK regression run for the same time, at every
-#   width. The gap does not shrink with width here (0.006 to 0.021, not monotone): each width
-#   has one initialization, whose finite-width kernel differs from the analytic one by a
-#   random $O(n^{-1/2})$ amount, so one seed per width cannot show the width limit; that
-#   limit is the theorem of Jacot et al. (2018), checked in chapter 03.
+# * **The lazy corner is kernel regression, in function space.** A held-out *loss* cannot show
+#   this here: NTK regression scores 0.509 and predicting 0 scores 0.542, so any predictor near
+#   0 looks "close to kernel regression". We compare functions instead, on the 1024 held-out
+#   inputs: $d = \|f_\alpha - f_K\| / \|f_K\|$, where $f_K$ is kernel regression at the same
+#   training time and the zero predictor has $d = 1$. Against regression with the network's
+#   **own initial kernel** $\Theta_{w_0}$ (the $\alpha \to \infty$ limit at fixed width,
+#   Chizat et al. 2019) the distance at $\alpha = 64$ is below 0.02 at every width, and it falls
+#   like $1/\alpha$ (the curvature correction of section 1): fitted slope between
+#   $\alpha = 4$ and 16 within 0.15 of $-1$ at every width (the rivals, no approach or
+#   $\alpha^{-1/2}$, are 0.5 away or more). Against the **analytic** NTK (the further
+#   $n \to \infty$ limit) the lazy networks sit at a distance that falls with width like
+#   $n^{-1/2}$, the size of the finite-width kernel's fluctuation: fitted slope over the four
+#   widths between $-0.75$ and $-0.25$ (one initialization per width, so the points scatter;
+#   the theorem is Jacot et al. 2018, checked in chapter 03). The tables below print both.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+own, analytic = grid.distance_table("own"), grid.distance_table("analytic")
+print("||f_alpha - f_K|| / ||f_K|| against regression with the network's own initial kernel:")
+print(own.round(4).to_string())
+print("\n... and with the analytic NTK (zero predictor: 1):")
+print(analytic.round(4).to_string())
 
 # %%
 t = grid.table
@@ -181,15 +199,21 @@ for w in lr.WIDTHS:
     assert align[0] >= 4 * align0[0] and abs(align[-1] / align0[-1] - 1) < 0.1, w
     assert 0.25 < rows.test_loss.iloc[0] / rows.test_loss.iloc[-1] < 0.42, w  # about a third
     assert 0.1 < rows.train_loss.iloc[-1] < 0.2 and abs(rows.test_loss.iloc[-1] - zero) < 0.06, w
-    assert abs(rows.test_loss.iloc[-1] - grid.kernel_loss) < 0.03, w  # lazy ~ kernel regression
     assert rows.kernel_change.iloc[0] > 1, w
+    # function space: lazy = regression with the own initial kernel, distance ~ 1/alpha
+    assert own.loc[max(lr.ALPHAS), w] < 0.02, (w, own[w])
+    assert abs(fit_loglog_slope([4.0, 16.0], own.loc[[4.0, 16.0], w]) + 1) < 0.15, (w, own[w])
+lazy_analytic = analytic.loc[max(lr.ALPHAS)]
+assert -0.75 < fit_loglog_slope(lazy_analytic.index, lazy_analytic) < -0.25, lazy_analytic
 for alpha in lr.ALPHAS:
     along_row = t[t.alpha == alpha].sort_values("width").feature_change
     assert (along_row.diff().iloc[1:] < 0).all(), alpha
 collapse = grid.collapse("feature_change")
 assert len(collapse) >= 8 and collapse.ratio.between(0.8, 1.25).all(), collapse
 print("PASS: movements ~ 1/alpha, set by alpha sqrt(n); rich beats lazy (held-out loss ratio")
-print("      0.25-0.42); lazy within 0.03 of NTK regression and 0.06 of predicting 0")
+print("      0.25-0.42); lazy held-out loss within 0.06 of predicting 0")
+print("PASS: lazy (alpha = 64) within 2% of its own kernel's regression in function space at")
+print("      every width, distance ~ 1/alpha; distance to the analytic NTK ~ width^-1/2")
 
 # %% [markdown]
 # ## 4. What the neurons do
@@ -259,8 +283,33 @@ fig = lr.plot_neurons(grid, width=64)
 plt.show()
 
 # %% [markdown]
-# Chapter 05 keeps the features moving at every width by design: muP sets the readout scale and
-# the learning rates so that each update changes the features by $O(1)$, independently of $n$.
+# ## 5. The bridge to chapter 05: $\alpha = n^{-1/2}$ is the mean-field network
+#
+# Put $\alpha = n^{-1/2}$ in the definitions above. The model becomes
+#
+# $$f_\alpha(x) = \frac{1}{n}\sum_{i=1}^n a_i\,\mathrm{gelu}(\langle w_i, x\rangle/\sqrt d)
+#   \;-\; f_\alpha^{(0)}(x),$$
+#
+# an **average** over neurons instead of a $1/\sqrt n$-normalized sum, and the loss is
+# $L_\alpha = n\cdot\frac{1}{2N}\sum_i (f_\alpha(x_i) - y_i)^2$, so gradient descent with rate
+# $\eta$ on $L_\alpha$ is gradient descent with rate $\eta\,n$ on the plain squared loss. A
+# $1/n$ readout with a learning rate $\propto n$ on $O(1)$ weights is the **mean-field**
+# parametrization of two-layer networks (Mei, Montanari & Nguyen 2018; Chizat & Bach 2018;
+# Rotskoff & Vanden-Eijnden 2018; Sirignano & Spiliopoulos 2020): each neuron is one particle
+# $(a_i, w_i)$, the network is an integral against their empirical distribution, and as
+# $n \to \infty$ training becomes a deterministic flow of that distribution (a Wasserstein
+# gradient flow) in which every neuron moves by $\Theta(1)$: features learn at infinite width.
+# It sits on the line $\alpha\sqrt n = 1$ of the phase diagram, at the edge of the rich side,
+# at every width.
+#
+# Chapter 05 derives the same network from the other end (a $1/n$ readout multiplier and both
+# learning rates $\eta\,n$, "muP"): for networks with one hidden layer muP *is* the mean-field
+# parametrization (Yang & Hu 2021, who introduce muP as its extension to any depth). The one
+# difference from the
+# network here is the centering $-f^{(0)}_\alpha$, which muP does not need: its output at
+# initialization is $O(n^{-1/2})$ and vanishes with a zero readout. Chapter 05 keeps the
+# features moving at every width by this design: each update changes the features by
+# $\Theta(1)$, independently of $n$.
 #
 # **References.** L. Chizat, E. Oyallon, F. Bach, "On Lazy Training in Differentiable
 # Programming", NeurIPS 2019, arXiv:1812.07956. M. Geiger, S. Spigler, A. Jacot, M. Wyart,
@@ -268,3 +317,11 @@ plt.show()
 # arXiv:1906.08034. B. Woodworth et al., "Kernel and Rich Regimes in Overparametrized Models",
 # COLT 2020, arXiv:2002.09277. A. Jacot, F. Gabriel, C. Hongler, "Neural Tangent Kernel:
 # Convergence and Generalization in Neural Networks", NeurIPS 2018, arXiv:1806.07572.
+# S. Mei, A. Montanari, P.-M. Nguyen, "A mean field view of the landscape of two-layer neural
+# networks", PNAS 2018, arXiv:1804.06561. L. Chizat, F. Bach, "On the Global Convergence of
+# Gradient Descent for Over-parameterized Models using Optimal Transport", NeurIPS 2018,
+# arXiv:1805.09545. G. Rotskoff, E. Vanden-Eijnden, "Trainability and Accuracy of Neural
+# Networks: An Interacting Particle System Approach", 2018, arXiv:1805.00915. J. Sirignano,
+# K. Spiliopoulos, "Mean field analysis of neural networks: A law of large numbers", SIAM J.
+# Appl. Math. 2020, arXiv:1805.01053. G. Yang, E. J. Hu, "Tensor Programs IV: Feature Learning
+# in Infinite-Width Neural Networks", ICML 2021, arXiv:2011.14522.

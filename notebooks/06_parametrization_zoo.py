@@ -119,7 +119,15 @@ for opt in ("adam", "sgd"):
 #   pre-activations are the outputs, whose loss gradient is $O(1)$: $g_{L+1} = 0$. One layer
 #   down, the readout's effective weights (entries $n^{-(a_{L+1}+b_{L+1})}$, finite fan-out)
 #   multiply it, and hidden layers ($a + b = 1/2$, sums of $n$ random terms) keep that scale:
-#   $g_l = a_{L+1} + b_{L+1}$ for every $l \le L$.
+#   $g_l = a_{L+1} + b_{L+1}$ for every $l \le L$. That is the backward scale at the first
+#   step, while the readout still holds its initial weights. Yang & Hu (2021, *Tensor Programs
+#   IV*) follow it through training: after a step the readout's effective weights are
+#   $n^{-a}(W_0 + \Delta W)$, with entries $n^{-(a+b)}$ from $W_0$ and $n^{-(2a+c)}$ from an SGD
+#   update (the gradient carries one more $n^{-a}$; $n^{-(a+c)}$ for Adam), so below the readout
+#   $g = \min(a_{L+1} + b_{L+1},\; 2a_{L+1} + c_{L+1})$ for SGD and
+#   $\min(a_{L+1} + b_{L+1},\; a_{L+1} + c_{L+1})$ for Adam. The tables below keep
+#   $a_{L+1} + c_{L+1} \ge b_{L+1}$ at the readout (the readout moves no more than its initial
+#   size), where both minima equal $a_{L+1} + b_{L+1}$ and the first-step value holds all along.
 # * $\Delta x_{l-1} = \Theta(n^{-r_{l-1}})$ per entry, where $n^{-r_{l-1}}$ is the size of
 #   $\Delta z_{l-1}$ (ReLU passes it through, up to a mask).
 # * each term is a sum over the $n$ inputs of the unit. A sum of $n$ terms of size $s$ is
@@ -136,13 +144,13 @@ for opt in ("adam", "sgd"):
 # $r_l \ge 0$ for every layer; the largest learning rate has $r_l = 0$ ("maximal update").
 # Solve it layer by layer from the input with $r_{l-1} = 0$: the middle condition is
 # $a_l + b_l \ge \omega$ (true: $a + b = 1/2$ in hidden layers, $\ge 1/2$ at the readout),
-# and the other two ask $e_l \ge \max(\alpha, u)$. Hence, with $m = \max(\alpha, u)$
-# ($m = 1$ for full alignment $(\alpha, \omega, u) = (1, 1/2, 1)$, $1/2$ for none):
+# and the other two ask $e_l \ge \max(\alpha, u)$. Hence, with $s = \max(\alpha, u)$
+# ($s = 1$ for full alignment $(\alpha, \omega, u) = (1, 1/2, 1)$, $1/2$ for none):
 #
 # | | embedding | hidden | readout |
 # |---|---|---|---|
-# | Adam | $c_1 = -a_1$ | $c_l = m - a_l$ | $c_{L+1} = m - a_{L+1}$ |
-# | SGD | $c_1 = -2a_1 - g$ | $c_l = m - 2a_l - g$ | $c_{L+1} = \max(m - 2a_{L+1},\; b_{L+1} - a_{L+1})$ |
+# | Adam | $c_1 = -a_1$ | $c_l = s - a_l$ | $c_{L+1} = s - a_{L+1}$ |
+# | SGD | $c_1 = -2a_1 - g$ | $c_l = s - 2a_l - g$ | $c_{L+1} = \max(s - 2a_{L+1},\; b_{L+1} - a_{L+1})$ |
 #
 # with $g = a_{L+1} + b_{L+1}$. The last entry has one more condition: with SGD the readout
 # weights themselves should not move by more than their initial size, $a_{L+1} + c_{L+1} \ge
@@ -156,11 +164,11 @@ for opt in ("adam", "sgd"):
 def closed_form_c(parametrization, optimizer, alignment):
     """c per role from the recursion at r = 0, as in the table above."""
     (a1, _), (ah, _), (ar, br) = (AB_EXPONENTS[parametrization][r] for r in ROLES)
-    m = max(ALIGNMENT_EXPONENTS[alignment].alpha, ALIGNMENT_EXPONENTS[alignment].u)
+    s = max(ALIGNMENT_EXPONENTS[alignment].alpha, ALIGNMENT_EXPONENTS[alignment].u)
     if optimizer == "adam":
-        return (-a1, m - ah, m - ar)
+        return (-a1, s - ah, s - ar)
     g = ar + br  # backward exponent below the readout (0 at the readout itself)
-    return (-2 * a1 - g, m - 2 * ah - g, max(m - 2 * ar, br - ar))
+    return (-2 * a1 - g, s - 2 * ah - g, max(s - 2 * ar, br - ar))
 
 
 closed_form_matches = {
@@ -186,6 +194,15 @@ print(
 # layer multiplies in another factor $n$ through the $\Delta W\,\Delta x$ term
 # ($e + r_{l-1} - u$ with $u = 1$): under full alignment the updates compound with depth, so the
 # best global learning rate has to shrink with width. That is the drift muP removes (section 4).
+#
+# Read these four numbers as the recursion's answer for **one step from initialization**, not
+# as a prediction of training. A network whose pre-activations move like $n^{1}$ to $n^{3}$ per
+# step diverges as it widens; and its readout breaks the backward condition above
+# ($a + c = 0 < b = 1/2$), so from the second step on the readout's own update dominates the
+# gradients of every layer below it and a different recursion applies. $r = (0, -1, -2, -3)$
+# is a formal extrapolation of a diverging net: what it does say is that the blow-up starts in
+# the first hidden layer and grows toward the output, so the learning rate that keeps SP stable
+# must fall with width.
 
 # %%
 chain = ["embedding", "hidden", "hidden", "readout"]

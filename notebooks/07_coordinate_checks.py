@@ -64,6 +64,7 @@ from ntk.chapters.coordinate_checks import (
 from ntk.data import load_digits_task
 from ntk.models import WideMLP, WideMLP_MuP
 from ntk.scaling import Parametrization, ParametrizationConfig
+from ntk.scaling.abc_rules import abc_table, update_exponents
 from ntk.scaling.coord_check import coord_check, plot_coord_check
 from ntk.scaling.spectral import plot_spectral
 
@@ -183,16 +184,17 @@ plt.show()
 SP_GLOBAL_LR = dict(parametrization=None, a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0, 0, 0])
 
 
-def abc_model(**rule):
+def abc_model(zero_readout=True, **rule):
     def make(width):
         model = WideMLP(64, width, 10, depth=2, weight_std=W_STD)
         config = ParametrizationConfig(
             **rule, optimizer="adam", lr_prefactor=LR, base_width=BASE, std_prefactor=W_STD
         )
         param = Parametrization(model, config)
-        with torch.no_grad():  # zero readout at init, as for the mup model above
-            model.readout.weight.zero_()
-            model.readout.bias.zero_()
+        if zero_readout:  # zero readout at init, as for the mup model above
+            with torch.no_grad():
+                model.readout.weight.zero_()
+                model.readout.bias.zero_()
         return model, torch.optim.Adam(param.param_groups)
 
     return make
@@ -223,6 +225,94 @@ print("\nParametrization: SP, global learning rate\n", exp_abc_sp.round(2).to_st
 # %%
 plot_coord_check(cc_abc_mup, "act_size", title="Parametrization('mup'): mean |h_t| against width")
 plt.show()
+
+# %% [markdown]
+# ## A broken muP, diagnosed
+#
+# The use every muP guide teaches: a coordinate check finds the rule you got wrong. We break
+# one rule of the muP table at a time, predict with the update recursion of chapter 06
+# (`update_exponents`, Adam, full alignment) which lines must rise, and measure. In the abc
+# form the engine uses, muP on the chain (input layer, hidden layer, readout) is
+# $a = (-\tfrac12, 0, \tfrac12)$, $b = (\tfrac12, \tfrac12, \tfrac12)$,
+# $c = (\tfrac12, 1, \tfrac12)$:
+#
+# * **hidden learning rate not scaled** ($c_{\rm hidden} = 0$ instead of 1): the hidden layer's
+#   update $\Delta W\,x$ sums $n$ aligned terms of size $\eta$, so its pre-activations change
+#   like $n^{1}$ ($r = -1$), and the readout, which reads them, follows ($r = -1$); the input
+#   layer is untouched ($r = 0$).
+# * **readout multiplier dropped** ($a_{\rm readout} = 0$ instead of $\tfrac12$): the readout's
+#   effective update grows by $n^{1/2}$, so only the output moves like $n^{1/2}$
+#   ($r = -\tfrac12$); the hidden layers, below it, stay flat (Adam's updates do not depend on
+#   the size of the gradient that reaches them).
+#
+# Each variant keeps everything else of muP (base width 64), and we read the first step, which
+# is what the recursion describes, with a random readout at init: a zero readout would keep
+# every gradient away from the hidden layers at step 1. The recursion's full alignment is an
+# upper bound: chapter 06 measured partial alignment ($\hat u$ from 0.3 to 0.8), so a line may
+# rise more slowly than predicted over these widths, but it must rise.
+
+# %%
+CHAIN = ["embedding", "hidden", "readout"]
+MUP_ABC = [tuple(r) for r in zip(*abc_table("mup", "adam", "full", CHAIN), strict=True)]
+BROKEN = {  # variant -> (a, b, c) with one rule of muP undone
+    "hidden lr not scaled": (MUP_ABC[0], MUP_ABC[1], (MUP_ABC[2][0], 0.0, MUP_ABC[2][2])),
+    "readout multiplier dropped": ((MUP_ABC[0][0], MUP_ABC[0][1], 0.0), MUP_ABC[1], MUP_ABC[2]),
+}
+MODULES = {"embedding": "hidden.0", "hidden": "hidden.1", "readout": "readout"}
+predicted = pd.DataFrame(
+    {
+        name: dict(
+            zip(
+                MODULES.values(),
+                (-r for r in update_exponents(*abc, CHAIN, "adam", "full")),
+                strict=True,
+            )
+        )
+        for name, abc in BROKEN.items()
+    }
+)
+print("muP (a, b, c):", MUP_ABC)
+print("predicted update exponents (-r) per module:")
+print(predicted.to_string())
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+broken = {}
+for name, (a, b, c) in BROKEN.items():
+    cc = coord_check(
+        abc_model(zero_readout=False, parametrization=None, a=list(a), b=list(b), c=list(c)),
+        WIDTHS,
+        (x, y),
+        steps=1,
+        seeds=SEEDS,
+        modules=outer,
+    )
+    broken[name] = exponent_table(cc).xs("delta_size", level="quantity")[1]
+measured = pd.DataFrame(broken).loc[list(MODULES.values())]
+print("measured update exponents after one step:")
+print(measured.round(2).to_string())
+
+# %% [markdown]
+# The broken rule's own line rises and nothing upstream of it does. With the hidden learning
+# rate unscaled, `hidden.1` rises (predicted $n^{1}$, measured about $n^{0.8}$: the width-free
+# terms still weigh at widths 64-1024) and so does the readout that reads it (predicted
+# $n^{1}$ under full alignment, measured about $n^{0.6}$: its $W\,\Delta x$ term is only
+# partly aligned after one step), while the input layer stays flat. With the readout
+# multiplier dropped only the readout rises, like about $n^{1/2}$ as predicted. The check:
+# every line the recursion keeps flat is within 0.1 of 0 (muP's own window), and every line it
+# says must rise has an exponent above 0.4 (muP's 0 is excluded) and at most 0.1 above the
+# full-alignment prediction. Which lines rise names the broken rule.
+
+# %%
+for name in BROKEN:
+    for module in MODULES.values():
+        want, got = predicted.loc[module, name], measured.loc[module, name]
+        if want == 0:
+            assert abs(got) < 0.1, (name, module, got)
+        else:
+            assert 0.4 < got < want + 0.1, (name, module, got, want)
+print("PASS: hidden lr not scaled: hidden.1 and the readout rise (> n^0.4), hidden.0 flat")
+print("PASS: readout multiplier dropped: only the readout rises (> n^0.4), the hidden layers flat")
 
 # %% [markdown]
 # ## The same check on Hugging Face GPT-2

@@ -62,7 +62,7 @@ def plot_trajectories(traj: Trajectories, axes, n_points: int = 3) -> None:
     axes[1].legend(fontsize=8)
 
 
-def plot_eigendirections(eig: Eigendirections, axes, top: int = 6) -> None:
+def plot_eigendirections(eig: Eigendirections, axes, top: int = 8) -> None:
     """Left: NTK spectra. Middle and right: |residual| along the top eigendirections of the
     analytic NTK and of the network's own NTK at init, measured (dots) and predicted
     (1 - eta lam_i / N)^t (lines), each relative to its initial component."""

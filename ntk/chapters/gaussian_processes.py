@@ -148,7 +148,18 @@ def relu_excess_kurtosis(width: int, depth: int) -> float:
     return 3 * ((1 + 5 / width) ** depth - 1)
 
 
-def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame:
+def _kurtosis_estimate(v: np.ndarray) -> float:
+    return float(3 * v.var(ddof=1) / v.mean() ** 2)
+
+
+def bootstrap_se(v: np.ndarray, n_boot: int = 400, seed: int = 0) -> float:
+    """Bootstrap standard error of 3 Var[v] / E[v]^2 over the entries of `v`."""
+    rng = np.random.default_rng(seed)
+    boots = [_kurtosis_estimate(v[rng.integers(0, len(v), len(v))]) for _ in range(n_boot)]
+    return float(np.std(boots, ddof=1))
+
+
+def kurtosis_vs_width(samples: OutputSamples, depth: int, n_boot: int = 400, **net) -> pd.DataFrame:
     """Excess kurtosis of the output at one point, two estimators, per width.
 
     * `excess_kurtosis`: 3 Var[K_hat(x, x)] / E[K_hat(x, x)]^2 over the networks. Exact in expectation
@@ -156,8 +167,12 @@ def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame
       noise than the sample kurtosis, so it is the one we fit.
     * `sample_kurtosis` (+ `sample_se`, its standard error sqrt(24 / E)): the plain estimator
       from the outputs themselves, for comparison.
+    * `excess_kurtosis_se`: its Monte Carlo standard error, by bootstrap over the networks
+      (`n_boot` resamples, a fixed generator).
     * `theory`: the exact value, `one_layer_excess_kurtosis` for one hidden layer and
       `relu_excess_kurtosis` for deeper bias-free ReLU networks (NaN otherwise).
+    * `leading_order`: 15 L / n, the first term of the 1/n expansion (the rival of the exact
+      product form at narrow widths; ReLU).
     """
     deep_relu = net.get("activation", "relu") == "relu" and not net.get("bias_std", 0.0)
     rows = []
@@ -167,7 +182,8 @@ def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame
             dict(
                 width=width,
                 depth=depth,
-                excess_kurtosis=3 * v.var(ddof=1) / v.mean() ** 2,
+                excess_kurtosis=_kurtosis_estimate(v),
+                excess_kurtosis_se=bootstrap_se(v, n_boot),
                 sample_kurtosis=float(stats.kurtosis(out)),
                 sample_se=math.sqrt(24 / len(out)),
                 theory=(
@@ -177,6 +193,7 @@ def kurtosis_vs_width(samples: OutputSamples, depth: int, **net) -> pd.DataFrame
                     if deep_relu
                     else math.nan
                 ),
+                leading_order=15 * depth / width,
             )
         )
     return pd.DataFrame(rows)

@@ -15,8 +15,9 @@ features move by O(1).
 
 Here f is a two-layer GELU network in NTK parametrization, f(x) = n^{-1/2} sum_i a_i
 gelu(<w_i, x> / sqrt(d)), whose own weights move ~ n^{-1/2}: the relevant scale is alpha *
-sqrt(n) (lazy when >> 1, rich when <~ 1; Geiger et al. 2020, arXiv:1906.08034; Woodworth et al.
-2020, arXiv:2002.09277). `run_grid` trains it at widths x alphas on a single-index task
+sqrt(n) (lazy when >> 1, rich when <~ 1; the scale is Geiger et al. 2020's, arXiv:1906.08034;
+Woodworth et al. 2020, arXiv:2002.09277, study the same transition in the init scale). At
+alpha = n^{-1/2} the network is the two-layer mean-field (= muP) network of chapter 05. `run_grid` trains it at widths x alphas on a single-index task
 (`ntk.data.make_low_dim_task`: y = He_2(<u, x>) / sqrt(2) in d = 32, 256 training points)
 and records per run: held-out loss, feature movement ||h(T) - h(0)||_F / ||h(0)||_F and
 kernel movement ||Theta(T) - Theta(0)||_F / ||Theta(0)||_F on 64 training inputs, and the
@@ -39,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ntk._checks import check_module, check_positive, check_positive_int
+from ntk._checks import check_choice, check_module, check_positive, check_positive_int
 from ntk.chapters import _cli
 from ntk.data import Task, make_low_dim_task
 from ntk.fitting import fit_loglog_slope
@@ -141,12 +142,14 @@ def relative_change(now: Tensor, start: Tensor) -> float:
 
 @dataclass
 class Run:
-    """One (width, alpha): summary `row`, `history`, and the first-layer weights projected on
-    (u, the rest): `neurons` = {"init"|"final": (n, 2) tensor of (<w_i, u>, ||P_perp w_i||)}."""
+    """One (width, alpha): summary `row`, `history`, the first-layer weights projected on
+    (u, the rest): `neurons` = {"init"|"final": (n, 2) tensor of (<w_i, u>, ||P_perp w_i||)},
+    and the trained f_alpha on the held-out inputs, `prediction` (N, 1) (None if diverged)."""
 
     row: dict
     history: History | None
     neurons: dict[str, Tensor]
+    prediction: Tensor | None = None
 
 
 def neuron_coordinates(weight: Tensor, u: Tensor) -> Tensor:
@@ -169,10 +172,11 @@ def run_one(width: int, alpha: float, setup: Setup = Setup(), task: Task | None 
     neurons = {"init": neuron_coordinates(net.hidden[0].weight, u)}
     row = {"width": width, "alpha": alpha, "alpha_sqrt_n": alpha * math.sqrt(width)}
     row["alignment_init"] = alignment(net.hidden[0].weight, task.info["directions"])
+    scaled = AlphaScaled(net, alpha)
     start = time.perf_counter()
     try:
         hist = train(
-            AlphaScaled(net, alpha),
+            scaled,
             *task,
             steps=setup.steps,
             lr=setup.lr / alpha**2,
@@ -191,6 +195,8 @@ def run_one(width: int, alpha: float, setup: Setup = Setup(), task: Task | None 
         return Run(row, None, neurons)
     final = hist.final()
     neurons["final"] = neuron_coordinates(net.hidden[0].weight, u)
+    with torch.no_grad():
+        prediction = scaled(task.x_test)  # (N, 1): the trained f_alpha
     row.update(
         train_loss=final["train_loss"],
         test_loss=final["test_loss"],
@@ -200,7 +206,7 @@ def run_one(width: int, alpha: float, setup: Setup = Setup(), task: Task | None 
         diverged_at=None,
         seconds=time.perf_counter() - start,
     )
-    return Run(row, hist, neurons)
+    return Run(row, hist, neurons, prediction)
 
 
 @dataclass
@@ -208,7 +214,10 @@ class PhaseDiagram:
     """All runs: `table` (one row per width and alpha), `histories` and `neurons` keyed by
     (width, alpha), `kernel_loss`: held-out loss of analytic NTK regression at the same
     training time (the alpha -> infinity, width -> infinity limit), and `zero_loss`: held-out
-    loss of predicting 0 (what f_alpha = 0 at initialization scores)."""
+    loss of predicting 0 (what f_alpha = 0 at initialization scores); the held-out
+    `predictions` of every run, analytic NTK regression's (`kernel_prediction`) and, per
+    width, regression with the network's own initial kernel (`own_kernel_predictions`), for
+    `function_distance`."""
 
     table: pd.DataFrame
     histories: dict[tuple[int, float], History] = field(default_factory=dict)
@@ -216,6 +225,34 @@ class PhaseDiagram:
     kernel_loss: float = math.nan
     setup: Setup = Setup()
     zero_loss: float = math.nan
+    predictions: dict[tuple[int, float], Tensor] = field(default_factory=dict)
+    kernel_prediction: Tensor | None = None
+    own_kernel_predictions: dict[int, Tensor] = field(default_factory=dict)
+
+    def function_distance(self, width: int, alpha: float, reference: str = "own") -> float:
+        """||f_alpha - f_K|| / ||f_K|| on the held-out inputs: the trained network against
+        kernel regression at the same training time with its own initial kernel Theta_{w_0}
+        (`reference="own"`, the lazy limit alpha -> inf at this width: Chizat et al. 2019) or
+        with the analytic NTK (`"analytic"`, the further width -> inf limit). The zero
+        predictor is at distance 1; NaN if the run diverged."""
+        ref = {"own": self.own_kernel_predictions.get(width), "analytic": self.kernel_prediction}
+        target = ref[check_choice("reference", reference, tuple(ref))]
+        pred = self.predictions.get((width, alpha))
+        if pred is None or target is None:
+            return math.nan
+        return ((pred - target).norm() / target.norm()).item()
+
+    def distance_table(self, reference: str = "own") -> pd.DataFrame:
+        """`function_distance` as a (alpha x width) table."""
+        return pd.DataFrame(
+            {
+                w: {
+                    a: self.function_distance(w, a, reference)
+                    for a in sorted(set(self.table.alpha))
+                }
+                for w in sorted(set(self.table.width))
+            }
+        ).rename_axis(index="alpha", columns="width")
 
     def grid(self, column: str) -> pd.DataFrame:
         """`column` as a (alpha x width) table."""
@@ -273,16 +310,28 @@ class PhaseDiagram:
         return pd.DataFrame(rows, columns=["alpha_sqrt_n", "narrow", "wide", "ratio"])
 
 
-def ntk_regression_loss(setup: Setup = Setup(), task: Task | None = None) -> float:
-    """Held-out loss of NTK regression with the analytic kernel of f at training time `steps`
-    (learning rate `lr`), from f_alpha = 0: the lazy limit of every run."""
+def ntk_regression(setup: Setup = Setup(), task: Task | None = None, width: int | None = None):
+    """Held-out predictions (N, 1) of NTK regression at training time `steps` (learning rate
+    `lr`), from f_alpha = 0: with the analytic kernel of f (`width=None`; the lazy limit of
+    every run) or with the initial empirical NTK of the network of `width` (its own lazy
+    limit, alpha -> inf at that width)."""
     task = task if task is not None else setup.task()
-    x_tr, y_tr, x_te, y_te = task
-    kernel = MLPKernel(depth=1, activation=setup.activation, weight_std=1.0, bias_std=0.0)
-    pred = gradient_descent_mse_ensemble(
-        kernel.ntk(x_tr), kernel.ntk(x_te, x_tr), y_tr, t=float(setup.steps), learning_rate=setup.lr
+    x_tr, y_tr, x_te, _ = task
+    if width is None:
+        kernel = MLPKernel(depth=1, activation=setup.activation, weight_std=1.0, bias_std=0.0)
+        k_tr, k_te = kernel.ntk(x_tr), kernel.ntk(x_te, x_tr)
+    else:
+        net = setup.network(width)
+        k_tr, k_te = empirical_ntk(net, x_tr), empirical_ntk(net, x_te, x_tr)
+    return gradient_descent_mse_ensemble(
+        k_tr, k_te, y_tr, t=float(setup.steps), learning_rate=setup.lr
     ).mean
-    return 0.5 * (pred - y_te).pow(2).mean().item()
+
+
+def ntk_regression_loss(setup: Setup = Setup(), task: Task | None = None) -> float:
+    """Held-out loss of analytic NTK regression (`ntk_regression`): the lazy limit of every run."""
+    task = task if task is not None else setup.task()
+    return 0.5 * (ntk_regression(setup, task) - task.y_test).pow(2).mean().item()
 
 
 def run_grid(
@@ -294,7 +343,7 @@ def run_grid(
 ) -> PhaseDiagram:
     """`run_one` at every width and alpha, on one task and one initialization per width."""
     task = setup.task()
-    rows, histories, neurons = [], {}, {}
+    rows, histories, neurons, predictions = [], {}, {}, {}
     for width in widths:
         for alpha in alphas:
             run = run_one(width, alpha, setup, task)
@@ -302,6 +351,7 @@ def run_grid(
             neurons[(width, alpha)] = run.neurons
             if run.history is not None:
                 histories[(width, alpha)] = run.history
+                predictions[(width, alpha)] = run.prediction
             if verbose:
                 r = run.row
                 print(
@@ -311,8 +361,17 @@ def run_grid(
                     flush=True,
                 )
     zero = 0.5 * task.y_test.pow(2).mean().item()
+    kernel = ntk_regression(setup, task)
     return PhaseDiagram(
-        pd.DataFrame(rows), histories, neurons, ntk_regression_loss(setup, task), setup, zero
+        pd.DataFrame(rows),
+        histories,
+        neurons,
+        0.5 * (kernel - task.y_test).pow(2).mean().item(),
+        setup,
+        zero,
+        predictions,
+        kernel,
+        {w: ntk_regression(setup, task, width=w) for w in widths},
     )
 
 

@@ -58,3 +58,14 @@ def test_analytic_kernel_matches_neural_tangents():
     cfg = dict(depth=2, activation="relu", weight_std=1.3, bias_std=0.2, parametrization="ntk")
     df = gpd.compare_with_neural_tangents([cfg], n_inputs=4)
     assert df.nngp_rel_err.max() < 1e-10 and df.ntk_rel_err.max() < 1e-10
+
+
+def test_bootstrap_se_of_the_kurtosis_estimate_matches_the_gaussian_formula():
+    """For v ~ N(1, c^2), 3 Var[v] / E[v]^2 has standard error about 3 c^2 sqrt(2 / N) (the
+    sample variance's, the mean's fluctuation being of lower order for small c)."""
+    rng = np.random.default_rng(1)
+    c = 0.2
+    for n in (1000, 16000):
+        v = 1 + c * rng.standard_normal(n)
+        expected = 3 * c**2 * (2 / n) ** 0.5
+        assert gpd.bootstrap_se(v) == pytest.approx(expected, rel=0.2), n

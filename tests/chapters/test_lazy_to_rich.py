@@ -120,3 +120,27 @@ def test_main_writes_the_three_figures(tmp_path, capsys):
     assert len(results["phase_diagram"].table) == 4
     out = capsys.readouterr().out
     assert "slope across the two largest alphas" in out and "held-out loss of predicting 0" in out
+
+
+def test_function_distance_against_own_and_analytic_kernels():
+    target, own = torch.ones(4, 1), torch.full((4, 1), 2.0)
+    table = pd.DataFrame({"width": [16, 16], "alpha": [1.0, 64.0]})
+    diagram = lr.PhaseDiagram(
+        table,
+        predictions={(16, 1.0): torch.zeros(4, 1), (16, 64.0): 1.5 * target},
+        kernel_prediction=target,
+        own_kernel_predictions={16: own},
+    )
+    assert diagram.function_distance(16, 1.0, "analytic") == pytest.approx(1.0)  # predicts 0
+    assert diagram.function_distance(16, 64.0, "analytic") == pytest.approx(0.5)
+    assert diagram.function_distance(16, 64.0, "own") == pytest.approx(0.25)
+    assert diagram.distance_table("own").loc[1.0, 16] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="reference"):
+        diagram.function_distance(16, 64.0, "nngp")
+
+
+def test_lazy_net_is_its_own_kernels_regression():
+    """At large alpha the trained net is regression with its own initial NTK (Chizat et al.)."""
+    diagram = lr.run_grid((16,), (64.0,), TINY)
+    assert diagram.function_distance(16, 64.0, "own") < 0.05
+    assert diagram.function_distance(16, 64.0, "analytic") > 0.1  # width 16 is far from n = inf

@@ -55,8 +55,14 @@ def test_ntk_runs_are_centered():
     assert abs(run.row["alignment"] / run.row["alignment_init"] - 1) < 0.1
 
 
-def _sweep(mup_losses, ntk_align=1.0, sp_diverged=(None, 4, 4, 4), mup_align0=0.06) -> mfl.Sweep:
-    """A hand-made sweep at widths 10..1000 (base width 10), two muP seeds."""
+LAZY_KERNEL = torch.ones(4, 1)  # NTK regression's held-out predictions in the hand-made sweep
+
+
+def _sweep(
+    mup_losses, ntk_align=1.0, sp_diverged=(None, 4, 4, 4), mup_align0=0.06, ntk_distance=0.5
+) -> mfl.Sweep:
+    """A hand-made sweep at widths 10..1000 (base width 10), two muP seeds; the NTK nets sit at
+    relative distance ntk_distance * width^-1/2 from LAZY_KERNEL (None: they predict 0)."""
     widths = [10, 30, 100, 1000]
     rows, predictions = [], {}
     for i, w in enumerate(widths):
@@ -73,6 +79,10 @@ def _sweep(mup_losses, ntk_align=1.0, sp_diverged=(None, 4, 4, 4), mup_align0=0.
                 )
             )
             predictions[("mup", w, seed)] = torch.full((4, 1), 1.0 + sign * w**-0.5)
+        e = torch.tensor([[1.0], [-1.0], [1.0], [-1.0]])  # norm 2 = ||LAZY_KERNEL||
+        predictions[("ntk", w, 0)] = (
+            torch.zeros(4, 1) if ntk_distance is None else LAZY_KERNEL + ntk_distance * w**-0.5 * e
+        )
         rows.append(
             dict(
                 parametrization="ntk",
@@ -114,7 +124,7 @@ def test_sweep_statistics_on_a_known_sweep():
 
 
 def test_claims_hold_on_a_good_sweep_and_fail_when_false():
-    good = dict(mfl.claims(_sweep([0.13, 0.06, 0.035, 0.03]), KERNELS))
+    good = dict(mfl.claims(_sweep([0.13, 0.06, 0.035, 0.03]), KERNELS, LAZY_KERNEL))
     assert all(good.values()), good
     failing = {
         "falls at every step": _sweep([0.13, 0.06, 0.035, 0.036]),
@@ -125,10 +135,21 @@ def test_claims_hold_on_a_good_sweep_and_fail_when_false():
         ),
         "beats NNGP": _sweep([0.13, 0.2, 0.035, 0.03]),
         "r/d = 1/16 within 4": _sweep([0.13, 0.06, 0.035, 0.03], mup_align0=0.1),
+        # a zero predictor: distance 1 at every width, so neither approach claim holds
+        "NTK regression": _sweep([0.13, 0.06, 0.035, 0.03], ntk_distance=None),
     }
     for phrase, sweep in failing.items():
-        verdicts = {text: ok for text, ok in mfl.claims(sweep, KERNELS) if phrase in text}
+        claims = mfl.claims(sweep, KERNELS, LAZY_KERNEL)
+        verdicts = {text: ok for text, ok in claims if phrase in text}
         assert verdicts and not any(verdicts.values()), phrase
+
+
+def test_distance_to_kernel_is_relative_and_one_for_the_zero_predictor():
+    near, zero = _sweep([0.13, 0.06, 0.035, 0.03]), _sweep([0.1] * 4, ntk_distance=None)
+    d = mfl.distance_to_kernel(near, "ntk", LAZY_KERNEL)
+    assert list(d.index) == [10, 30, 100, 1000]
+    assert list(d) == pytest.approx([0.5 * w**-0.5 for w in d.index], rel=1e-5)  # float32
+    assert list(mfl.distance_to_kernel(zero, "ntk", LAZY_KERNEL)) == pytest.approx([1.0] * 4)
 
 
 def test_kernel_baselines_are_finite_and_lazy_time_is_before_convergence():

@@ -35,6 +35,10 @@ KINDS = ("char", "word", "bpe")
 DEFAULT_BPE_VOCAB = 512  # the 256 bytes and 256 merges
 
 
+class UnknownTokenError(ValueError):
+    """The text holds a symbol the tokenizer cannot encode (the corpus changed under it)."""
+
+
 def _ids(ids: Tensor | Sequence[int], vocab_size: int) -> list[int]:
     ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
     if any(not 0 <= i < vocab_size for i in ids):
@@ -69,7 +73,7 @@ class CharTokenizer:
         try:
             return torch.tensor([self._index[ch] for ch in text], dtype=torch.int64)
         except KeyError as err:
-            raise ValueError(
+            raise UnknownTokenError(
                 f"text contains {err.args[0]!r}, not in the tokenizer's alphabet"
             ) from None
 
@@ -113,7 +117,7 @@ class WordTokenizer:
         try:
             return torch.tensor([self._index[w] for w in text.split()], dtype=torch.int64)
         except KeyError as err:
-            raise ValueError(
+            raise UnknownTokenError(
                 f"text contains the word {err.args[0]!r}, not in the tokenizer's vocabulary"
             ) from None
 

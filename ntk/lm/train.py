@@ -38,6 +38,7 @@ from ntk import Parametrization
 from ntk.errors import ArgumentParser, MissingPackage, run_cli, user_input
 from ntk.lm.checkpoint import (
     CHECKPOINT_NAME,
+    CheckpointError,
     check_metadata,
     check_vocabulary,
     load_checkpoint,
@@ -70,7 +71,7 @@ from ntk.lm.plots import plot_directory
 from ntk.lm.progressive import ProgressiveSchedule
 from ntk.lm.runs import stored_tokenizer
 from ntk.lm.step import TrainingDivergedError, evaluate, train_step
-from ntk.lm.tokenizers import Tokenizer
+from ntk.lm.tokenizers import Tokenizer, UnknownTokenError
 from ntk.scaling.spectral import SpectralMonitor
 from ntk.training import EMA
 
@@ -203,6 +204,29 @@ def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = Non
 
 
 @user_input()
+def _setup_resumed(config: RunConfig, procs: Processes, path: Path) -> Run:
+    """`setup` with the tokenizer stored in the checkpoint at `path`; a corpus it cannot encode
+    any more is reported as changed since the checkpoint, with both vocabulary sizes."""
+    tokenizer = stored_tokenizer(path)
+    try:
+        return setup(config, procs, tokenizer)
+    except UnknownTokenError as err:
+        d = config.data
+        fresh = load_corpus(
+            d.path,
+            block_size=config.block_size,
+            val_fraction=d.val_fraction,
+            level=d.tokenizer,
+            vocab_size=d.vocab_size,
+        ).vocab_size
+        raise CheckpointError(
+            f"the vocabulary changed since checkpoint {str(path)!r} was written ({err}): corpus "
+            f"{d.path!r} now gives {fresh} tokens, the checkpoint was trained on "
+            f"{tokenizer.vocab_size}; restore the corpus it was trained on, or start a new run "
+            "(another log.out_dir)"
+        ) from None
+
+
 def checkpoint_path(config: RunConfig) -> Path | None:
     """The checkpoint to resume from (None: a fresh run); refuses to overwrite a finished one."""
     resume = config.checkpoint.resume
@@ -391,7 +415,7 @@ def train(config: RunConfig) -> dict[str, Any]:
         )
     procs = start_processes(config.train.device)
     path = checkpoint_path(config)
-    run = setup(config, procs, None if path is None else stored_tokenizer(path))
+    run = setup(config, procs) if path is None else _setup_resumed(config, procs, path)
     if path is not None:
         resume(run, path)  # every check runs before anything is written
     logger = RunLogger(

@@ -153,9 +153,16 @@ def kernels(
         tape = VarianceTape().pair(rec1, rec2, r, c)
         state = _state(x1, _input_kernel(x1[r], x2[c]), 2)
         out = _final(layer.kernel(state, tape, p), "x1, x2")
+        theta = torch.zeros_like(out.nngp) if out.ntk is None else out.ntk
+        if symmetric and tile[0] == tile[1]:  # exactly symmetric: the upper half mirrored
+            upper = torch.ones(theta.shape[:2], dtype=torch.bool).triu()
+            upper = upper.reshape(*upper.shape, *[1] * len(pairs))
+            nngp[r, c] = torch.where(upper, out.nngp, out.nngp.permute(perm))
+            ntk[r, c] = torch.where(upper, theta, theta.permute(perm))
+            return
         nngp[r, c] = out.nngp
-        ntk[r, c] = 0.0 if out.ntk is None else out.ntk
-        if symmetric and tile[0] != tile[1]:  # K(x2, x1)(p', p) = K(x1, x2)(p, p')
+        ntk[r, c] = theta
+        if symmetric:  # K(x2, x1)(p', p) = K(x1, x2)(p, p')
             nngp[c, r] = nngp[r, c].permute(perm)
             ntk[c, r] = ntk[r, c].permute(perm)
 

@@ -81,14 +81,14 @@ def activation_kernels(
     """(K, Kdot) of covariances s, with row/column variances q1, q2 broadcastable to s."""
     kind = act.kind
     if kind == "relu":
-        r1, r2 = q1.sqrt(), q2.sqrt()
+        r1, r2 = q1.sqrt(), q2.sqrt()  # small: per example and position
         inv1 = torch.where(q1 > 0, 1 / r1, torch.zeros_like(r1))  # zero variance: cos = 0
         inv2 = torch.where(q2 > 0, 1 / r2, torch.zeros_like(r2))
-        c = snap_unit(s * inv1 * inv2)
-        kdot = torch.arccos(c).neg_().add_(math.pi).mul_(1 / _TWO_PI)  # (pi - theta) / 2 pi
-        sin = c.mul_(c).neg_().add_(1.0).sqrt_()
-        k = sin.mul_(r1 * r2).mul_(1 / _TWO_PI).addcmul_(kdot, s)
-        return k, kdot
+        c = snap_unit((s * inv1).mul_(inv2))  # cos(theta)
+        kdot = torch.arccos(c).mul_(-1 / _TWO_PI).add_(0.5)  # (pi - theta) / (2 pi)
+        # K = sqrt(q1 q2) sin(theta) / (2 pi) + Kdot s
+        k = c.square_().neg_().add_(1.0).sqrt_().mul_(r1 * (1 / _TWO_PI)).mul_(r2)
+        return k.addcmul_(kdot, s), kdot
     if kind == "erf":
         kdot = None
         if want_kdot:  # formed without cancellation, as in ntk.kernels.analytic

@@ -159,13 +159,14 @@ class _WeightLayer(Layer):
                     t = conv_pair(t, state.spatial_axes(i)[0], f, s, spatial[i], lo, hi)
             return t
 
-        w2 = self.weight_std**2
+        # taps() returns sums over the F = prod(window) taps: A(.) = taps(.) / F, and 1 / F is
+        # folded into the multipliers below (one pass fewer over the largest tensors)
+        w2 = self.weight_std**2 / math.prod(window)
         owned = bool(window)  # taps made new tensors: in-place is safe (no aliasing)
-        nngp, ntk = taps(state.nngp), taps(state.ntk)  # A(Sigma), A(Theta)
+        nngp, ntk = taps(state.nngp), taps(state.ntk)  # F A(Sigma), F A(Theta)
         theta = None
-        if parametrization == "sp":
-            fan_in = state.channels * math.prod(window)
-            theta = nngp * fan_in
+        if parametrization == "sp":  # fan_in A(Sigma) = C F taps(Sigma) / F = C taps(Sigma)
+            theta = nngp * state.channels
             if ntk is not None:
                 theta.add_(ntk, alpha=w2)
             if self.bias_std is not None:

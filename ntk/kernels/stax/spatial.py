@@ -43,44 +43,56 @@ def out_size_and_pads(
     return out, total // 2, total - total // 2
 
 
-def _pad_pair(t: Tensor, a: int, lo: int, hi: int) -> Tensor:
-    """Zero-pad axes a and a + 1 by (lo, hi) each."""
-    if not (lo or hi):
-        return t
-    shape = list(t.shape)
-    shape[a] += lo + hi
-    shape[a + 1] += lo + hi
-    out = t.new_zeros(shape)
-    idx = [slice(None)] * t.ndim
-    idx[a] = slice(lo, lo + t.shape[a])
-    idx[a + 1] = slice(lo, lo + t.shape[a + 1])
-    out[tuple(idx)] = t
-    return out
+def _taps(n: int, out: int, s: int, lo: int, d: int) -> tuple[slice, slice]:
+    """Output positions i whose tap d lands inside the input (s i + d - lo in [0, n)), and
+    those input positions: zero padding contributes nothing, so it is never materialized."""
+    off = d - lo
+    i0 = max(0, -(off // s) if off < 0 else 0)
+    while s * i0 + off < 0:
+        i0 += 1
+    i1 = min(out - 1, (n - 1 - off) // s)
+    if i1 < i0:
+        return slice(0, 0), slice(0, 0)
+    return slice(i0, i1 + 1), slice(s * i0 + off, s * i1 + off + 1, s)
 
 
-def _window(t: Tensor, axes: tuple[int, ...], start: int, stride: int, out: int) -> Tensor:
-    idx = [slice(None)] * t.ndim
-    for a in axes:
-        idx[a] = slice(start, start + stride * (out - 1) + 1, stride)
-    return t[tuple(idx)]
+def _index(ndim: int, axes_slices: dict[int, slice]) -> tuple:
+    idx = [slice(None)] * ndim
+    for a, sl in axes_slices.items():
+        idx[a] = sl
+    return tuple(idx)
 
 
 def conv_pair(t: Tensor, a: int, f: int, s: int, out: int, lo: int, hi: int) -> Tensor:
-    """The filter-tap average along spatial axes (a, a + 1): the same tap at both positions."""
-    t = _pad_pair(t, a, lo, hi)
-    acc = _window(t, (a, a + 1), 0, s, out).clone()
-    for d in range(1, f):
-        acc.add_(_window(t, (a, a + 1), d, s, out))
-    return acc.div_(f)
+    """The filter-tap SUM along spatial axes (a, a + 1), the same tap at both positions; the
+    caller divides by f (folded into the layer's weight variance: one pass fewer)."""
+    n = t.shape[a]
+    taps = [_taps(n, out, s, lo, d) for d in range(f)]
+    full = [d for d, (o, _) in enumerate(taps) if o == slice(0, out)]
+    shape = list(t.shape)
+    shape[a] = shape[a + 1] = out
+    if full:  # a tap that covers every output starts the sum (no zero fill)
+        first = full[0]
+        i = taps[first][1]
+        acc = t[_index(t.ndim, {a: i, a + 1: i})].clone()
+    else:
+        first, acc = -1, t.new_zeros(shape)
+    for d, (o, i) in enumerate(taps):
+        if d != first and o.stop > o.start:
+            acc[_index(t.ndim, {a: o, a + 1: o})] += t[_index(t.ndim, {a: i, a + 1: i})]
+    return acc
 
 
 def pool_pair(t: Tensor, a: int, f: int, s: int, out: int, lo: int, hi: int) -> Tensor:
     """The window average along axis a and, independently, along axis a + 1."""
-    t = _pad_pair(t, a, lo, hi)
     for axis in (a, a + 1):
-        acc = _window(t, (axis,), 0, s, out).clone()
-        for d in range(1, f):
-            acc.add_(_window(t, (axis,), d, s, out))
+        n = t.shape[axis]
+        shape = list(t.shape)
+        shape[axis] = out
+        acc = t.new_zeros(shape)
+        for d in range(f):
+            o, i = _taps(n, out, s, lo, d)
+            acc[_index(t.ndim, {axis: o})] += t[_index(t.ndim, {axis: i})]
         t = acc.div_(f)
     return t
 

@@ -133,3 +133,20 @@ def test_memory_is_bounded_by_tiles_not_by_n_squared_positions():
     extra = r["peak"] - r["base"] - outputs
     assert r["finite"]
     assert extra < 100e6, f"{extra / 1e6:.0f} MB above the outputs"
+
+
+@pytest.mark.parametrize("parametrization", ["ntk", "sp"])
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu", "tanh"])
+def test_mlp_descriptions_equal_mlpkernel(activation, parametrization):
+    """MLPKernel stays (with its own tests and its faster 2-D blocks); the same MLP described
+    in the layer algebra gives the same kernels."""
+    from ntk.kernels import MLPKernel
+
+    depth, w, b, width = 2, 1.3, 0.2, 7
+    mlp = MLPKernel(depth, activation, w, b, parametrization, width=width, quadrature_degree=20)
+    act = S.Activation(activation, quadrature_degree=20)
+    layers = [layer for _ in range(depth) for layer in (S.Dense(width, w, b), act)]
+    net = S.serial(*layers, S.Dense(1, w, b))
+    x1, x2 = torch.randn(5, 4), torch.randn(3, 4)
+    for a, c in zip(net.kernels(x1, x2, parametrization), mlp.kernels(x1, x2), strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)

@@ -244,7 +244,8 @@ def _needs_spatial(name: str, shape) -> None:
 
 class AvgPool(_Windowed, Layer):
     """Average pooling over windows (zero padding counted in the average, like
-    neural-tangents' `AvgPool(normalize_edges=False)` and torch's count_include_pad)."""
+    neural-tangents' `AvgPool(normalize_edges=False)` and torch's count_include_pad).
+    `strides` defaults to the window, as in torch (neural-tangents' default is 1)."""
 
     name = "AvgPool"
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
+import torch
 from torch import Tensor, nn
 
 Shape = tuple[int, ...]  # per-example shape: (d,), (C, L) or (C, H, W)
@@ -145,11 +146,13 @@ class Layer:
         x2: Tensor | None = None,
         parametrization: str = "ntk",
         block_size: int | None = None,
+        dtype: torch.dtype = torch.float64,
     ):
-        """Infinite-width (NNGP, NTK) Gram matrices of x1 (and x2), float64, in blocks."""
+        """Infinite-width (NNGP, NTK) Gram matrices of x1 (and x2), in tiles; `dtype` must be
+        float64 (inputs of any float dtype are cast up)."""
         from ntk.kernels.stax.network import kernels
 
-        return kernels(self, x1, x2, parametrization, block_size)
+        return kernels(self, x1, x2, parametrization, block_size, dtype)
 
     def nngp(self, x1: Tensor, x2: Tensor | None = None, parametrization: str = "ntk") -> Tensor:
         return self.kernels(x1, x2, parametrization).nngp

@@ -137,9 +137,7 @@ def test_bad_input_is_refused_by_name():
     with pytest.raises(ValueError, match=r"input_shape\[0\] \(channels\) must be >= 1"):
         S.serial(S.Dense(3)).kernels(torch.randn(2, 0, 4))
     with pytest.raises(TypeError, match="dtype must be torch.float64"):
-        from ntk.kernels.stax.network import kernels
-
-        kernels(S.serial(S.Dense(1)), torch.randn(2, 3), dtype=torch.float32)
+        S.serial(S.Dense(1)).kernels(torch.randn(2, 3), dtype=torch.float32)
     with pytest.raises(ValueError, match="parametrization"):
         S.serial(S.Dense(1)).kernels(torch.randn(2, 3), parametrization="mup")
 

@@ -3,7 +3,9 @@
 Both run in this process, interleaved, after a warm-up call each; we report medians of
 several repeats, since the machine may be shared and noisy. A second part computes an
 N = 20,000 Gram pair in a fresh subprocess and reads its peak resident memory (VmHWM),
-to check that blocking keeps memory at the outputs plus small temporaries.
+to check that blocking keeps memory at the outputs plus small temporaries. A third part times
+the CNTK of a 3-layer CNN with global average pooling (ntk.kernels.stax) against
+neural-tangents, each in a fresh process that reports its peak RSS.
 
     python bench/analytic.py            # prints a table
 """
@@ -137,12 +139,92 @@ def peak_memory(n: int = 20_000, depth: int = 3) -> dict:
     )
 
 
-def run(memory_check: bool = True) -> list[dict]:
+_CNN_SCRIPT = """
+import json, os, time, warnings
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+warnings.simplefilter("ignore")
+import numpy as np
+
+def status(key):  # bytes; VmHWM is this process's peak RSS
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+from ntk.kernels import stax as S
+net = S.serial(*[S.Conv(1, 3), S.Relu()] * 3, S.GlobalAvgPool(), S.Dense(1))
+x = np.random.default_rng(0).standard_normal(({n}, 1, 8, 8))
+side = "{side}"
+if side == "ours":
+    import torch
+    xt = torch.from_numpy(x)
+    base = status("VmHWM")
+    t = time.perf_counter()
+    k = net.kernels(xt)
+    seconds = time.perf_counter() - t
+    ntk = k.ntk.numpy()
+else:
+    import jax
+    import neural_tangents as nt
+    from ntk.kernels.stax.nt_bridge import to_neural_tangents, to_nhwc
+    kernel_fn = to_neural_tangents(net, (1, 8, 8))[2]
+    # unbatched, (N, N, 8, 8, 8, 8) float64 per layer would be {n}^2 * 32 KB = many GB:
+    # neural-tangents' own answer is nt.batch over blocks of {batch} x {batch} examples
+    fn = nt.batch(jax.jit(kernel_fn, static_argnames="get"), batch_size={batch})
+    xn = to_nhwc(x)
+    fn(xn[:{batch}], None, get=("nngp", "ntk"))  # compile first: not timed
+    base = status("VmHWM")
+    t = time.perf_counter()
+    k = fn(xn, None, get=("nngp", "ntk"))
+    ntk = np.asarray(jax.block_until_ready(k[1]))
+    seconds = time.perf_counter() - t
+np.save("{out}", ntk)
+print(json.dumps(dict(seconds=seconds, base=base, peak=status("VmHWM"))))
+"""
+
+
+def _cnn_side(side: str, n: int, batch: int, out: str) -> dict:
+    code = _CNN_SCRIPT.format(n=n, side=side, batch=batch, out=out)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"CNN benchmark ({side}) failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cnn_gap_vs_neural_tangents(n: int = 500, batch: int = 50) -> dict:
+    """One row: CNTK of 3 SAME 3x3 conv + ReLU layers, global average pooling, Dense readout,
+    on n random 8x8 one-channel images, K(X) (NNGP + NTK). Each side runs in its own fresh
+    process, which reports its peak RSS; ours is tiled (`ntk.kernels.stax.network`),
+    neural-tangents' is its jitted kernel_fn under nt.batch (unbatched it needs the full
+    (N, N, 8, 8, 8, 8) covariances of every layer: 8 GB per array at N = 500)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = _cnn_side("ours", n, batch, f"{tmp}/ours.npy")
+        ref = _cnn_side("reference", n, batch, f"{tmp}/ref.npy")
+        a, b = np.load(f"{tmp}/ours.npy"), np.load(f"{tmp}/ref.npy")
+    err = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+    gb = 1e9
+    return dict(
+        name=f"CNTK 3 conv + GAP, K(X) 8x8 N={n} float64: time, peak RSS",
+        ours_s=ours["seconds"],
+        reference_s=ref["seconds"],
+        ratio=ours["seconds"] / ref["seconds"],
+        peak_gb=ours["peak"] / gb,
+        notes=(
+            f"vs jitted nt kernel_fn in nt.batch({batch}); peak RSS ours {ours['peak'] / gb:.2f}"
+            f" GB, nt {ref['peak'] / gb:.2f} GB (baselines {ours['base'] / gb:.2f} / "
+            f"{ref['base'] / gb:.2f}); max rel err {err:.1e}; outputs {2 * n * n * 8 / gb:.3f} GB"
+        ),
+    )
+
+
+def run(memory_check: bool = True, quick: bool = False) -> list[dict]:
     """All rows of this benchmark (the memory check takes about a minute and ~7 GB)."""
     rows = [
         time_vs_neural_tangents(activation="relu", symmetric=True),
         time_vs_neural_tangents(activation="relu", symmetric=False),
         time_vs_neural_tangents(activation="erf", symmetric=True),
+        cnn_gap_vs_neural_tangents(n=100 if quick else 500),
     ]
     if memory_check:
         rows.append(peak_memory())
@@ -154,7 +236,7 @@ def _fmt(v) -> str:
 
 
 if __name__ == "__main__":
-    rows = run(memory_check="--no-memory" not in sys.argv)
+    rows = run(memory_check="--no-memory" not in sys.argv, quick="--quick" in sys.argv)
     print(f"{'benchmark':<72} {'ours_s':>8} {'ref_s':>8} {'ratio':>7}  notes")
     for row in rows:
         print(

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     suites = {
         # the empirical bench starts a child process first, while this process is small
         "empirical": lambda: empirical.run(quick=args.quick),
-        "analytic": lambda: analytic.run(memory_check=not args.quick),
+        "analytic": lambda: analytic.run(memory_check=not args.quick, quick=args.quick),
         "training": lambda: [
             _training_row(r)
             for r in (training.run(batches=(256,), steps=2) if args.quick else training.run())

@@ -182,6 +182,19 @@ def check_float_dtype(name: str, dtype: object) -> torch.dtype:
     return dtype
 
 
+def check_float64(name: str, dtype: object, what: str) -> torch.dtype:
+    """torch.float64, where a lower precision would lose the accuracy `what` promises."""
+    check_float_dtype(name, dtype)
+    if dtype != torch.float64:
+        raise TypeError(
+            f"{name} must be torch.float64 for {what}, got {dtype}: arccos near 1 and the "
+            "position averages lose about half the digits, so float32 would miss neural-"
+            "tangents' kernels by ~1e-3 instead of ~1e-12 (inputs of any float dtype are cast "
+            "up exactly)"
+        )
+    return dtype
+
+
 def check_scale_fits(name: str, value: float, scale: float, dtype: torch.dtype) -> None:
     """Raise if a weight scale derived from `name` (e.g. weight_std / sqrt(fan_in)) would
     overflow `dtype`: the parameters or the forward multipliers would be Inf."""

@@ -2,7 +2,9 @@
 
 `analytic` (MLPKernel: closed-form and quadrature kernels of MLPs), `empirical` (the empirical
 NTK of any nn.Module), `predict` (GP posterior, gradient-flow ensembles, linearized networks),
-`activations` (activations by name, shared with the models).
+`activations` (activations by name, shared with the models), and `stax` (a layer algebra:
+one description of a conv/pooling/layer-norm/residual network gives the finite nn.Module and
+its analytic NNGP/NTK; import it as `ntk.kernels.stax`).
 """
 
 from ntk.kernels.activations import ACTIVATIONS, get_activation

@@ -93,7 +93,7 @@ from ntk.kernels.quadrature import (
     check_gauss_hermite,
     quadrature_block,
     quadrature_diag,
-    snap_unit,
+    snapped_angle,
 )
 
 CLOSED_FORM = ("relu", "erf", "gelu", "identity")
@@ -220,7 +220,8 @@ class MLPKernel:
 
     def _affine(self, k: Tensor) -> Tensor:
         """Sigma = sigma_w^2 K + sigma_b^2, in place."""
-        k.mul_(self.weight_std**2)
+        if self.weight_std != 1.0:  # a pass over the block saved in the common case
+            k.mul_(self.weight_std**2)
         if self.bias_std:
             k.add_(self.bias_std**2)
         return k
@@ -232,9 +233,11 @@ class MLPKernel:
         needed only by "sp" (None means `sigma` was not yet computed from it).
         """
         w2 = self.weight_std**2
+        if w2 != 1.0:
+            theta.mul_(w2)
         if self.parametrization == "ntk":
-            return theta.mul_(w2).add_(sigma)
-        theta.mul_(w2).add_(k_act, alpha=float(fan_in))
+            return theta.add_(sigma)
+        theta.add_(k_act, alpha=float(fan_in))
         if self.bias_std is not None:
             theta.add_(1.0)
         return theta
@@ -413,13 +416,11 @@ class MLPKernel:
         kind = self._kind
         if kind == "relu":
             # a = sqrt(q), b = 1/sqrt(q) (0 for q = 0)
-            c = snap_unit((s * b1[:, None]).mul_(b2))  # cos(theta)
-            theta = torch.arccos(c)
-            sin = c.mul_(c).neg_().add_(1.0).sqrt_()  # sqrt(1 - cos^2) = sin(theta)
-            kdot = theta.neg_().add_(math.pi).mul_(1 / _TWO_PI)  # (pi - theta) / (2 pi)
+            theta = snapped_angle((s * b1[:, None]).mul_(b2))  # arccos(cos(theta))
+            k = torch.sin(theta).mul_(a1[:, None] * (1 / _TWO_PI)).mul_(a2)
+            kdot = theta.mul_(-1 / _TWO_PI).add_(0.5)  # (pi - theta) / (2 pi)
             # K = sqrt(q1 q2) sin / (2 pi) + Kdot * Sigma
-            k = sin.mul_(a1[:, None] * (1 / _TWO_PI)).mul_(a2).addcmul_(kdot, s)
-            return k, kdot
+            return k.addcmul_(kdot, s), kdot
         if kind == "erf":
             # a = 1/sqrt(1 + 2 q), b = q
             kdot = None

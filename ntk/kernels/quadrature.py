@@ -44,6 +44,23 @@ def snap_unit(c: Tensor) -> Tensor:
     return c.masked_fill_(c > edge, 1.0).masked_fill_(c < -edge, -1.0)
 
 
+def snapped_angle(c: Tensor) -> Tensor:
+    """theta = arccos(c) for a cosine `c` (overwritten: clamped to [-1, 1]), with the same
+    snapping as `snap_unit` applied to the angle: cosines within 8 eps of +-1 give exactly 0
+    or pi. Four passes fewer than `snap_unit` followed by arccos and sqrt(1 - c^2): the
+    caller takes sin(theta), exact 0 at the snapped angles."""
+    theta = torch.arccos(c.clamp_(-1.0, 1.0))
+    edge = _snap_angle(c.dtype)
+    return theta.masked_fill_(theta < edge, 0.0).masked_fill_(theta > math.pi - edge, math.pi)
+
+
+@functools.lru_cache(maxsize=4)
+def _snap_angle(dtype: torch.dtype) -> float:
+    """arccos(1 - 8 eps): angles below it are the rounding of identical directions."""
+    edge = 1.0 - 8 * torch.finfo(dtype).eps
+    return float(torch.arccos(torch.tensor(edge, dtype=torch.float64)))
+
+
 def check_gauss_hermite(degree: int) -> None:
     """Raise if numpy's Gauss-Hermite rule of this degree is not finite (NaN from ~372 on)."""
     x, w = _hermgauss(degree)

@@ -55,6 +55,7 @@ from ntk.lm.logging import (
     read_metrics,
     wandb_available,
 )
+from ntk.lm.parametrize import optimizer_groups
 from ntk.lm.progressive import ProgressiveSchedule
 from ntk.lm.step import TrainingDivergedError, evaluate, train_step
 from ntk.scaling.spectral import SpectralMonitor
@@ -135,17 +136,6 @@ class Run:
         return Path(self.config.log.out_dir)
 
 
-def param_groups(param: Parametrization, weight_decay: float) -> list[dict[str, Any]]:
-    """The parametrization's per-layer groups; weight decay on matrices only (nanoGPT's rule)
-    unless a group sets its own."""
-    groups = param.param_groups
-    for group in groups:
-        if "weight_decay" not in group:
-            matrices = all(p.ndim >= 2 for p in group["params"])
-            group["weight_decay"] = weight_decay if matrices else 0.0
-    return groups
-
-
 def setup(config: RunConfig, procs: Processes) -> Run:
     """Data, model, optimizer, schedules, EMA and monitors of a fresh run (seeded)."""
     if config.train.threads is not None:
@@ -165,7 +155,7 @@ def setup(config: RunConfig, procs: Processes) -> Run:
     model.to(procs.device)
     o = config.optim
     optimizer = torch.optim.AdamW(
-        param_groups(param, o.weight_decay), betas=(o.beta1, o.beta2), eps=o.eps
+        optimizer_groups(param, o.weight_decay), betas=(o.beta1, o.beta2), eps=o.eps
     )
     lr = LRSchedule(config.warmup_steps, config.total_steps, o.decay, o.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr)

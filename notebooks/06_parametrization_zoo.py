@@ -232,7 +232,7 @@ raw = pd.DataFrame(
     dict(rule=name, width=w, layer=layer, **row)
     for name in exponents
     for w in term_widths
-    for layer, row in enumerate(update_terms(config(name, 2.0**-9, 64, depth=3), w, depth=3))
+    for layer, row in enumerate(update_terms(config(name, 2.0**-9, 64), w, depth=3))
 )
 
 

@@ -122,7 +122,7 @@ print("PASS: at widths 32-512 every matrix has lr_g * weight_decay_g = 0.01 * 0.
 # %%
 batch = (torch.randint(0, 512, (4, 16)), torch.randint(0, 512, (4, 16)))
 runs = {}
-sp_zeroed = dict(global_lr=True, zero_query=True, zero_readout=True)  # muP's two zero inits
+sp_zeroed = dict(lr_rule="global", zero_query=True, zero_readout=True)  # muP's two zero inits
 for name, options in [("sp", sp_zeroed), ("mup", {})]:
     torch.manual_seed(0)
     net = GPT(GPTConfig(vocab_size=512, block_size=16, n_layer=1, n_embd=32, n_head=2))

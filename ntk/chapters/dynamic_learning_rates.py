@@ -30,8 +30,8 @@ from torch import nn
 
 from ntk.data import Task, load_digits_task
 from ntk.lm.data import TextData, eval_batches, load_corpus, sample_batch
-from ntk.lm.model import GPT, GPTConfig
-from ntk.lm.parametrize import parametrize
+from ntk.lm.model import GPTConfig
+from ntk.lm.parametrize import gpt_recipe
 from ntk.lm.step import lm_loss
 from ntk.models import WideMLP
 from ntk.scaling.abc_rules import abc_table
@@ -149,16 +149,20 @@ def mlp_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
 def gpt_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
     """The muP GPT of `ntk.lm` on the default corpus; static or dynamic learning rates."""
     data, cfg = corpus(), GPT_SETUP
-    torch.manual_seed(seed)
     config = GPTConfig(
         vocab_size=data.vocab_size, block_size=cfg["block"], n_layer=2, n_embd=width, n_head=4
     )
-    model = GPT(config)
     # random (not zero) query and readout: every layer then has all three alignments to measure
-    param = parametrize(
-        model, "mup", base_width=cfg["base"], lr=lr, zero_query=False, zero_readout=False
+    model, param, groups = gpt_recipe(
+        config,
+        "mup",
+        base_width=cfg["base"],
+        lr=lr,
+        seed=seed,
+        zero_query=False,
+        zero_readout=False,
     )
-    opt = torch.optim.AdamW(param.param_groups, weight_decay=0.0)
+    opt = torch.optim.AdamW(groups)
     g = torch.Generator().manual_seed(seed)
     run = _run_record("gpt", width, seed, dynamic, lr, param)
     val = eval_batches(data.val, cfg["batch"], cfg["block"], 4)

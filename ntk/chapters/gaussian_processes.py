@@ -48,7 +48,7 @@ from ntk.kernels.predict import gp_posterior
 from ntk.models.ensemble import MLPEnsemble
 
 # neural-tangents' names for our parametrizations.
-NT_PARAMETRIZATIONS = {"ntk": "ntk", "sp": "standard"}
+NT_SPELLING = {"ntk": "ntk", "sp": "standard"}
 
 # Element budget of one ensemble chunk's hidden weights (E * width^2 floats, about 256 MB).
 _CHUNK_ELEMENTS = 2**26
@@ -363,7 +363,7 @@ def compare_with_neural_tangents(
     rows = []
     for cfg in configs:
         w, b, p = cfg["weight_std"], cfg["bias_std"], cfg.get("parametrization", "ntk")
-        p = NT_PARAMETRIZATIONS.get(p, p)
+        p = NT_SPELLING.get(p, p)
         width = cfg.get("width", 512)
 
         def dense(n, w=w, b=b, p=p):

@@ -22,10 +22,12 @@ import torch
 from ntk.data import Task, load_digits_task
 from ntk.fitting import fit_loglog_slope
 from ntk.models import WideMLP
+from ntk.scaling.abc_rules import abc_table
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 from ntk.training import TrainConfig, TrainingDivergedError, train
 
-# SP as most people run it: one global learning rate (c = 0 everywhere), `sp_global_lr_rule`
+# SP as most people run it: one global learning rate (c = 0 everywhere), the engine's
+# lr_rule "global" (`sp_global_lr_rule`)
 SP_GLOBAL_LR = "sp, global lr"
 
 
@@ -37,21 +39,20 @@ def digits() -> Task:
 
 def sp_global_lr_rule(depth: int = 2) -> dict[str, list[float]]:
     """(a, b, c) of SP with one global learning rate, for an MLP of `depth` hidden layers:
-    a = 0, b = (0, 1/2, ..., 1/2) and c = 0 everywhere."""
-    return dict(a=[0.0] * (depth + 1), b=[0.0] + [0.5] * depth, c=[0.0] * (depth + 1))
+    a = 0, b = (0, 1/2, ..., 1/2) and c = 0 everywhere (`abc_table(..., lr_rule="global")`)."""
+    roles = ["embedding"] + ["hidden"] * (depth - 1) + ["readout"]
+    table = abc_table("sp", "adam", "full", roles, lr_rule="global")
+    return {k: [getattr(x, k) for x in table] for k in "abc"}
 
 
-def config(
-    name: str, lr: float, base_width: int, depth: int = 2, **kwargs: object
-) -> ParametrizationConfig:
-    """Adam config of a named parametrization, or of SP with one global lr (`SP_GLOBAL_LR`),
-    for an MLP of `depth` hidden layers."""
-    if name == SP_GLOBAL_LR:
-        rule = sp_global_lr_rule(depth)
-        return ParametrizationConfig(
-            None, "adam", **rule, lr_prefactor=lr, base_width=base_width, **kwargs
-        )
-    return ParametrizationConfig(name, "adam", lr_prefactor=lr, base_width=base_width, **kwargs)
+def config(name: str, lr: float, base_width: int, **kwargs: object) -> ParametrizationConfig:
+    """Adam config of a named parametrization (per-layer learning rates, lr_rule "abc"), or of
+    SP with one global lr (`SP_GLOBAL_LR`: lr_rule "global"), for an MLP of any depth."""
+    rule = "global" if name == SP_GLOBAL_LR else "abc"
+    name = "sp" if name == SP_GLOBAL_LR else name
+    return ParametrizationConfig(
+        name, "adam", lr_rule=rule, lr_prefactor=lr, base_width=base_width, **kwargs
+    )
 
 
 def _mse(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

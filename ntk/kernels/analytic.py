@@ -94,9 +94,10 @@ from ntk.kernels.quadrature import (
     quadrature_diag,
     snap_unit,
 )
+from ntk.registry import select
 
 CLOSED_FORM = ("relu", "erf", "gelu", "identity")
-PARAMETRIZATIONS = ("ntk", "sp")
+PARAMETRIZATIONS = select("ntk", "sp")
 _TWO_PI = 2.0 * math.pi
 # The sp NTK multiplies kernels by the width: an exactly representable float (2^53) is far
 # beyond any network, and larger ints would overflow float arithmetic.

@@ -190,7 +190,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     state = load_checkpoint(path, map_location)
     config = from_dict(RunConfig, state["config"]).validate()
     vocab_size = _vocab_size(state["model"])
-    model, param = build_model(config, vocab_size)
+    model, param, _ = build_model(config, vocab_size)
     check_metadata(state["metadata"], parametrization_metadata(model, param), str(path))
     model.load_state_dict(state["model"])
     return model.to(map_location), param, state

@@ -55,7 +55,6 @@ from ntk.lm.logging import (
     read_metrics,
     wandb_available,
 )
-from ntk.lm.parametrize import optimizer_groups
 from ntk.lm.progressive import ProgressiveSchedule
 from ntk.lm.step import TrainingDivergedError, evaluate, train_step
 from ntk.scaling.spectral import SpectralMonitor
@@ -151,12 +150,10 @@ def setup(config: RunConfig, procs: Processes) -> Run:
     data = load_corpus(
         config.data.path, block_size=config.block_size, val_fraction=config.data.val_fraction
     )
-    model, param = build_model(config, data.vocab_size)
+    model, param, groups = build_model(config, data.vocab_size)
     model.to(procs.device)
     o = config.optim
-    optimizer = torch.optim.AdamW(
-        optimizer_groups(param, o.weight_decay), betas=(o.beta1, o.beta2), eps=o.eps
-    )
+    optimizer = torch.optim.AdamW(groups, betas=(o.beta1, o.beta2), eps=o.eps)
     lr = LRSchedule(config.warmup_steps, config.total_steps, o.decay, o.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr)
     ema = EMA(model, decay=config.ema.beta) if config.ema.enabled else None

@@ -45,6 +45,7 @@ from ntk._checks import (
 )
 from ntk.kernels.activations import get_activation
 from ntk.models.mup_shapes import setup_mup_scaling
+from ntk.registry import select
 
 Activation = str | Callable[[Tensor], Tensor]
 
@@ -172,7 +173,7 @@ class WideMLP(MLPBase):
     depth 0 gives a linear model. See the module docstring for the two parametrizations.
     """
 
-    PARAMETRIZATIONS = ("sp", "ntk")
+    PARAMETRIZATIONS = select("sp", "ntk")
 
     def _readout(self, fan_in: int, bias: bool) -> nn.Linear:
         return nn.Linear(fan_in, self.out_features, bias=bias)
@@ -229,7 +230,7 @@ class WideMLP_MuP(MLPBase):
     multiplier output_mult / width_mult. Shapes: x (N, in_features) -> (N, out_features).
     """
 
-    PARAMETRIZATIONS = ("mup",)
+    PARAMETRIZATIONS = select("mup")
     MIN_DEPTH = 1
 
     def __init__(

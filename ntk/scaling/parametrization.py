@@ -254,7 +254,7 @@ class Parametrization(DynamicLRMixin):
                 raise ValueError(
                     "give either config.parametrization or custom config.a/b/c, not both"
                 )
-            return abc_table(cfg.parametrization, cfg.optimizer, cfg.alignment, roles)
+            return abc_table(cfg.parametrization, cfg.optimizer, cfg.alignment, roles, cfg.lr_rule)
         if cfg.a is None or cfg.b is None:
             raise ValueError("custom exponents need config.a and config.b (config.c optional)")
         what = f"one value per weight matrix (table row), roles {roles}"
@@ -484,6 +484,8 @@ class Parametrization(DynamicLRMixin):
     def __str__(self) -> str:
         cfg = self.config
         name = cfg.parametrization or "custom"
+        if cfg.lr_rule == "global":
+            name += ", global lr"
         if cfg.base_model is not None:
             base = "base_model"
         else:

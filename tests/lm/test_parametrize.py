@@ -50,7 +50,7 @@ def train_three_steps(name: str, n_embd: int = 64, **options):
     return model, p, losses
 
 
-@pytest.mark.parametrize("sp", [dict(), dict(global_lr=True)])
+@pytest.mark.parametrize("sp", [dict(), dict(lr_rule="global")])
 def test_sp_and_mup_are_the_same_model_at_the_base_width(sp):
     """Without muP's zero inits, the same init, learning rates, decay and training."""
     runs = {
@@ -167,7 +167,7 @@ def test_sp_with_one_global_learning_rate():
     """Standard init (embedding N(0, 1), others N(0, 1/fan_in)), one lr, 1/sqrt(d) attention."""
     torch.manual_seed(0)
     model = make(256)
-    p = parametrize(model, "sp", base_width=32, lr=0.01, global_lr=True)
+    p = parametrize(model, "sp", base_width=32, lr=0.01, lr_rule="global")
     assert {g["lr"] for g in p.param_groups} == {0.01}
     assert all((s.a, s.c, s.multiplier) == (0.0, 0.0, 1.0) for s in p.layers)
     assert model.wte.weight.std().item() == pytest.approx(1.0, rel=0.05)
@@ -178,10 +178,13 @@ def test_sp_with_one_global_learning_rate():
     engine_sp = parametrize(make(256), "sp", base_width=32, lr=0.01)  # Everett's per-layer lrs
     hidden = next(s for s in engine_sp.layers if s.name == "blocks.0.mlp.up")
     assert hidden.lr == pytest.approx(0.01 / 8)  # lr ~ 1/n: not what "one lr" means
-    with pytest.raises(ValueError, match="global_lr=True is SP's single learning rate"):
-        parametrize(make(64), "mup", base_width=32, lr=0.01, global_lr=True)
+    mup = parametrize(make(256), "mup", base_width=32, lr=0.01, lr_rule="global")
+    assert {g["lr"] for g in mup.param_groups} == {0.01}  # muP's init and multipliers, one lr
+    assert next(s for s in mup.layers if s.role == "readout").multiplier == pytest.approx(8**-0.5)
+    with pytest.raises(ValueError, match="lr_rule must be one of"):
+        parametrize(make(64), "sp", base_width=32, lr=0.01, lr_rule="one")
     with pytest.raises(ValueError, match="share one weight"):
-        parametrize(make(64, tie_embeddings=True), "sp", base_width=32, lr=0.01, global_lr=True)
+        parametrize(make(64, tie_embeddings=True), "sp", base_width=32, lr=0.01, lr_rule="global")
 
 
 @pytest.mark.parametrize("name", ["mup", "sp"])

@@ -22,7 +22,8 @@
 #    (`ntk.scaling.alignment`),
 # 2. **solve** a linear program for the largest stable per-layer exponents $c_l$ under them
 #    (`ntk.scaling.lp`, HiGHS through `scipy.optimize.milp`),
-# 3. **apply** them during training: `param.step()` sets each layer's learning rate to
+# 3. **apply** them during training: `DynamicLR.step()`, a controller beside the
+#    `Parametrization`, sets each layer's learning rate to
 #    $\eta_0\,(n/n_0)^{-c_l}$ times whatever the learning-rate scheduler applied
 #    (`ntk.scaling.dynamic_lr`).
 #
@@ -275,7 +276,7 @@ print(
 # %% [markdown]
 # ## 4. Static muP against dynamic per-layer learning rates: the MLP
 #
-# The dynamic runs call `param.step()` once per training step: after the first update and every
+# The dynamic runs call `DynamicLR.step()` once per training step: after the first update and every
 # 10 updates it measures (one width: $\log\rho/\log n$, what a single training run has), solves
 # the program and sets
 #

@@ -1,9 +1,9 @@
 """Chapter 11 experiments: alignment measured over training, and dynamic per-layer learning rates.
 
 The notebook `notebooks/11_dynamic_lr.py` explains the measurement (`ntk.scaling.alignment`),
-the linear program (`ntk.scaling.lp`) and `Parametrization.step()` (`ntk.scaling.dynamic_lr`),
+the linear program (`ntk.scaling.lp`) and the controller `DynamicLR` (`ntk.scaling.dynamic_lr`),
 and calls these functions for the training runs. Two models, both muP with Adam(W), a linear
-warmup into a cosine schedule, and `Parametrization.step()` for the dynamic runs:
+warmup into a cosine schedule, and `DynamicLR.step()` for the dynamic runs:
 
     mlp  depth-3 MLP on one-hot 8x8 digits, MSE 0.5 sum_k (f_k - y_k)^2, batches of 64;
          widths 64 (the base width) to 512; scored by the test-set loss after training
@@ -12,7 +12,7 @@ warmup into a cosine schedule, and `Parametrization.step()` for the dynamic runs
          validation loss after training
 
 A static run measures alignment with an `AlignmentMeter` on the same schedule as a dynamic
-run's `param.step()` (after the first update, then every `EVERY` updates), so both kinds of
+run's `DynamicLR.step()` (after the first update, then every `EVERY` updates), so both kinds of
 run report the same ratios.
 """
 
@@ -36,6 +36,7 @@ from ntk.lm.step import lm_loss
 from ntk.models import WideMLP
 from ntk.scaling.abc_rules import abc_table
 from ntk.scaling.alignment import AlignmentMeter, AlignmentRatios, exponents_from_widths
+from ntk.scaling.dynamic_lr import DynamicLR
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 
 EVERY = 10  # optimizer steps between alignment measurements
@@ -94,7 +95,7 @@ def _train(
     """`steps` updates; measures after update 1, 1 + EVERY, ... (ratios kept in `run`)."""
     sched = _schedule(opt, steps)
     if run.dynamic:
-        controller = param.enable_dynamic_lr(opt, probe, every=EVERY)
+        controller = DynamicLR(param, opt, probe, every=EVERY)
     else:
         meter = AlignmentMeter(param, probe)
     for t in range(steps):
@@ -107,7 +108,7 @@ def _train(
         loss.backward()
         measured = None
         if run.dynamic:
-            param.step()  # after update 1, then every EVERY updates: measure, solve, set lrs
+            controller.step()  # after update 1, then every EVERY updates: measure, solve, set lrs
             run.c.append(list(controller.c))
             measured = controller.last if controller.measured_at == t else None
         elif t % EVERY == 1:  # the same steps, without the solve

@@ -73,7 +73,7 @@ from ntk.chapters.progressive_ema import (
     phase_spikes,
     plot_runs,
 )
-from ntk.lm.logging import read_metrics
+from ntk.lm.run_log import read_metrics
 from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.train import train
 from ntk.training.callbacks import EMA

@@ -25,8 +25,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "ACTIVATIONS": "ntk.kernels.activations",
-    "get_activation": "ntk.kernels.activations",
+    "ACTIVATIONS": "ntk.activations",
+    "get_activation": "ntk.activations",
     "Kernels": "ntk.kernels.analytic",
     "MLPKernel": "ntk.kernels.analytic",
     "empirical_ntk": "ntk.kernels.empirical",
@@ -47,7 +47,7 @@ _EXPORTS = {
     "register_geometry": "ntk.scaling.geometry",
     "History": "ntk.training.config",
     "TrainConfig": "ntk.training.config",
-    "TrainingDivergedError": "ntk.training.config",
+    "TrainingDivergedError": "ntk.errors",
     "train": "ntk.training.loop",
     "load_digits_task": "ntk.data",
     "make_low_dim_task": "ntk.data",

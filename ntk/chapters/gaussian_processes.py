@@ -38,11 +38,11 @@ import torch
 from scipy import stats
 
 from ntk._checks import check_positive_int
+from ntk.activations import get_activation
 from ntk.chapters import _cli
 from ntk.chapters._plots import plot_error_vs_width
 from ntk.data import point_on_sphere, toy_regression_task
 from ntk.fitting import PowerLaw, fit_mean_power_law, fit_power_law
-from ntk.kernels.activations import get_activation
 from ntk.kernels.analytic import MLPKernel
 from ntk.kernels.predict import gp_posterior
 from ntk.models.ensemble import MLPEnsemble

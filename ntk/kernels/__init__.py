@@ -5,7 +5,7 @@ NTK of any nn.Module), `predict` (GP posterior, gradient-flow ensembles, lineari
 `activations` (activations by name, shared with the models).
 """
 
-from ntk.kernels.activations import ACTIVATIONS, get_activation
+from ntk.activations import ACTIVATIONS, get_activation
 from ntk.kernels.analytic import Kernels, MLPKernel
 from ntk.kernels.empirical import empirical_ntk
 from ntk.kernels.predict import (

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ntk import Parametrization
 from ntk.lm.config import RunConfig, build_model, from_dict
+from ntk.scaling.parametrization import Parametrization
 from ntk.scaling.scaled_module import ScaledModule
 
 FORMAT = "ntk.lm.checkpoint/1"

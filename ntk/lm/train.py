@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ntk import Parametrization
+from ntk.errors import TrainingDivergedError
 from ntk.lm.checkpoint import (
     CHECKPOINT_NAME,
     check_metadata,
@@ -46,7 +46,8 @@ from ntk.lm.checkpoint import (
 )
 from ntk.lm.config import RunConfig, build_config, build_model, differences, load_runs
 from ntk.lm.data import TextData, eval_batches, load_corpus, sample_batch
-from ntk.lm.logging import (
+from ntk.lm.progressive import ProgressiveSchedule
+from ntk.lm.run_log import (
     METRICS,
     RunLogger,
     Throughput,
@@ -55,8 +56,8 @@ from ntk.lm.logging import (
     read_metrics,
     wandb_available,
 )
-from ntk.lm.progressive import ProgressiveSchedule
-from ntk.lm.step import TrainingDivergedError, evaluate, train_step
+from ntk.lm.step import evaluate, train_step
+from ntk.scaling.parametrization import Parametrization
 from ntk.scaling.spectral import SpectralMonitor
 from ntk.training import EMA
 

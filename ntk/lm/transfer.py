@@ -30,12 +30,12 @@ import pandas as pd
 import torch
 
 from ntk._checks import check_choice, check_nonnegative, check_positive, check_positive_int
+from ntk.errors import TrainingDivergedError
 from ntk.lm.data import LEVELS, TextData, eval_batches, load_corpus, sample_batch
 from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.parametrize import gpt_recipe
 from ntk.lm.step import evaluate, train_step
 from ntk.registry import select
-from ntk.training import TrainingDivergedError
 
 PARAMETRIZATIONS = select("sp", "mup")  # sp: one global learning rate (module docstring)
 BITS = 1 / math.log(2)  # nats -> bits

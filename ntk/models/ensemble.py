@@ -44,9 +44,9 @@ from ntk._checks import (
     check_scale_fits,
     check_std,
 )
-from ntk.kernels.activations import get_activation
+from ntk.activations import get_activation
+from ntk.errors import TrainingDivergedError
 from ntk.models.mlp import WideMLP
-from ntk.training.config import TrainingDivergedError
 
 
 class MLPEnsemble(nn.Module):

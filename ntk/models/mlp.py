@@ -43,7 +43,7 @@ from ntk._checks import (
     check_scale_fits,
     check_std,
 )
-from ntk.kernels.activations import get_activation
+from ntk.activations import get_activation
 from ntk.models.mup_shapes import setup_mup_scaling
 from ntk.registry import select
 
@@ -60,7 +60,7 @@ class MLPBase(nn.Module):
         width: hidden width n (every hidden layer).
         out_features: output dimension.
         depth: number of hidden layers (Dense -> activation).
-        activation: a name from `ntk.kernels.activations.ACTIVATIONS` or a callable.
+        activation: a name from `ntk.activations.ACTIVATIONS` or a callable.
         weight_std: sigma_w; weights have variance sigma_w^2 / fan_in (effective).
         bias_std: sigma_b; biases have variance sigma_b^2 (effective).
         parametrization: one of the subclass's `PARAMETRIZATIONS` ("standard" means "sp").

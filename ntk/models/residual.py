@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ntk import registry
 from ntk._checks import check_forward_input, check_positive_int
-from ntk.kernels.activations import get_activation
+from ntk.activations import get_activation
 from ntk.registry import DEPTH_RULES
 from ntk.scaling.config import ParametrizationConfig
 from ntk.scaling.depth import DepthConfig
@@ -69,7 +69,7 @@ class ResidualMLP(nn.Module):
     Args:
         in_features, width, out_features: d, n and the output size.
         depth: L, the number of residual blocks (>= 1).
-        activation: a name from `ntk.kernels.activations.ACTIVATIONS` or a callable.
+        activation: a name from `ntk.activations.ACTIVATIONS` or a callable.
     """
 
     def __init__(

@@ -50,10 +50,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ntk import MLPKernel
 from ntk.chapters import gaussian_processes as gpd
 from ntk.chapters._plots import plot_error_vs_width
 from ntk.fitting import fit_power_law
-from ntk.kernels import MLPKernel
 
 WIDTHS = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 SEED = 0

@@ -49,10 +49,10 @@ if "google.colab" in sys.modules:  # install only what Colab lacks: ntk (and mup
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ntk import MLPKernel
 from ntk.chapters import neural_tangent_kernel as ntp
 from ntk.chapters._plots import plot_error_vs_width
 from ntk.fitting import fit_mean_power_law
-from ntk.kernels import MLPKernel
 
 SEED = 0
 

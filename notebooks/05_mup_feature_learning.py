@@ -48,9 +48,9 @@ import mup
 import pandas as pd
 import torch
 
+from ntk import WideMLP_MuP
 from ntk.chapters import mup_feature_learning as mfl
 from ntk.fitting import fit_loglog_slope
-from ntk.models import WideMLP_MuP
 
 torch.set_num_threads(1)  # small matrices: one thread is faster on a busy 2-core machine
 

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ntk import abc_table, lr_sweep, optima, plot_transfer
 from ntk.chapters.parametrization_zoo import (
     SP_GLOBAL_LR,
     adam_losses,
@@ -64,13 +65,12 @@ from ntk.scaling.abc_rules import (
     PARAMETRIZATIONS,
     ROLES,
     abc_shift,
-    abc_table,
     role_exponents,
     stability_violations,
     table_frame,
     update_exponents,
 )
-from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
+from ntk.scaling.sweep import lr_drift, summarize
 
 pd.set_option("display.width", 120)
 _ = torch.manual_seed(0)

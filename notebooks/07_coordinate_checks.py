@@ -51,6 +51,15 @@ import pandas as pd
 import torch
 from mup import MuAdam
 
+from ntk import (
+    Parametrization,
+    ParametrizationConfig,
+    WideMLP,
+    WideMLP_MuP,
+    coord_check,
+    load_digits_task,
+    plot_coord_check,
+)
 from ntk.chapters.coordinate_checks import (
     SpectralLog,
     exponent_table,
@@ -61,10 +70,6 @@ from ntk.chapters.coordinate_checks import (
     mup_coord_data,
     spectral_exponents,
 )
-from ntk.data import load_digits_task
-from ntk.models import WideMLP, WideMLP_MuP
-from ntk.scaling import Parametrization, ParametrizationConfig
-from ntk.scaling.coord_check import coord_check, plot_coord_check
 from ntk.scaling.spectral import plot_spectral
 
 # %% [markdown]

@@ -49,6 +49,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ntk import lr_sweep, optima, plot_transfer
 from ntk.chapters.mutransfer import (
     at_transferred_lr,
     largest_stable_lr,
@@ -56,7 +57,7 @@ from ntk.chapters.mutransfer import (
     train_mlp,
     width_slope,
 )
-from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
+from ntk.scaling.sweep import lr_drift, summarize
 
 pd.set_option("display.width", 130)
 

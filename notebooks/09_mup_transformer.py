@@ -51,6 +51,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ntk import GPT, GPTConfig
 from ntk.chapters.mup_transformer import (
     NOTEBOOK,
     coord_claims,
@@ -63,7 +64,6 @@ from ntk.chapters.mup_transformer import (
     transfer_sweep,
     zero_init_steps,
 )
-from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.parametrize import optimizer_groups, parametrize
 from ntk.lm.step import train_step
 from ntk.scaling.sweep import summarize

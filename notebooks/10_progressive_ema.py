@@ -65,6 +65,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
+from ntk import GPT, GPTConfig
 from ntk.chapters.progressive_ema import (
     SCHEDULE,
     chapter_config,
@@ -74,7 +75,6 @@ from ntk.chapters.progressive_ema import (
     plot_runs,
 )
 from ntk.lm.run_log import read_metrics
-from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.train import train
 from ntk.training.callbacks import EMA
 

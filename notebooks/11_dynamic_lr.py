@@ -53,13 +53,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ntk import abc_table
 from ntk.chapters import dynamic_learning_rates as ch
-from ntk.scaling.abc_rules import (
-    OPTIMIZER_FAMILIES,
-    PARAMETRIZATIONS,
-    Alignment,
-    abc_table,
-)
+from ntk.scaling.abc_rules import OPTIMIZER_FAMILIES, PARAMETRIZATIONS, Alignment
 from ntk.scaling.alignment import AlignmentRatios, alignment_ratio, exponent, exponents_from_widths
 from ntk.scaling.lp import InfeasibleExponentsError, solve_lr_exponents
 

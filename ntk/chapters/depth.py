@@ -494,3 +494,11 @@ def train_gpt(
 def gpt_at_width(width: int):
     """`train_gpt` with the width bound: a picklable `depth_sweep` train_fn."""
     return functools.partial(train_gpt, width=width)
+
+
+if __name__ == "__main__":  # python -m ntk.chapters.depth
+    # run the imported module's main: the sweep workers then unpickle its functions by their
+    # module name (ntk.chapters.depth), not as __main__ attributes
+    from ntk.chapters.depth import main as _main
+
+    _main()

@@ -491,3 +491,7 @@ def plot_regression(reg: RegressionComparison, axes) -> None:
     axes[0].legend(fontsize=8)
     axes[1].plot([], [], lw=0.7, color="0.4", label="five members")
     axes[1].legend(fontsize=8)
+
+
+if __name__ == "__main__":  # python -m ntk.chapters.gaussian_processes
+    main()

@@ -272,3 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(summary(lazy))
     _cli.finish(args.out, [name], start)
     return {"lazy": lazy}
+
+
+if __name__ == "__main__":  # python -m ntk.chapters.lazy_regime
+    main()

@@ -500,3 +500,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     _cli.finish(args.out, names, start)
     print(summary(sweep, kernels))
     return {"sweep": sweep, "kernels": kernels}
+
+
+if __name__ == "__main__":  # python -m ntk.chapters.mup_feature_learning
+    main()

@@ -488,3 +488,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(f"  its initial component: analytic NTK {gaps['analytic']:.3g}, own {gaps['own']:.3g}")
     _cli.finish(args.out, names, start)
     return {"ntk_error": init, "ntk_change": change, "trajectories": traj, "eigendirections": eig}
+
+
+if __name__ == "__main__":  # python -m ntk.chapters.neural_tangent_kernel
+    main()

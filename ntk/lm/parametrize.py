@@ -148,9 +148,6 @@ def gpt_recipe(
     config: GPTConfig,
     parametrization: str | None = "mup",
     *,
-    base_width: int,
-    lr: float,
-    lr_rule: str = "abc",
     weight_decay: float = 0.0,
     seed: int | None = None,
     **options,
@@ -158,17 +155,17 @@ def gpt_recipe(
     """The one way a GPT is built for training: model, parametrization, optimizer groups.
 
     Seeds torch's global generator with `seed` (None: uses its current state), builds
-    `GPT(config)`, applies `parametrize(model, parametrization, base_width=, lr=, lr_rule=,
-    **options)` and `optimizer_groups(param, weight_decay)` (muP's weight decay). Build the
-    optimizer from `groups`, e.g. `torch.optim.AdamW(recipe.groups, betas=...)`; with
-    weight_decay 0 `torch.optim.Adam(recipe.groups)` is the same update.
+    `GPT(config)`, applies `parametrize(model, parametrization, **options)` (base_width and lr
+    required; lr_rule, zero_query, depth, ... as there) and `optimizer_groups(param,
+    weight_decay)` (muP's weight decay). Build the optimizer from `groups`, e.g.
+    `torch.optim.AdamW(recipe.groups, betas=...)`; with weight_decay 0,
+    `torch.optim.Adam(recipe.groups)` is the same update.
     """
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be an ntk.lm.GPTConfig, got {type(config).__name__}")
+    check_nonnegative("weight_decay", weight_decay)  # before the model draws from the RNG
     if seed is not None:
         torch.manual_seed(seed)
     model = GPT(config)
-    param = parametrize(
-        model, parametrization, base_width=base_width, lr=lr, lr_rule=lr_rule, **options
-    )
+    param = parametrize(model, parametrization, **options)
     return GPTRecipe(model, param, optimizer_groups(param, weight_decay))

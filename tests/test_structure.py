@@ -177,7 +177,7 @@ def _without_package_reexports(edges) -> dict[str, set[str]]:
 
 
 # The one lazy back-reference allowed: the deprecated `param.enable_dynamic_lr` (one release)
-DEPRECATED_LAZY = {("ntk.scaling.parametrization", "ntk.scaling.dynamic_lr")}
+DEPRECATED_LAZY = {("ntk.scaling._old_dynamic_lr", "ntk.scaling.dynamic_lr")}
 
 
 def test_the_package_imports_have_no_circle():

@@ -52,8 +52,6 @@ pattern, e.g. Hugging Face GPT-2: {"transformer.w[tp]e": "embedding", "transform
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +59,7 @@ import torch
 from torch import nn
 
 from ntk._checks import check_materialized, check_module, check_numbers, check_positive_int
+from ntk.scaling import _old_dynamic_lr
 from ntk.scaling.abc_rules import (
     ABC,
     abc_shift,
@@ -506,55 +505,9 @@ class Parametrization:
     def __repr__(self) -> str:
         return str(self)
 
-    # ---- deprecated: the dynamic learning rates' controller is `ntk.DynamicLR` --------------
+    # deprecated for one release (FutureWarning): the controller is `ntk.DynamicLR`
     dynamic_lr = None  # the controller made by the deprecated enable_dynamic_lr
-
-    def enable_dynamic_lr(
-        self, optimizer: torch.optim.Optimizer, probe: Any, every: int = 10, **options: Any
-    ):
-        """Deprecated: `DynamicLR(param, optimizer, probe, every, **options)`."""
-        _deprecated(
-            "param.enable_dynamic_lr(optimizer, probe)", "DynamicLR(param, optimizer, probe)"
-        )
-        # here, not at the top: the controller imports this module (one release, then removed)
-        from ntk.scaling.dynamic_lr import DynamicLR
-
-        if self.dynamic_lr is not None:
-            self.dynamic_lr.remove()
-        self.dynamic_lr = DynamicLR(self, optimizer, probe, every, **options)
-        return self.dynamic_lr
-
-    def step(self) -> None:
-        """Deprecated: the controller's `DynamicLR.step()`."""
-        _deprecated("param.step()", "DynamicLR.step()")
-        if self.dynamic_lr is None:
-            raise RuntimeError("call param.enable_dynamic_lr(optimizer, probe) before step()")
-        self.dynamic_lr.step()
-
-    def state_dict(self) -> dict[str, Any]:
-        """Deprecated: the controller's `DynamicLR.state_dict()`."""
-        _deprecated("param.state_dict()", "DynamicLR.state_dict()")
-        return {} if self.dynamic_lr is None else {"dynamic_lr": self.dynamic_lr.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Deprecated: the controller's `DynamicLR.load_state_dict(state)`."""
-        _deprecated("param.load_state_dict(state)", "DynamicLR.load_state_dict(state)")
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}")
-        if "dynamic_lr" in state:
-            if self.dynamic_lr is None:
-                raise RuntimeError(
-                    "state holds dynamic learning rates: call enable_dynamic_lr(optimizer, "
-                    "probe) before load_state_dict"
-                )
-            self.dynamic_lr.load_state_dict(state["dynamic_lr"])
-
-
-def _deprecated(old: str, new: str) -> None:
-    # FutureWarning, not DeprecationWarning: users (and pytest's default filters) see it
-    warnings.warn(
-        f"{old} is deprecated and will be removed in the next release; use {new} "
-        "(ntk.DynamicLR, a controller beside the Parametrization)",
-        FutureWarning,
-        stacklevel=3,
-    )
+    enable_dynamic_lr = _old_dynamic_lr.enable_dynamic_lr
+    step = _old_dynamic_lr.step
+    state_dict = _old_dynamic_lr.state_dict
+    load_state_dict = _old_dynamic_lr.load_state_dict

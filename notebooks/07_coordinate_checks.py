@@ -66,7 +66,7 @@ from ntk.chapters.coordinate_checks import (
     gaussian_rel_w_exponent,
     gpt2_factory,
     gpt2_groups,
-    lm_loss,
+    hf_lm_loss,
     mup_coord_data,
     spectral_exponents,
 )
@@ -274,7 +274,7 @@ def recorded(name):  # the wrappers' outputs, not the raw layer inside; no dropo
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-run = dict(loss_fn=lm_loss, steps=LM_STEPS, modules=recorded)
+run = dict(loss_fn=hf_lm_loss, steps=LM_STEPS, modules=recorded)
 cc_gpt_sp = coord_check(gpt2("sp"), LM_WIDTHS, tokens, seeds=[0, 1, 2], **run)
 cc_gpt_mup = coord_check(gpt2("mup"), LM_WIDTHS, tokens, seeds=LM_SEEDS, **run)
 cc_gpt_mup3 = cc_gpt_mup[cc_gpt_mup["seed"] < 3]

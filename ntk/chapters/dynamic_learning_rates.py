@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ntk.data import Task, load_digits_task
+from ntk.data import digits
 from ntk.lm.data import TextData, eval_batches, load_corpus, sample_batch
 from ntk.lm.model import GPTConfig
 from ntk.lm.parametrize import gpt_recipe
@@ -38,6 +38,7 @@ from ntk.scaling.abc_rules import abc_table
 from ntk.scaling.alignment import AlignmentMeter, AlignmentRatios, exponents_from_widths
 from ntk.scaling.dynamic_lr import DynamicLR
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
+from ntk.training.losses import half_sse
 
 EVERY = 10  # optimizer steps between alignment measurements
 WARMUP = 10  # linear warmup steps before the cosine decay
@@ -62,12 +63,6 @@ class Run:
     ratios: list[dict[str, AlignmentRatios]] = field(default_factory=list)
     c: list[list[float]] = field(default_factory=list)
     score: float = math.nan  # test (mlp) or validation (gpt) loss after training
-
-
-@functools.cache
-def digits() -> Task:
-    """One-hot digits, standardized (deterministic)."""
-    return load_digits_task(one_hot=True)
 
 
 @functools.cache
@@ -123,7 +118,7 @@ def _train(
 
 def mlp_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
     """A muP MLP trained on digits minibatches; static or dynamic per-layer learning rates."""
-    task, cfg = digits(), MLP
+    task, cfg = digits(one_hot=True), MLP
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=3)
     param = Parametrization(
@@ -137,13 +132,10 @@ def mlp_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
     def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
         return task.x_train[order[t]], task.y_train[order[t]]
 
-    def mse(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((f - y) ** 2).sum(1).mean()
-
     probe = task.x_train[: cfg["probe"]]
-    _train(run, model, param, opt, batch, mse, probe, cfg["steps"])
+    _train(run, model, param, opt, batch, half_sse, probe, cfg["steps"])
     with torch.no_grad():
-        run.score = mse(model(task.x_test), task.y_test).item()
+        run.score = half_sse(model(task.x_test), task.y_test).item()
     return run
 
 

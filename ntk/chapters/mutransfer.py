@@ -9,24 +9,17 @@ learning rate tuned on the narrow one, compared with the wide SP model at its ow
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ntk.data import Task, load_digits_task
+from ntk.data import digits
 from ntk.models import WideMLP, WideMLP_MuP
 from ntk.training import TrainingDivergedError, train
 
 STEPS, BATCH, BASE = 30, 128, 32
-
-
-@functools.cache
-def digits() -> Task:
-    """The chapter's data: standardized 8x8 digits with class labels (deterministic)."""
-    return load_digits_task(seed=0)
 
 
 def train_mlp(
@@ -42,7 +35,7 @@ def train_mlp(
     MuAdam / MuSGD the same optimizer as Adam / SGD, so the two runs are identical there.
     (The readout starts random, not at the zero mup recommends, for that reason.)
     """
-    task = digits()
+    task = digits()  # class labels
     if parametrization == "sp":
         torch.manual_seed(seed)  # the init depends on (seed, width) only
         model = WideMLP(64, width, 10, depth=depth, weight_std=math.sqrt(2))

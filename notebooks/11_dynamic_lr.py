@@ -322,7 +322,7 @@ ratios = ch.window_ratios(mlp_runs, windows)
 print(ratios.round(3).to_string())
 
 # %%
-base = ch.MLP["base"]
+base = ch.MLP["base_width"]
 assert [r.score for r in mlp_runs if r.width == base and r.dynamic] == [
     r.score for r in mlp_runs if r.width == base and not r.dynamic
 ]
@@ -382,7 +382,7 @@ assert (abs(gpt_last.loc[ghidden, "omega slope"] - 0.5) < 0.1).all()
 assert gpt_last.loc[ghidden, "alpha slope"].between(0.55, 1.0).all()
 assert gpt_last.loc[ghidden, "alpha slope"].mean() < 0.9
 assert gpt_last.loc[ghidden, "u slope"].between(0.4, 0.95).all()
-gbase = ch.GPT_SETUP["base"]
+gbase = ch.GPT_SETUP["base_width"]
 assert [r.score for r in gpt_runs if r.width == gbase and r.dynamic] == [
     r.score for r in gpt_runs if r.width == gbase and not r.dynamic
 ]
@@ -408,8 +408,8 @@ print(
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-mult_mlp = ch.multipliers(mlp_runs, 512, ch.MLP["base"])
-mult_gpt = ch.multipliers(gpt_runs, 128, ch.GPT_SETUP["base"])
+mult_mlp = ch.multipliers(mlp_runs, 512, ch.MLP["base_width"])
+mult_gpt = ch.multipliers(gpt_runs, 128, ch.GPT_SETUP["base_width"])
 print("MLP, width 512 (8x base):", mult_mlp.round(2).to_dict())
 print("GPT, n_embd 128 (4x base):", mult_gpt.round(2).to_dict())
 mlp_roles = dyn_widest[0].roles

@@ -42,8 +42,8 @@ from ntk.training.losses import half_sse
 
 EVERY = 10  # optimizer steps between alignment measurements
 WARMUP = 10  # linear warmup steps before the cosine decay
-MLP = dict(widths=(64, 128, 256, 512), base=64, steps=150, batch=64, probe=128)
-GPT_SETUP = dict(widths=(32, 64, 128), base=32, steps=120, batch=16, block=32, probe=4)
+MLP = dict(widths=(64, 128, 256, 512), base_width=64, steps=150, batch=64, probe=128)
+GPT_SETUP = dict(widths=(32, 64, 128), base_width=32, steps=120, batch=16, block=32, probe=4)
 
 
 @dataclass
@@ -122,7 +122,7 @@ def mlp_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=3)
     param = Parametrization(
-        model, ParametrizationConfig("mup", "adam", lr_prefactor=lr, base_width=cfg["base"])
+        model, ParametrizationConfig("mup", "adam", lr_prefactor=lr, base_width=cfg["base_width"])
     )
     opt = torch.optim.Adam(param.param_groups)
     g = torch.Generator().manual_seed(seed)
@@ -149,7 +149,7 @@ def gpt_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
     model, param, groups = gpt_recipe(
         config,
         "mup",
-        base_width=cfg["base"],
+        base_width=cfg["base_width"],
         lr=lr,
         seed=seed,
         zero_query=False,
@@ -191,7 +191,7 @@ RUNNERS = {"mlp": mlp_run, "gpt": gpt_run}
 
 def sweep_base_lr(kind: str, lrs: list[float], seed: int = 0) -> pd.Series:
     """Score of static muP at the base width for each learning rate (inf if diverged)."""
-    width = (MLP if kind == "mlp" else GPT_SETUP)["base"]
+    width = (MLP if kind == "mlp" else GPT_SETUP)["base_width"]
     scores = {}
     for lr in lrs:
         run = RUNNERS[kind](width, seed, lr, dynamic=False)

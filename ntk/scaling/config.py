@@ -76,7 +76,6 @@ class ParametrizationConfig:
 
     parametrization: str | None = "mup"
     optimizer: str = "adam"
-    lr_rule: str = "abc"
     alignment: str = "full"
     a: list[float] | None = None
     b: list[float] | None = None
@@ -98,6 +97,7 @@ class ParametrizationConfig:
     zero_query: bool = False
     zero_readout: bool = False
     depth: DepthConfig | None = None
+    lr_rule: str = "abc"  # last: positional callers of the fields above are unaffected
 
     def validate(self) -> ParametrizationConfig:
         """Check the fields that do not depend on the model (errors name them); return self."""

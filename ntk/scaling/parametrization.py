@@ -12,8 +12,9 @@ weight like the `mup` package's base shapes), `Parametrization(model, config)`
    its bias;
 2. replaces the module in its parent by a `ScaledModule` whose output is (n / n0)^-a times the
    module's output;
-3. builds optimizer `param_groups`: one per weight with lr = lr_prefactor (n / n0)^-c, one per
-   bias (see below) and one for everything else (norms, unlisted layers) at lr_prefactor.
+3. builds optimizer `param_groups`: one per weight with lr = lr_prefactor (n / n0)^-c (c = 0
+   for every weight with `lr_rule="global"`: one learning rate, e.g. SP as usually run), one
+   per bias (see below) and one for everything else (norms, unlisted layers) at lr_prefactor.
 
 With `base_width` or `base_model` every ratio is 1 at the base width, where sp, ntk, mup and
 mfp all are plain SP (the tuned proxy); without either, n0 = 1 (absolute exponents).

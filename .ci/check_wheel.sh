@@ -18,7 +18,7 @@ py="$work/venv/bin/python"
 # Keep the torch we have: without the constraint, pip would satisfy mup's torchvision with the
 # newest release and replace torch to match it.
 echo "torch==2.13.0" >"$work/constraints.txt"
-"$py" -m pip install -q -c "$work/constraints.txt" "$work"/dist/ntk-*.whl
+"$py" -m pip install -q -c "$work/constraints.txt" "$work"/dist/ntk_lab-*.whl
 repo=$PWD
 cd "$work"  # from here on `import ntk` can only find the installed wheel
 # torchvision arrives with mup (declared, never imported): ntk must not need it.

@@ -1,6 +1,6 @@
-"""Overhead of dynamic per-layer learning rates: `param.step()` against a plain training step.
+"""Overhead of dynamic per-layer learning rates: `DynamicLR.step()` against a plain training step.
 
-`param.step()` (`ntk.scaling.dynamic_lr`) measures every k optimizer steps: a forward pass of
+`DynamicLR.step()` (`ntk.scaling.dynamic_lr`) measures every k optimizer steps: a forward pass of
 a small probe batch with pre-hooks capturing each layer's input, three probe-by-matrix
 products per layer, and one solve of the learning-rate program (`ntk.scaling.lp`, HiGHS);
 in between it only scales and restores the learning rates in two optimizer hooks. Two models:
@@ -12,7 +12,7 @@ in between it only scales and restores the learning rates in two optimizer hooks
 The reported overhead is amortized: (time in the two hooks per step + one measurement / k) /
 one training step, each part timed on its own as a median (the hooks as the difference of
 empty optimizer steps with and without them), so other processes hardly move it. As a
-cross-check, blocks of k steps with and without `param.step()` alternate for several rounds
+cross-check, blocks of k steps with and without `DynamicLR.step()` alternate for several rounds
 and the fastest of each are compared ("end to end"); on a 2-core machine its noise is
 several %, larger than the effect at k = 50.
 
@@ -39,9 +39,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import torch
 import torch.nn.functional as F
 
-from ntk.lm.model import GPT, GPTConfig
-from ntk.lm.parametrize import parametrize
+from ntk.lm.model import GPTConfig
+from ntk.lm.parametrize import gpt_recipe
 from ntk.models import WideMLP
+from ntk.scaling.dynamic_lr import DynamicLR
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 
 TARGET = 0.05  # at most 5% of a training step
@@ -64,11 +65,9 @@ def mlp_case() -> tuple[Parametrization, torch.optim.Optimizer, Callable[[], Non
 
 
 def gpt_case() -> tuple[Parametrization, torch.optim.Optimizer, Callable[[], None], object]:
-    torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=256, block_size=128, n_layer=2, n_embd=256, n_head=4)
-    model = GPT(cfg)
-    param = parametrize(model, "mup", base_width=64, lr=1e-3)
-    opt = torch.optim.AdamW(param.param_groups)
+    model, param, groups = gpt_recipe(cfg, "mup", base_width=64, lr=1e-3, seed=0)
+    opt = torch.optim.AdamW(groups)
     tokens = torch.randint(0, 256, (8, 129))
     x, y = tokens[:, :-1], tokens[:, 1:]
 
@@ -105,30 +104,30 @@ def _hook_cost(opt: torch.optim.Optimizer, clock: Callable[[], float], calls: in
 def measure_case(
     name: str, build: Callable, every: int, rounds: int, clock: Callable[[], float]
 ) -> dict:
-    """The overhead of param.step() every `every` steps, two ways.
+    """The overhead of DynamicLR.step() every `every` steps, two ways.
 
     Amortized (the reported number): (hooks per step + one measurement / every) / step, each
     part timed on its own as a median, so other processes hardly move it. End to end (the
-    cross-check): the fastest block of `every` steps with param.step() against the fastest
+    cross-check): the fastest block of `every` steps with DynamicLR.step() against the fastest
     without, alternating for `rounds` rounds; on a shared machine its noise is several %.
     """
     param, opt, step, probe = build()
     for _ in range(2):  # warm-up: allocator, caches
         step()
     empty_step = _hook_cost(opt, clock)
-    dynamic = param.enable_dynamic_lr(opt, probe, every=every)
+    dynamic = DynamicLR(param, opt, probe, every=every)
     hooks = max(_hook_cost(opt, clock) - empty_step, 0.0)
     dynamic.steps = 0  # the empty steps above were counted as optimizer steps
     for _ in range(2):  # first measurement and the scipy import out of the timings
         step()
-        param.step()
+        dynamic.step()
     best = {"plain": float("inf"), "dynamic": float("inf")}
     for _ in range(rounds):
         for variant in ("plain", "dynamic"):
             start = clock()
             for _ in range(every):
                 if variant == "dynamic":
-                    param.step()  # measures once per block: `every` steps since the last
+                    dynamic.step()  # measures once per block: `every` steps since the last
                 step()
             best[variant] = min(best[variant], (clock() - start) / every)
     step_s = _median_time(step, max(every, 10), clock)

@@ -54,13 +54,13 @@ def _sweep_row(t: dict) -> dict:
 
 
 def _dynamic_lr_rows(bench, rounds: int) -> list[dict]:
-    """`param.step()` every k = 20 steps against the same training step without it."""
+    """`DynamicLR.step()` every k = 20 steps against the same training step without it."""
     rows = []
     for name, build in (("mlp", bench.mlp_case), ("gpt", bench.gpt_case)):
         r = bench.measure_case(name, build, 20, rounds, time.perf_counter)
         rows.append(
             dict(
-                name=f"dynamic per-layer lr, param.step() every 20 steps, muP {name}",
+                name=f"dynamic per-layer lr, DynamicLR.step() every 20 steps, muP {name}",
                 ours_s=r["step_s"] * (1 + r["overhead"]),
                 reference_s=r["step_s"],
                 notes=f"overhead {r['overhead']:+.1%} of a plain step, amortized (target <= 5%;"

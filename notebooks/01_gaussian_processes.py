@@ -36,11 +36,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks: ntk (and mup, its dependency)
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    repository = "https://github.com/ntk-lab/ntk"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repository}"], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 import math
@@ -50,10 +51,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ntk import MLPKernel
 from ntk.chapters import gaussian_processes as gpd
 from ntk.chapters._plots import plot_error_vs_width
 from ntk.fitting import fit_power_law
-from ntk.kernels import MLPKernel
 
 WIDTHS = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 SEED = 0

@@ -39,20 +39,21 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks: ntk (and mup, its dependency)
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    repository = "https://github.com/ntk-lab/ntk"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repository}"], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ntk import MLPKernel
 from ntk.chapters import neural_tangent_kernel as ntp
 from ntk.chapters._plots import plot_error_vs_width
 from ntk.fitting import fit_mean_power_law
-from ntk.kernels import MLPKernel
 
 SEED = 0
 

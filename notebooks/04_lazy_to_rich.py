@@ -52,11 +52,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks: the package (and mup)
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    repo = "https://github.com/ntk-lab/ntk"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repo}"], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 import math

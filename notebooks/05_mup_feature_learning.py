@@ -34,11 +34,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks: the package (and mup)
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    repo = "https://github.com/ntk-lab/ntk"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repo}"], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 import math
@@ -48,9 +49,9 @@ import mup
 import pandas as pd
 import torch
 
+from ntk import WideMLP_MuP
 from ntk.chapters import mup_feature_learning as mfl
 from ntk.fitting import fit_loglog_slope
-from ntk.models import WideMLP_MuP
 
 torch.set_num_threads(1)  # small matrices: one thread is faster on a busy 2-core machine
 

@@ -31,11 +31,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    packages = ["ntk @ git+https://github.com/ntk-lab/ntk"]  # brings mup; Colab has torch
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 import functools
@@ -46,6 +47,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ntk import abc_table, lr_sweep, optima, plot_transfer
 from ntk.chapters.parametrization_zoo import (
     SP_GLOBAL_LR,
     adam_losses,
@@ -64,13 +66,12 @@ from ntk.scaling.abc_rules import (
     PARAMETRIZATIONS,
     ROLES,
     abc_shift,
-    abc_table,
     role_exponents,
     stability_violations,
     table_frame,
     update_exponents,
 )
-from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
+from ntk.scaling.sweep import lr_drift, summarize
 
 pd.set_option("display.width", 120)
 _ = torch.manual_seed(0)
@@ -249,7 +250,7 @@ raw = pd.DataFrame(
     dict(rule=name, width=w, layer=layer, **row)
     for name in exponents
     for w in term_widths
-    for layer, row in enumerate(update_terms(config(name, 2.0**-9, 64, depth=3), w, depth=3))
+    for layer, row in enumerate(update_terms(config(name, 2.0**-9, 64), w, depth=3))
 )
 
 

@@ -34,12 +34,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    # the package (with its dependency mup); Colab has transformers; no neural-tangents here
-    repo = "https://github.com/ntk-lab/ntk"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repo}"], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 # %matplotlib inline
@@ -51,21 +51,27 @@ import pandas as pd
 import torch
 from mup import MuAdam
 
+from ntk import (
+    Parametrization,
+    ParametrizationConfig,
+    WideMLP,
+    WideMLP_MuP,
+    abc_table,
+    coord_check,
+    load_digits_task,
+    plot_coord_check,
+)
 from ntk.chapters.coordinate_checks import (
     SpectralLog,
     exponent_table,
     gaussian_rel_w_exponent,
     gpt2_factory,
     gpt2_groups,
-    lm_loss,
+    hf_lm_loss,
     mup_coord_data,
     spectral_exponents,
 )
-from ntk.data import load_digits_task
-from ntk.models import WideMLP, WideMLP_MuP
-from ntk.scaling import Parametrization, ParametrizationConfig
-from ntk.scaling.abc_rules import abc_table, update_exponents
-from ntk.scaling.coord_check import coord_check, plot_coord_check
+from ntk.scaling.abc_rules import update_exponents
 from ntk.scaling.spectral import plot_spectral
 
 # %% [markdown]
@@ -359,7 +365,7 @@ def recorded(name):  # the wrappers' outputs, not the raw layer inside; no dropo
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-run = dict(loss_fn=lm_loss, steps=LM_STEPS, modules=recorded)
+run = dict(loss_fn=hf_lm_loss, steps=LM_STEPS, modules=recorded)
 cc_gpt_sp = coord_check(gpt2("sp"), LM_WIDTHS, tokens, seeds=[0, 1, 2], **run)
 cc_gpt_mup = coord_check(gpt2("mup"), LM_WIDTHS, tokens, seeds=LM_SEEDS, **run)
 cc_gpt_mup3 = cc_gpt_mup[cc_gpt_mup["seed"] < 3]

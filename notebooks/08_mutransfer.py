@@ -34,11 +34,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    packages = ["ntk @ git+https://github.com/ntk-lab/ntk"]  # brings mup; Colab has torch
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 # %matplotlib inline
@@ -49,6 +50,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ntk import lr_sweep, optima, plot_transfer
 from ntk.chapters.mutransfer import (
     at_transferred_lr,
     largest_stable_lr,
@@ -56,7 +58,7 @@ from ntk.chapters.mutransfer import (
     train_mlp,
     width_slope,
 )
-from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
+from ntk.scaling.sweep import lr_drift, summarize
 
 pd.set_option("display.width", 130)
 

@@ -35,11 +35,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    packages = ["ntk @ git+https://github.com/ntk-lab/ntk"]  # Colab has torch
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 # %matplotlib inline
@@ -50,6 +51,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ntk import GPT, GPTConfig
 from ntk.chapters.mup_transformer import (
     NOTEBOOK,
     coord_claims,
@@ -62,7 +64,6 @@ from ntk.chapters.mup_transformer import (
     transfer_sweep,
     zero_init_steps,
 )
-from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.parametrize import optimizer_groups, parametrize
 from ntk.lm.step import train_step
 from ntk.scaling.sweep import summarize
@@ -121,7 +122,7 @@ print("PASS: at widths 32-512 every matrix has lr_g * weight_decay_g = 0.01 * 0.
 # %%
 batch = (torch.randint(0, 512, (4, 16)), torch.randint(0, 512, (4, 16)))
 runs = {}
-sp_zeroed = dict(global_lr=True, zero_query=True, zero_readout=True)  # muP's two zero inits
+sp_zeroed = dict(lr_rule="global", zero_query=True, zero_readout=True)  # muP's two zero inits
 for name, options in [("sp", sp_zeroed), ("mup", {})]:
     torch.manual_seed(0)
     net = GPT(GPTConfig(vocab_size=512, block_size=16, n_layer=1, n_embd=32, n_head=2))

@@ -50,11 +50,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    packages = ["ntk @ git+https://github.com/ntk-lab/ntk"]  # brings mup; Colab has torch
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 # %matplotlib inline
@@ -65,6 +66,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
+from ntk import GPT, GPTConfig
 from ntk.chapters.progressive_ema import (
     SCHEDULE,
     chapter_config,
@@ -73,8 +75,7 @@ from ntk.chapters.progressive_ema import (
     phase_spikes,
     plot_runs,
 )
-from ntk.lm.logging import read_metrics
-from ntk.lm.model import GPT, GPTConfig
+from ntk.lm.run_log import read_metrics
 from ntk.lm.train import train
 from ntk.training.callbacks import EMA
 

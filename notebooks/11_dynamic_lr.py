@@ -22,7 +22,8 @@
 #    (`ntk.scaling.alignment`),
 # 2. **solve** a linear program for the largest stable per-layer exponents $c_l$ under them
 #    (`ntk.scaling.lp`, HiGHS through `scipy.optimize.milp`),
-# 3. **apply** them during training: `param.step()` sets each layer's learning rate to
+# 3. **apply** them during training: `DynamicLR.step()`, a controller beside the
+#    `Parametrization`, sets each layer's learning rate to
 #    $\eta_0\,(n/n_0)^{-c_l}$ times whatever the learning-rate scheduler applied
 #    (`ntk.scaling.dynamic_lr`).
 #
@@ -37,11 +38,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    packages = ["ntk @ git+https://github.com/ntk-lab/ntk"]  # brings scipy and mup; Colab has torch
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 # %matplotlib inline
@@ -52,13 +54,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ntk import abc_table
 from ntk.chapters import dynamic_learning_rates as ch
-from ntk.scaling.abc_rules import (
-    OPTIMIZER_FAMILIES,
-    PARAMETRIZATIONS,
-    Alignment,
-    abc_table,
-)
+from ntk.scaling.abc_rules import OPTIMIZER_FAMILIES, PARAMETRIZATIONS, Alignment
 from ntk.scaling.alignment import AlignmentRatios, alignment_ratio, exponent, exponents_from_widths
 from ntk.scaling.lp import InfeasibleExponentsError, solve_lr_exponents
 
@@ -275,7 +273,7 @@ print(
 # %% [markdown]
 # ## 4. Static muP against dynamic per-layer learning rates: the MLP
 #
-# The dynamic runs call `param.step()` once per training step: after the first update and every
+# The dynamic runs call `DynamicLR.step()` once per training step: after the first update and every
 # 10 updates it measures (one width: $\log\rho/\log n$, what a single training run has), solves
 # the program and sets
 #
@@ -341,7 +339,7 @@ ratios = ch.window_ratios(mlp_runs, windows)
 print(ratios.round(3).to_string())
 
 # %%
-base = ch.MLP["base"]
+base = ch.MLP["base_width"]
 assert [r.score for r in mlp_runs if r.width == base and r.dynamic] == [
     r.score for r in mlp_runs if r.width == base and not r.dynamic
 ]
@@ -401,7 +399,7 @@ assert (abs(gpt_last.loc[ghidden, "omega slope"] - 0.5) < 0.1).all()
 assert gpt_last.loc[ghidden, "alpha slope"].between(0.55, 1.0).all()
 assert gpt_last.loc[ghidden, "alpha slope"].mean() < 0.9
 assert gpt_last.loc[ghidden, "u slope"].between(0.4, 0.95).all()
-gbase = ch.GPT_SETUP["base"]
+gbase = ch.GPT_SETUP["base_width"]
 assert [r.score for r in gpt_runs if r.width == gbase and r.dynamic] == [
     r.score for r in gpt_runs if r.width == gbase and not r.dynamic
 ]
@@ -427,8 +425,8 @@ print(
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-mult_mlp = ch.multipliers(mlp_runs, 512, ch.MLP["base"])
-mult_gpt = ch.multipliers(gpt_runs, 128, ch.GPT_SETUP["base"])
+mult_mlp = ch.multipliers(mlp_runs, 512, ch.MLP["base_width"])
+mult_gpt = ch.multipliers(gpt_runs, 128, ch.GPT_SETUP["base_width"])
 print("MLP, width 512 (8x base):", mult_mlp.round(2).to_dict())
 print("GPT, n_embd 128 (4x base):", mult_gpt.round(2).to_dict())
 mlp_roles = dyn_widest[0].roles

@@ -44,11 +44,12 @@
 # %%
 import sys
 
-if "google.colab" in sys.modules:  # install only what Colab lacks
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
     import subprocess
 
-    packages = ["ntk @ git+https://github.com/ntk-lab/ntk"]  # Colab has torch
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
 # %matplotlib inline

@@ -16,9 +16,7 @@ import torch
 from torch.nn.parameter import UninitializedParameter
 
 from ntk.errors import InvalidType, InvalidValue
-
-# "standard" is what many papers and older code call SP; we accept it as an input alias.
-PARAMETRIZATION_ALIASES = {"standard": "sp"}
+from ntk.registry import ALIASES as PARAMETRIZATION_ALIASES
 
 
 def check_choice(name: str, value: str, choices: Iterable[str]) -> str:

@@ -20,6 +20,7 @@ from the kernel regime.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ntk._checks import (
+    check_bool,
     check_callable,
     check_choice,
     check_float_dtype,
@@ -192,6 +194,17 @@ def load_digits_task(
         targets(y_te),
         info,
     )
+
+
+def digits(one_hot: bool = False) -> Task:
+    """`load_digits_task(one_hot=one_hot)` with its defaults, made once per process (the
+    chapters' shared, deterministic digits; do not modify the returned tensors)."""
+    return _digits(check_bool("one_hot", one_hot))  # checked first: the cache hashes 1 as True
+
+
+@functools.cache
+def _digits(one_hot: bool) -> Task:
+    return load_digits_task(one_hot=one_hot)
 
 
 def point_on_sphere(in_features: int, seed: int = 0) -> Tensor:

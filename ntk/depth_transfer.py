@@ -1,4 +1,8 @@
-"""Chapter 12 as a script; the code (and `--help`) is in `ntk.chapters.depth`."""
+"""Chapter 12 as a script: `python -m ntk.chapters.depth` under its old name.
+
+Kept as an alias because the README and issues cite it; the code (and `--help`) is in
+`ntk.chapters.depth`.
+"""
 
 if __name__ == "__main__":
     import sys

@@ -16,6 +16,10 @@ An exception is a user error when
   ValueError, TypeError and OSError it lets through there, keeping their type, so Python
   callers catch what they always caught.
 
+`TrainingDivergedError` lives here too, on the bottom floor (this module imports nothing of
+ntk): `ntk.training`, `ntk.scaling`, `ntk.models` and `ntk.lm` raise or catch it without
+depending on each other.
+
 Every command line (`python -m ntk.lm.train`, the chapter scripts, `bench/run.py`) runs its
 `main(argv)` through `run_cli`, and builds its parser with `ArgumentParser`, whose usage errors
 are user errors too (one line instead of argparse's usage block). `--debug`, or the
@@ -54,6 +58,18 @@ class MissingPackage(UserError, ImportError):
 
 class UsageError(UserError):
     """A command-line usage mistake (unknown option, missing argument)."""
+
+
+class TrainingDivergedError(UserError, FloatingPointError):
+    """The loss became NaN or Inf; `.step` is the number of updates done before it. A user
+    error: the remedy is in the config (the learning rate, the parametrization)."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        self.step, self.loss = step, loss
+        super().__init__(
+            f"training diverged: loss is {loss} at step {step} (after {step} updates); "
+            "lower the learning rate or check the parametrization"
+        )
 
 
 # What the code that reads the user's files may raise about them.

@@ -1,4 +1,8 @@
-"""Chapter 03 as a script; the code (and `--help`) is in `ntk.chapters.lazy_regime`."""
+"""Chapter 03 as a script: `python -m ntk.chapters.lazy_regime` under its old name.
+
+Kept as an alias because the README and issues cite it; the code (and `--help`) is in
+`ntk.chapters.lazy_regime`.
+"""
 
 if __name__ == "__main__":
     import sys

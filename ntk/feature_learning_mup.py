@@ -1,4 +1,8 @@
-"""Chapter 05 as a script; the code (and `--help`) is in `ntk.chapters.mup_feature_learning`."""
+"""Chapter 05 as a script: `python -m ntk.chapters.mup_feature_learning` under its old name.
+
+Kept as an alias because the README and issues cite it; the code (and `--help`) is in
+`ntk.chapters.mup_feature_learning`.
+"""
 
 if __name__ == "__main__":
     import sys

@@ -1,4 +1,8 @@
-"""Chapter 01 as a script; the code (and `--help`) is in `ntk.chapters.gaussian_processes`."""
+"""Chapter 01 as a script: `python -m ntk.chapters.gaussian_processes` under its old name.
+
+Kept as an alias because the README and issues cite it; the code (and `--help`) is in
+`ntk.chapters.gaussian_processes`.
+"""
 
 if __name__ == "__main__":
     import sys

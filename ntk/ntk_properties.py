@@ -1,4 +1,8 @@
-"""Chapter 02 as a script; the code (and `--help`) is in `ntk.chapters.neural_tangent_kernel`."""
+"""Chapter 02 as a script: `python -m ntk.chapters.neural_tangent_kernel` under its old name.
+
+Kept as an alias because the README and issues cite it; the code (and `--help`) is in
+`ntk.chapters.neural_tangent_kernel`.
+"""
 
 if __name__ == "__main__":
     import sys

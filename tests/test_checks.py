@@ -20,7 +20,7 @@ from ntk._checks import (
     check_positive,
     check_positive_int,
 )
-from ntk.kernels.activations import ACTIVATIONS, get_activation
+from ntk.activations import ACTIVATIONS, get_activation
 
 
 def test_check_inputs_converts_and_validates():

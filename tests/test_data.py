@@ -98,3 +98,15 @@ def test_small_tasks_are_deterministic_and_as_described():
     assert (x_tr[1:] >= x_tr[:-1]).all() and x_tr.abs().max() <= 2  # sorted, in [-2, 2]
     torch.testing.assert_close(y_tr, torch.sin(2 * x_tr[:, 0]))
     assert x_te[0, 0] == -3 and x_te[-1, 0] == 3 and len(x_te) == 101
+
+
+def test_digits_is_the_one_cached_default_digits_task():
+    from ntk.data import digits as shared
+
+    a, b = shared(one_hot=True), shared(one_hot=True)
+    assert a is b  # made once per process
+    fresh = load_digits_task(one_hot=True)
+    assert torch.equal(a.x_train, fresh.x_train) and torch.equal(a.y_train, fresh.y_train)
+    assert shared().y_train.dtype == torch.int64  # class labels by default
+    with pytest.raises(TypeError, match="one_hot must be a bool"):
+        shared(one_hot=1)

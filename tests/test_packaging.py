@@ -103,3 +103,25 @@ def test_jupyterlab_runs_from_the_lock():
     ]
     assert not missing, missing
     assert "jupyter lab notebooks/01_" in (ROOT / "README.md").read_text()
+
+
+def _colab():
+    spec = importlib.util.spec_from_file_location("colab", ROOT / ".ci" / "colab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_distribution_name_and_one_place_for_the_colab_repository():
+    """The distribution is ntk-lab (PyPI's `ntk` is another project), the import name ntk;
+    every notebook's Colab cell is the one `.ci/colab.py` writes, with that name."""
+    colab = _colab()
+    assert PYPROJECT["project"]["name"] == colab.DISTRIBUTION == "ntk-lab"
+    assert colab.stale() == []
+    assert len(colab.notebooks()) == 12
+    for path in colab.notebooks():
+        text = path.read_text(encoding="utf-8")
+        assert text.count("git+") == 1, path.name  # no second, hand-written address
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "pip install ." in readme and "`ntk-lab`" in readme
+    assert "-e ." in (ROOT / "requirements.txt").read_text().splitlines()

@@ -7,7 +7,7 @@ The notebook `notebooks/07_coordinate_checks.py` builds the models and runs
 turn the long tables into exponent tables (`exponent_table`, `spectral_exponents`), predict the
 spectral exponents of a Gaussian init (`gaussian_rel_w_exponent`), and build
 GPT-2 models at any width in SP (Hugging Face's own init, one learning rate) or in muP through
-`Parametrization` (`gpt2_factory`), with a next-token loss (`lm_loss`) and exponents per module
+`Parametrization` (`gpt2_factory`), with a next-token loss (`hf_lm_loss`) and exponents per module
 group (`gpt2_groups`).
 """
 
@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ntk.lm.step import lm_loss
 from ntk.scaling.coord_check import (  # exponent_table: in the package, notebook 07 reads it here
     exponent_table,  # noqa: F401
     fit_exponents,
@@ -194,10 +195,10 @@ def gpt2_factory(
     return make
 
 
-def lm_loss(out, y: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy of a Hugging Face causal LM output against (N, T) token ids."""
-    logits = out.logits
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+def hf_lm_loss(out, y: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of a Hugging Face causal LM output against (N, T) token ids:
+    `ntk.lm.step.lm_loss` on its logits."""
+    return lm_loss(out.logits, y)
 
 
 def gpt2_groups(df: pd.DataFrame) -> pd.DataFrame:

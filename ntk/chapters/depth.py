@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from ntk._checks import check_choice
 from ntk.data import Task, make_low_dim_task
 from ntk.models.residual import ResidualMLP, parametrize_residual
+from ntk.registry import DEPTH_RULES, select
 from ntk.scaling.coord_check import ROOT, coord_check, fit_exponents
 from ntk.scaling.depth import at_relative_depth, depth_optima, depth_sweep
 from ntk.scaling.sweep import lr_drift
 
-PARAMETRIZATIONS = ("sp", "mup", "depth-mup", "completep")
+PARAMETRIZATIONS = select("sp", "mup", "depth-mup", "completep")
 DIM, WIDTH, BASE_WIDTH, BASE_DEPTH = 16, 64, 16, 2
 STEPS, BATCH, EPS = 60, 64, 1e-8
 
@@ -407,31 +408,29 @@ def _gpt_tokens() -> tuple[torch.Tensor, int]:
 def build_gpt(parametrization: str, width: int, depth: int, lr: float, seed: int | None):
     """A GPT (head size 8) in `parametrization` (as `build`, with the depth rule on both
     branches of every block) and its Adam, initialized from `seed` (None: the RNG state)."""
-    from ntk.lm.model import GPT, GPTConfig
-    from ntk.lm.parametrize import parametrize
-    from ntk.scaling.depth import DEPTH_RULES, DepthConfig
+    from ntk.lm.model import GPTConfig
+    from ntk.lm.parametrize import gpt_recipe
+    from ntk.scaling.depth import DepthConfig
 
     _, vocab = _gpt_tokens()
-    if seed is not None:
-        torch.manual_seed(seed)
     cfg = GPTConfig(vocab, GPT_BLOCK, depth, width, n_head=None, head_dim=GPT_HEAD_DIM)
-    model = GPT(cfg)
     dc = None
     if parametrization in DEPTH_RULES:
         dc = DepthConfig(parametrization, GPT_BRANCHES, base_depth=BASE_DEPTH, depth=depth)
     name = "mup" if dc is not None else parametrization
     # random query and readout (not muP's optional zero inits): every block moves at step 1
-    p = parametrize(
-        model,
+    model, _, groups = gpt_recipe(
+        cfg,
         name,
         base_width=GPT_BASE_WIDTH,
         lr=lr,
+        seed=seed,
         adam_eps=EPS,
         depth=dc,
         zero_query=False,
         zero_readout=False,
     )
-    return model, torch.optim.Adam(p.param_groups)
+    return model, torch.optim.Adam(groups)
 
 
 def gpt_depth_coord_check(
@@ -497,7 +496,10 @@ def gpt_at_width(width: int):
     return functools.partial(train_gpt, width=width)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m ntk.chapters.depth
+    # run the imported module's main: the sweep workers then unpickle its functions by their
+    # module name (ntk.chapters.depth), not as __main__ attributes
     from ntk.chapters._cli import run
+    from ntk.chapters.depth import main as _main
 
-    run(main)
+    run(_main)

@@ -1,9 +1,9 @@
 """Chapter 11 experiments: alignment measured over training, and dynamic per-layer learning rates.
 
 The notebook `notebooks/11_dynamic_lr.py` explains the measurement (`ntk.scaling.alignment`),
-the linear program (`ntk.scaling.lp`) and `Parametrization.step()` (`ntk.scaling.dynamic_lr`),
+the linear program (`ntk.scaling.lp`) and the controller `DynamicLR` (`ntk.scaling.dynamic_lr`),
 and calls these functions for the training runs. Two models, both muP with Adam(W), a linear
-warmup into a cosine schedule, and `Parametrization.step()` for the dynamic runs:
+warmup into a cosine schedule, and `DynamicLR.step()` for the dynamic runs:
 
     mlp  depth-3 MLP on one-hot 8x8 digits, MSE 0.5 sum_k (f_k - y_k)^2, batches of 64;
          widths 64 (the base width) to 512; scored by the test-set loss after training
@@ -12,7 +12,7 @@ warmup into a cosine schedule, and `Parametrization.step()` for the dynamic runs
          validation loss after training
 
 A static run measures alignment with an `AlignmentMeter` on the same schedule as a dynamic
-run's `param.step()` (after the first update, then every `EVERY` updates), so both kinds of
+run's `DynamicLR.step()` (after the first update, then every `EVERY` updates), so both kinds of
 run report the same ratios.
 """
 
@@ -28,20 +28,22 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ntk.data import Task, load_digits_task
+from ntk.data import digits
 from ntk.lm.data import TextData, eval_batches, load_corpus, sample_batch
-from ntk.lm.model import GPT, GPTConfig
-from ntk.lm.parametrize import parametrize
+from ntk.lm.model import GPTConfig
+from ntk.lm.parametrize import gpt_recipe
 from ntk.lm.step import lm_loss
 from ntk.models import WideMLP
 from ntk.scaling.abc_rules import abc_table
 from ntk.scaling.alignment import AlignmentMeter, AlignmentRatios, exponents_from_widths
+from ntk.scaling.dynamic_lr import DynamicLR
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
+from ntk.training.losses import half_sse
 
 EVERY = 10  # optimizer steps between alignment measurements
 WARMUP = 10  # linear warmup steps before the cosine decay
-MLP = dict(widths=(64, 128, 256, 512), base=64, steps=150, batch=64, probe=128)
-GPT_SETUP = dict(widths=(32, 64, 128), base=32, steps=120, batch=16, block=32, probe=4)
+MLP = dict(widths=(64, 128, 256, 512), base_width=64, steps=150, batch=64, probe=128)
+GPT_SETUP = dict(widths=(32, 64, 128), base_width=32, steps=120, batch=16, block=32, probe=4)
 
 
 @dataclass
@@ -61,12 +63,6 @@ class Run:
     ratios: list[dict[str, AlignmentRatios]] = field(default_factory=list)
     c: list[list[float]] = field(default_factory=list)
     score: float = math.nan  # test (mlp) or validation (gpt) loss after training
-
-
-@functools.cache
-def digits() -> Task:
-    """One-hot digits, standardized (deterministic)."""
-    return load_digits_task(one_hot=True)
 
 
 @functools.cache
@@ -94,7 +90,7 @@ def _train(
     """`steps` updates; measures after update 1, 1 + EVERY, ... (ratios kept in `run`)."""
     sched = _schedule(opt, steps)
     if run.dynamic:
-        controller = param.enable_dynamic_lr(opt, probe, every=EVERY)
+        controller = DynamicLR(param, opt, probe, every=EVERY)
     else:
         meter = AlignmentMeter(param, probe)
     for t in range(steps):
@@ -107,7 +103,7 @@ def _train(
         loss.backward()
         measured = None
         if run.dynamic:
-            param.step()  # after update 1, then every EVERY updates: measure, solve, set lrs
+            controller.step()  # after update 1, then every EVERY updates: measure, solve, set lrs
             run.c.append(list(controller.c))
             measured = controller.last if controller.measured_at == t else None
         elif t % EVERY == 1:  # the same steps, without the solve
@@ -122,11 +118,11 @@ def _train(
 
 def mlp_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
     """A muP MLP trained on digits minibatches; static or dynamic per-layer learning rates."""
-    task, cfg = digits(), MLP
+    task, cfg = digits(one_hot=True), MLP
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=3)
     param = Parametrization(
-        model, ParametrizationConfig("mup", "adam", lr_prefactor=lr, base_width=cfg["base"])
+        model, ParametrizationConfig("mup", "adam", lr_prefactor=lr, base_width=cfg["base_width"])
     )
     opt = torch.optim.Adam(param.param_groups)
     g = torch.Generator().manual_seed(seed)
@@ -136,29 +132,30 @@ def mlp_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
     def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
         return task.x_train[order[t]], task.y_train[order[t]]
 
-    def mse(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((f - y) ** 2).sum(1).mean()
-
     probe = task.x_train[: cfg["probe"]]
-    _train(run, model, param, opt, batch, mse, probe, cfg["steps"])
+    _train(run, model, param, opt, batch, half_sse, probe, cfg["steps"])
     with torch.no_grad():
-        run.score = mse(model(task.x_test), task.y_test).item()
+        run.score = half_sse(model(task.x_test), task.y_test).item()
     return run
 
 
 def gpt_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
     """The muP GPT of `ntk.lm` on the default corpus; static or dynamic learning rates."""
     data, cfg = corpus(), GPT_SETUP
-    torch.manual_seed(seed)
     config = GPTConfig(
         vocab_size=data.vocab_size, block_size=cfg["block"], n_layer=2, n_embd=width, n_head=4
     )
-    model = GPT(config)
     # random (not zero) query and readout: every layer then has all three alignments to measure
-    param = parametrize(
-        model, "mup", base_width=cfg["base"], lr=lr, zero_query=False, zero_readout=False
+    model, param, groups = gpt_recipe(
+        config,
+        "mup",
+        base_width=cfg["base_width"],
+        lr=lr,
+        seed=seed,
+        zero_query=False,
+        zero_readout=False,
     )
-    opt = torch.optim.AdamW(param.param_groups, weight_decay=0.0)
+    opt = torch.optim.AdamW(groups)
     g = torch.Generator().manual_seed(seed)
     run = _run_record("gpt", width, seed, dynamic, lr, param)
     val = eval_batches(data.val, cfg["batch"], cfg["block"], 4)
@@ -194,7 +191,7 @@ RUNNERS = {"mlp": mlp_run, "gpt": gpt_run}
 
 def sweep_base_lr(kind: str, lrs: list[float], seed: int = 0) -> pd.Series:
     """Score of static muP at the base width for each learning rate (inf if diverged)."""
-    width = (MLP if kind == "mlp" else GPT_SETUP)["base"]
+    width = (MLP if kind == "mlp" else GPT_SETUP)["base_width"]
     scores = {}
     for lr in lrs:
         run = RUNNERS[kind](width, seed, lr, dynamic=False)

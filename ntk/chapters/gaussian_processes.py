@@ -38,17 +38,17 @@ import torch
 from scipy import stats
 
 from ntk._checks import check_positive_int
+from ntk.activations import get_activation
 from ntk.chapters import _cli
 from ntk.chapters._plots import plot_error_vs_width
 from ntk.data import point_on_sphere, toy_regression_task
 from ntk.fitting import PowerLaw, fit_mean_power_law, fit_power_law
-from ntk.kernels.activations import get_activation
 from ntk.kernels.analytic import MLPKernel
 from ntk.kernels.predict import gp_posterior
 from ntk.models.ensemble import MLPEnsemble
 
 # neural-tangents' names for our parametrizations.
-NT_PARAMETRIZATIONS = {"ntk": "ntk", "sp": "standard"}
+NT_SPELLING = {"ntk": "ntk", "sp": "standard"}
 
 # Element budget of one ensemble chunk's hidden weights (E * width^2 floats, about 256 MB).
 _CHUNK_ELEMENTS = 2**26
@@ -380,7 +380,7 @@ def compare_with_neural_tangents(
     rows = []
     for cfg in configs:
         w, b, p = cfg["weight_std"], cfg["bias_std"], cfg.get("parametrization", "ntk")
-        p = NT_PARAMETRIZATIONS.get(p, p)
+        p = NT_SPELLING.get(p, p)
         width = cfg.get("width", 512)
 
         def dense(n, w=w, b=b, p=p):
@@ -510,5 +510,5 @@ def plot_regression(reg: RegressionComparison, axes) -> None:
     axes[1].legend(fontsize=8)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m ntk.chapters.gaussian_processes
     _cli.run(main)

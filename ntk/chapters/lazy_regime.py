@@ -274,5 +274,5 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     return {"lazy": lazy}
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m ntk.chapters.lazy_regime
     _cli.run(main)

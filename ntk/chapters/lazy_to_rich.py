@@ -48,7 +48,7 @@ from ntk.kernels.analytic import MLPKernel
 from ntk.kernels.empirical import empirical_ntk
 from ntk.kernels.predict import gradient_descent_mse_ensemble
 from ntk.models.mlp import WideMLP
-from ntk.training import History, TrainingDivergedError, train
+from ntk.training import History, TrainingDivergedError, relative_change, train
 
 WIDTHS = (16, 64, 256, 1024)
 ALPHAS = (1 / 16, 1 / 4, 1.0, 4.0, 16.0, 64.0)
@@ -133,11 +133,6 @@ def alignment(weight: Tensor, directions: Tensor) -> float:
             f"weight must be (n, d) and directions (d, r), got {tuple(w.shape)} and {tuple(u.shape)}"
         )
     return ((w @ u).pow(2).sum() / w.pow(2).sum()).item()
-
-
-def relative_change(now: Tensor, start: Tensor) -> float:
-    """||now - start||_F / ||start||_F."""
-    return (torch.linalg.vector_norm(now - start) / torch.linalg.vector_norm(start)).item()
 
 
 @dataclass

@@ -48,11 +48,12 @@ from ntk.fitting import fit_loglog_slope
 from ntk.kernels.analytic import MLPKernel
 from ntk.kernels.predict import gp_posterior, gradient_descent_mse_ensemble
 from ntk.models.mlp import WideMLP, WideMLP_MuP
+from ntk.registry import select
 from ntk.training import History, TrainingDivergedError, train
 
 WIDTHS = (10, 30, 100, 300, 1000, 3000, 10000)
 SEEDS = (0, 1, 2)
-PARAMETRIZATIONS = ("mup", "sp", "ntk")
+PARAMETRIZATIONS = select("mup", "sp", "ntk")
 OPTIMIZER = {"mup": "musgd", "sp": "sgd", "ntk": "sgd"}
 
 
@@ -537,5 +538,5 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     return {"sweep": sweep, "kernels": kernels}
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m ntk.chapters.mup_feature_learning
     _cli.run(main)

@@ -9,24 +9,17 @@ learning rate tuned on the narrow one, compared with the wide SP model at its ow
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ntk.data import Task, load_digits_task
+from ntk.data import digits
 from ntk.models import WideMLP, WideMLP_MuP
 from ntk.training import TrainingDivergedError, train
 
-STEPS, BATCH, BASE = 30, 128, 32
-
-
-@functools.cache
-def digits() -> Task:
-    """The chapter's data: standardized 8x8 digits with class labels (deterministic)."""
-    return load_digits_task(seed=0)
+STEPS, BATCH, BASE_WIDTH = 30, 128, 32
 
 
 def train_mlp(
@@ -38,16 +31,18 @@ def train_mlp(
     A ReLU MLP (He init) of `depth` hidden layers, `STEPS` steps on mini-batches of `BATCH`
     digits with the learning rate decayed linearly to 0, scored by its final cross-entropy on
     the whole training set. SP is `WideMLP`; muP is `WideMLP_MuP` (a `MuReadout`), drawn from
-    the same random numbers: at the base width `BASE` the two are the same network and
+    the same random numbers: at the base width `BASE_WIDTH` the two are the same network and
     MuAdam / MuSGD the same optimizer as Adam / SGD, so the two runs are identical there.
     (The readout starts random, not at the zero mup recommends, for that reason.)
     """
-    task = digits()
+    task = digits()  # class labels
     if parametrization == "sp":
         torch.manual_seed(seed)  # the init depends on (seed, width) only
         model = WideMLP(64, width, 10, depth=depth, weight_std=math.sqrt(2))
     else:
-        model = WideMLP_MuP(64, width, 10, depth=depth, weight_std=math.sqrt(2), base_width=BASE)
+        model = WideMLP_MuP(
+            64, width, 10, depth=depth, weight_std=math.sqrt(2), base_width=BASE_WIDTH
+        )
         torch.manual_seed(seed)  # after the base-shape models: the same draws as SP
         model.reset_parameters()
         optimizer = "mu" + optimizer

@@ -490,5 +490,5 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     return {"ntk_error": init, "ntk_change": change, "trajectories": traj, "eigendirections": eig}
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m ntk.chapters.neural_tangent_kernel
     _cli.run(main)

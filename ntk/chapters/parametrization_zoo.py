@@ -5,57 +5,49 @@ and calls these functions for the parts that train networks: the three terms of 
 update after one Adam step (`update_terms`, the measurement behind the update-exponent
 recursion), the abc-symmetry in training (`adam_losses`), the output and feature scales across
 widths after one Adam step (`probe_scales`), and one cell of the learning-rate sweep
-(`sweep_cell`). All train MLPs on one-hot 8x8 digits with the MSE 0.5 * sum_k (f_k - y_k)^2
-averaged over examples.
+(`sweep_cell`). All train MLPs on one-hot 8x8 digits: the first three with `half_sse`,
+0.5 * sum_k (f_k - y_k)^2 averaged over examples; the sweep with `train`'s "mse" loss,
+0.5 * mean over every entry (1/10 of it: Adam's steps are unchanged but for eps).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import math
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ntk.data import Task, load_digits_task
+from ntk.data import digits
 from ntk.fitting import fit_loglog_slope
 from ntk.models import WideMLP
+from ntk.scaling.abc_rules import abc_table
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 from ntk.training import TrainConfig, TrainingDivergedError, train
+from ntk.training.losses import half_sse
 
-# SP as most people run it: one global learning rate (c = 0 everywhere), `sp_global_lr_rule`
+# SP as most people run it: one global learning rate (c = 0 everywhere), the engine's
+# lr_rule "global" (`sp_global_lr_rule`)
 SP_GLOBAL_LR = "sp, global lr"
-
-
-@functools.cache
-def digits() -> Task:
-    """The chapter's data: standardized digits with one-hot targets (deterministic)."""
-    return load_digits_task(one_hot=True)
 
 
 def sp_global_lr_rule(depth: int = 2) -> dict[str, list[float]]:
     """(a, b, c) of SP with one global learning rate, for an MLP of `depth` hidden layers:
-    a = 0, b = (0, 1/2, ..., 1/2) and c = 0 everywhere."""
-    return dict(a=[0.0] * (depth + 1), b=[0.0] + [0.5] * depth, c=[0.0] * (depth + 1))
+    a = 0, b = (0, 1/2, ..., 1/2) and c = 0 everywhere (`abc_table(..., lr_rule="global")`)."""
+    roles = ["embedding"] + ["hidden"] * (depth - 1) + ["readout"]
+    table = abc_table("sp", "adam", "full", roles, lr_rule="global")
+    return {k: [getattr(x, k) for x in table] for k in "abc"}
 
 
-def config(
-    name: str, lr: float, base_width: int, depth: int = 2, **kwargs: object
-) -> ParametrizationConfig:
-    """Adam config of a named parametrization, or of SP with one global lr (`SP_GLOBAL_LR`),
-    for an MLP of `depth` hidden layers."""
-    if name == SP_GLOBAL_LR:
-        rule = sp_global_lr_rule(depth)
-        return ParametrizationConfig(
-            None, "adam", **rule, lr_prefactor=lr, base_width=base_width, **kwargs
-        )
-    return ParametrizationConfig(name, "adam", lr_prefactor=lr, base_width=base_width, **kwargs)
-
-
-def _mse(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return 0.5 * ((model(x) - y) ** 2).sum(1).mean()
+def config(name: str, lr: float, base_width: int, **kwargs: object) -> ParametrizationConfig:
+    """Adam config of a named parametrization (per-layer learning rates, lr_rule "abc"), or of
+    SP with one global lr (`SP_GLOBAL_LR`: lr_rule "global"), for an MLP of any depth."""
+    rule = "global" if name == SP_GLOBAL_LR else "abc"
+    name = "sp" if name == SP_GLOBAL_LR else name
+    return ParametrizationConfig(
+        name, "adam", lr_rule=rule, lr_prefactor=lr, base_width=base_width, **kwargs
+    )
 
 
 def update_terms(
@@ -72,13 +64,13 @@ def update_terms(
     the training batch itself. The embedding's input does not change: dx and its last two terms
     are 0.
     """
-    task = digits()
+    task = digits(one_hot=True)
     x, y = task.x_train[:batch].double(), task.y_train[:batch].double()
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=depth).double()
     opt = torch.optim.Adam(Parametrization(model, cfg).param_groups)
     before = copy.deepcopy(model)
-    loss = _mse(model, x, y)
+    loss = half_sse(model(x), y)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -127,7 +119,7 @@ def adam_losses(
     With `eps_scaled`, Adam's eps = 1e-8 scales per layer as (n / n0)^-a (`adam_eps`), which
     makes abc-equivalent parametrizations train identically; else one global eps = 1e-8.
     """
-    task = digits()
+    task = digits(one_hot=True)
     x, y = task.x_train[:n].double(), task.y_train[:n].double()
     torch.manual_seed(0)
     model = WideMLP(64, width, 10, depth=2).double()
@@ -135,7 +127,7 @@ def adam_losses(
     opt = torch.optim.Adam(Parametrization(model, cfg).param_groups, eps=1e-8)
     out = []
     for _ in range(steps):
-        loss = _mse(model, x, y)
+        loss = half_sse(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -148,7 +140,7 @@ def probe_scales(
 ) -> dict[str, float]:
     """Output RMS at init, and after `steps` Adam steps (batches of 64) the relative change of
     the last hidden features and the RMS change of the output, on a fixed probe batch."""
-    task = digits()
+    task = digits(one_hot=True)
     probe = task.x_train[:probe_size]
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=2)
@@ -158,7 +150,7 @@ def probe_scales(
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(0, len(task.x_train), (64,), generator=g)
-        loss = _mse(model, task.x_train[idx], task.y_train[idx])
+        loss = half_sse(model(task.x_train[idx]), task.y_train[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -182,7 +174,7 @@ def sweep_cell(parametrization: str, width: int, lr: float, seed: int, steps: in
     """One cell of the learning-rate sweep (`ntk.scaling.sweep.lr_sweep`): Adam on a
     parametrized MLP (base width 32), batches of 128; the score is the mean training loss at
     steps 10, 20, ..., `steps` (fast, stable progress), inf if training diverged."""
-    task = digits()
+    task = digits(one_hot=True)
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=2)
     opt = torch.optim.Adam(Parametrization(model, config(parametrization, lr, 32)).param_groups)

@@ -7,7 +7,7 @@ one description of a conv/pooling/layer-norm/residual network gives the finite n
 its analytic NNGP/NTK; import it as `ntk.kernels.stax`).
 """
 
-from ntk.kernels.activations import ACTIVATIONS, get_activation
+from ntk.activations import ACTIVATIONS, get_activation
 from ntk.kernels.analytic import Kernels, MLPKernel
 from ntk.kernels.empirical import empirical_ntk
 from ntk.kernels.predict import (

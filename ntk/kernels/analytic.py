@@ -42,7 +42,7 @@ The expectations are in closed form for
     it stays >= 1 at identical points even for huge variances;
   * GELU (Tsuchida et al. 2020; see `_gelu`), exact like neural-tangents' ``stax.Gelu``;
   * identity: K = Sigma, Kdot = 1;
-and for every other activation (a name in `ntk.kernels.activations` or any elementwise torch callable)
+and for every other activation (a name in `ntk.activations` or any elementwise torch callable)
 they use bivariate Gauss-Hermite quadrature of degree `quadrature_degree` (deg^2 nodes, the
 scheme of neural-tangents' ``stax.ElementwiseNumerical(fn, deg)``, Han et al. 2022,
 arXiv:2209.04121), with phi' from torch autograd. Cost and memory grow as deg^2 per entry.
@@ -86,7 +86,7 @@ from ntk._checks import (
     check_positive_int,
     check_std,
 )
-from ntk.kernels.activations import get_activation
+from ntk.activations import get_activation
 from ntk.kernels.quadrature import (
     MAX_DEGREE,
     QUADRATURE_NODES,
@@ -95,9 +95,10 @@ from ntk.kernels.quadrature import (
     quadrature_diag,
     snapped_angle,
 )
+from ntk.registry import select
 
 CLOSED_FORM = ("relu", "erf", "gelu", "identity")
-PARAMETRIZATIONS = ("ntk", "sp")
+PARAMETRIZATIONS = select("ntk", "sp")
 _TWO_PI = 2.0 * math.pi
 # The sp NTK multiplies kernels by the width: an exactly representable float (2^53) is far
 # beyond any network, and larger ints would overflow float arithmetic.
@@ -118,7 +119,7 @@ class MLPKernel:
     Args:
         depth: number of hidden layers (Dense -> activation); 0 is the linear readout alone.
         activation: "relu", "erf", "gelu" or "identity" (closed forms), another name in
-            `ntk.kernels.activations.ACTIVATIONS`, or any elementwise torch callable (quadrature).
+            `ntk.activations.ACTIVATIONS`, or any elementwise torch callable (quadrature).
         weight_std: sigma_w >= 0.
         bias_std: sigma_b >= 0, or None for layers without bias (matters only for "sp").
         parametrization: "ntk" or "sp" ("standard" is read as "sp"); same NNGP, different NTK.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ntk.kernels.activations import get_activation
+from ntk.activations import get_activation
 
 QUADRATURE_NODES = 1 << 20  # node evaluations per quadrature chunk (8 MB per float64 array)
 # deg^2 nodes per kernel entry: beyond this the cost is absurd (and numpy's nodes fail anyway)

@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ntk import Parametrization
 from ntk.errors import UserError
 from ntk.lm.config import RunConfig, build_model, from_dict
+from ntk.scaling.parametrization import Parametrization
 from ntk.scaling.scaled_module import ScaledModule
 
 FORMAT = "ntk.lm.checkpoint/2"  # /2: with the content digest
@@ -352,7 +352,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     state = load_checkpoint(path, map_location)
     config = from_dict(RunConfig, state["config"]).validate()
     vocab_size = _vocab_size(state["model"])
-    model, param = build_model(config, vocab_size)
+    model, param, _ = build_model(config, vocab_size)
     check_metadata(state["metadata"], parametrization_metadata(model, param), str(path))
     model.load_state_dict(state["model"])
     return model.to(map_location), param, state

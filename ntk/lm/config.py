@@ -35,10 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
-from ntk import Parametrization
 from ntk._checks import (
     check_choice,
     check_fraction,
@@ -47,14 +45,14 @@ from ntk._checks import (
     check_positive,
     check_positive_int,
 )
-from ntk.lm.model import GPT, GPTConfig
-from ntk.lm.parametrize import parametrize
+from ntk.lm.model import GPTConfig
+from ntk.lm.parametrize import GPTRecipe, gpt_recipe
 from ntk.lm.progressive import ProgressiveSchedule, parse_schedule, parse_tokens
 from ntk.lm.tokenizers import KINDS as TOKENIZERS
-from ntk.scaling.abc_rules import abc_table
+from ntk.registry import WIDTH_RULES
+from ntk.scaling.abc_rules import LR_RULES
 
 TOKENS = {"tokens": True}  # field metadata: a token count, int or "2M"
-PARAMETRIZATIONS = ("sp", "ntk", "mup", "mfp")
 
 
 @dataclass
@@ -233,8 +231,8 @@ def _validate_model(m: ModelSection) -> None:
 
 
 def _validate_parametrization(p: ParametrizationSection, m: ModelSection) -> None:
-    p.name = check_parametrization("parametrization.name", p.name, PARAMETRIZATIONS)
-    check_choice("parametrization.lr_rule", p.lr_rule, ("abc", "global"))
+    p.name = check_parametrization("parametrization.name", p.name, WIDTH_RULES)
+    check_choice("parametrization.lr_rule", p.lr_rule, LR_RULES)
     check_positive("parametrization.std_prefactor", p.std_prefactor)
     if p.base_width is not None:
         check_positive_int("parametrization.base_width", p.base_width)
@@ -299,12 +297,13 @@ def _validate_train(t: TrainSection, m: ModelSection) -> None:
 
 
 # ---- config -> model ---------------------------------------------------------------------------
-def build_model(config: RunConfig, vocab_size: int) -> tuple[GPT, Parametrization]:
-    """The GPT of `config`, initialized from train.seed and parametrized.
+def build_model(config: RunConfig, vocab_size: int) -> GPTRecipe:
+    """The GPT of `config`, initialized from train.seed, parametrized, and its AdamW groups.
 
-    The parametrization's widths are read against the same GPT at n_embd = base_width
-    (`ntk.lm.parametrize`). With lr_rule "global" the layers keep the rule's init and
-    multipliers (exponents a, b) and all get the one learning rate optim.lr (c = 0).
+    `ntk.lm.parametrize.gpt_recipe`: widths are read against the same GPT at n_embd =
+    base_width; lr_rule "global" keeps the rule's init and multipliers (exponents a, b) and
+    gives every layer the one learning rate optim.lr (c = 0); weight decay is muP's
+    (lr_g wd_g = optim.lr optim.weight_decay in every matrix group).
     """
     m, p = config.model, config.parametrization
     gpt_config = GPTConfig(
@@ -318,29 +317,18 @@ def build_model(config: RunConfig, vocab_size: int) -> tuple[GPT, Parametrizatio
         bias=m.bias,
         rope_base=m.rope_base,
     )
-    options = dict(
+    return gpt_recipe(
+        gpt_config,
+        p.name,
         base_width=p.base_width or m.n_embd,
         lr=config.optim.lr,
+        lr_rule=p.lr_rule,
+        weight_decay=config.optim.weight_decay,
+        seed=config.train.seed,
         zero_query=p.zero_query,
         zero_readout=p.zero_readout,
         std_prefactor=p.std_prefactor,
     )
-    name = p.name
-    if p.lr_rule == "global":
-        with torch.device("meta"):  # a dry run on shapes only: the layers' roles in order
-            roles = [s.role for s in parametrize(GPT(gpt_config), name, **options).layers]
-        abc = abc_table(name, "adam", "full", roles)
-        attention = "mup" if name in ("mup", "mfp") else "keep"
-        options.update(
-            a=[x.a for x in abc],
-            b=[x.b for x in abc],
-            c=[0.0] * len(abc),
-            attention_scale=attention,
-        )
-        name = None
-    torch.manual_seed(config.train.seed)
-    model = GPT(gpt_config)
-    return model, parametrize(model, name, **options)
 
 
 # ---- YAML -> dataclasses ---------------------------------------------------------------------

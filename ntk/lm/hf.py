@@ -44,10 +44,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ntk import Parametrization, ParametrizationConfig
 from ntk._checks import check_positive, check_positive_int
 from ntk.lm.model import GPT, GPTConfig
+from ntk.scaling.config import ParametrizationConfig
 from ntk.scaling.export import export_state_dict, unfold
+from ntk.scaling.parametrization import Parametrization
 
 __all__ = ["export_neox", "gpt_from_neox", "neox_config", "parametrize_pretrained"]
 

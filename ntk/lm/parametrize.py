@@ -7,14 +7,16 @@ MLP matrices) is "hidden"; the unembedding is the "readout". Norm gains and bias
 vector-like: they stay in the engine's rest group at the base learning rate. The rules
 themselves (init std n^-b, multiplier n^-a, learning rate n^-c per role, muP's attention
 scale sqrt(d0)/d, tied embeddings, zero-initialized queries and readout) live in one place,
-`ntk.Parametrization`; this module only names the layers, builds the base model, and adds
-two things an optimizer needs around the engine:
+`ntk.Parametrization`; this module only names the layers, builds the base model, and holds
+the one GPT recipe (`gpt_recipe`: model, parametrization and optimizer groups) that the YAML
+trainer, the learning-rate sweeps and the chapters all build their GPTs with.
 
-SP with one global learning rate. The engine's "sp" trains each role at its largest stable
-Adam learning rate (Everett et al. 2024, arXiv:2407.05872: hidden and readout lr ~ 1/n). SP
-as it is usually run, and as the muTransfer experiments mean it, is the standard init with
-ONE learning rate for every parameter: custom exponents a = 0, b = sp's, c = 0
-(`parametrize(..., "sp", global_lr=True)`).
+SP with one global learning rate. The engine's "sp" with its default lr_rule "abc" (per-layer
+SP) trains each role at its largest stable Adam learning rate (Everett et al. 2024,
+arXiv:2407.05872: hidden and readout lr ~ 1/n). SP as it is usually run, and as the
+muTransfer experiments mean it, is global-lr SP: the standard init with ONE learning rate for
+every parameter, the engine's lr_rule "global" (a, b of the rule, c = 0:
+`parametrize(..., "sp", lr_rule="global")`).
 
 Weight decay. AdamW's decoupled decay (Loshchilov & Hutter 2019, arXiv:1711.05101) shrinks
 each weight by the factor 1 - lr_g wd_g per step. Under muP a hidden matrix's lr_g falls like
@@ -29,14 +31,16 @@ fixed). Only weight matrices decay; norm gains and biases do not (as in nanoGPT)
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 
-from ntk import Parametrization, ParametrizationConfig
-from ntk._checks import check_bool, check_nonnegative, check_parametrization, check_positive_int
-from ntk.lm.model import GPT
-from ntk.scaling.abc_rules import AB_EXPONENTS, PARAMETRIZATIONS, ROLES
-from ntk.scaling.base_shapes import matching
+from ntk._checks import check_nonnegative, check_parametrization, check_positive_int
+from ntk.lm.model import GPT, GPTConfig
+from ntk.registry import WIDTH_RULES
+from ntk.scaling.abc_rules import ROLES
+from ntk.scaling.config import ParametrizationConfig
+from ntk.scaling.parametrization import Parametrization
 
 
 def gpt_layers(model: GPT) -> dict[str, str]:
@@ -71,19 +75,6 @@ def base_model(model: GPT, base_width: int) -> GPT:
         return GPT(config)
 
 
-def global_lr_exponents(model: GPT) -> dict[str, list[float]]:
-    """Custom exponents of SP with one learning rate: a = 0, b = sp's (embedding 0, others
-    1/2), c = 0; one value per weight matrix, in module order (the engine's table rows)."""
-    layers = gpt_layers(model)
-    roles = []
-    for name, _ in model.named_modules():
-        hits = matching(layers, name)
-        if hits:
-            roles.append(layers[hits[0]])
-    b = [AB_EXPONENTS["sp"][role][1] for role in roles]
-    return dict(a=[0.0] * len(roles), b=b, c=[0.0] * len(roles))
-
-
 def parametrize(
     model: GPT,
     parametrization: str | None = "mup",
@@ -91,7 +82,7 @@ def parametrize(
     base_width: int,
     lr: float,
     optimizer: str = "adam",
-    global_lr: bool = False,
+    lr_rule: str = "abc",
     **options,
 ) -> Parametrization:
     """Apply `parametrization` ("sp", "ntk", "mup", "mfp", or None with custom exponents
@@ -99,8 +90,8 @@ def parametrize(
 
     `base_width` is the n_embd at which every parametrization is the plain standard one (the
     width of the proxy model whose hyperparameters are tuned); `lr` is the learning rate there.
-    `global_lr=True` (with "sp" only) trains every parameter at `lr` at every width: SP as
-    usually run (module docstring). muP zero-initializes the query and the readout, as Tensor
+    `lr_rule="global"` trains every parameter at `lr` at every width (with "sp": SP as usually
+    run, module docstring; with "mup": muP's init and multipliers, one lr). muP zero-initializes the query and the readout, as Tensor
     Programs V recommends (Yang et al. 2022; the `mup` package's query_zero_init and
     readout_zero_init), unless `zero_query` / `zero_readout` say
     otherwise (a tied readout is never zeroed: it is the embedding). Further `options` go to
@@ -109,20 +100,14 @@ def parametrize(
     """
     name = None  # custom exponents: options carry a, b, c (the engine checks them)
     if parametrization is not None:
-        name = check_parametrization("parametrization", parametrization, PARAMETRIZATIONS)
-    if check_bool("global_lr", global_lr):
-        if name != "sp":
-            raise ValueError(
-                f"global_lr=True is SP's single learning rate; it does not apply to {name!r} "
-                "(whose per-layer learning rates are what makes it that parametrization)"
-            )
-        name, options = None, {**global_lr_exponents(model), "attention_scale": "keep", **options}
-    elif name == "mup":
+        name = check_parametrization("parametrization", parametrization, WIDTH_RULES)
+    if name == "mup":
         options.setdefault("zero_query", True)
         options.setdefault("zero_readout", not model.config.tie_embeddings)
     config = ParametrizationConfig(
         parametrization=name,
         optimizer=optimizer,
+        lr_rule=lr_rule,
         lr_prefactor=lr,
         layers=gpt_layers(model),
         base_model=base_model(model, base_width),
@@ -149,3 +134,38 @@ def optimizer_groups(param: Parametrization, weight_decay: float = 0.0) -> list[
         matrix = group.get("role") in ROLES
         group["weight_decay"] = weight_decay * lr / group["lr"] if matrix else 0.0
     return groups
+
+
+class GPTRecipe(NamedTuple):
+    """A GPT, its parametrization and the optimizer groups to train it with."""
+
+    model: GPT
+    param: Parametrization
+    groups: list[dict]
+
+
+def gpt_recipe(
+    config: GPTConfig,
+    parametrization: str | None = "mup",
+    *,
+    weight_decay: float = 0.0,
+    seed: int | None = None,
+    **options,
+) -> GPTRecipe:
+    """The one way a GPT is built for training: model, parametrization, optimizer groups.
+
+    Seeds torch's global generator with `seed` (None: uses its current state), builds
+    `GPT(config)`, applies `parametrize(model, parametrization, **options)` (base_width and lr
+    required; lr_rule, zero_query, depth, ... as there) and `optimizer_groups(param,
+    weight_decay)` (muP's weight decay). Build the optimizer from `groups`, e.g.
+    `torch.optim.AdamW(recipe.groups, betas=...)`; with weight_decay 0,
+    `torch.optim.Adam(recipe.groups)` is the same update.
+    """
+    if not isinstance(config, GPTConfig):
+        raise TypeError(f"config must be an ntk.lm.GPTConfig, got {type(config).__name__}")
+    check_nonnegative("weight_decay", weight_decay)  # before the model draws from the RNG
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = GPT(config)
+    param = parametrize(model, parametrization, **options)
+    return GPTRecipe(model, param, optimizer_groups(param, weight_decay))

@@ -1,6 +1,6 @@
 """Figures of a run directory or of a sweep's: `python -m ntk.lm.train --plot DIR`.
 
-A directory with a metrics.csv is one run (`ntk.lm.logging.plot_run`). A directory without
+A directory with a metrics.csv is one run (`ntk.lm.run_log.plot_run`). A directory without
 one, holding runs below it (a config's `sweep:` grid writes one run per point in
 `out_dir/<key>=<value>`; `sweep_cell` writes `out_dir/<parametrization>/<cell>`), is a sweep:
 `plot_sweep` overlays its runs, one line per run, labelled by its path below DIR.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ntk.lm.logging import METRICS, plot_run, read_metrics
+from ntk.lm.run_log import METRICS, plot_run, read_metrics
 
 
 def sweep_runs(directory: str | Path) -> list[Path]:

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ntk import TrainingDivergedError
 from ntk._checks import check_positive
+from ntk.errors import TrainingDivergedError
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:

@@ -34,8 +34,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ntk import Parametrization
-from ntk.errors import ArgumentParser, MissingPackage, run_cli, user_input
+from ntk.errors import (
+    ArgumentParser,
+    MissingPackage,
+    TrainingDivergedError,
+    run_cli,
+    user_input,
+)
 from ntk.lm.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -59,7 +64,9 @@ from ntk.lm.config import (
 from ntk.lm.data import TextData, load_corpus, sample_batch
 from ntk.lm.describe import check_budget, config_keys, finished_message, run_summary
 from ntk.lm.eval import eval_windows
-from ntk.lm.logging import (
+from ntk.lm.plots import plot_directory
+from ntk.lm.progressive import ProgressiveSchedule
+from ntk.lm.run_log import (
     METRICS,
     RunLogger,
     Throughput,
@@ -67,11 +74,10 @@ from ntk.lm.logging import (
     read_metrics,
     wandb_available,
 )
-from ntk.lm.plots import plot_directory
-from ntk.lm.progressive import ProgressiveSchedule
 from ntk.lm.runs import stored_tokenizer
-from ntk.lm.step import TrainingDivergedError, evaluate, train_step
+from ntk.lm.step import evaluate, train_step
 from ntk.lm.tokenizers import Tokenizer, UnknownTokenError
+from ntk.scaling.parametrization import Parametrization
 from ntk.scaling.spectral import SpectralMonitor
 from ntk.training import EMA
 
@@ -150,17 +156,6 @@ class Run:
         return Path(self.config.log.out_dir)
 
 
-def param_groups(param: Parametrization, weight_decay: float) -> list[dict[str, Any]]:
-    """The parametrization's per-layer groups; weight decay on matrices only (nanoGPT's rule)
-    unless a group sets its own."""
-    groups = param.param_groups
-    for group in groups:
-        if "weight_decay" not in group:
-            matrices = all(p.ndim >= 2 for p in group["params"])
-            group["weight_decay"] = weight_decay if matrices else 0.0
-    return groups
-
-
 @user_input()  # the config, corpus and checkpoint are the user's: errors there are input errors
 def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = None) -> Run:
     """Data, model, optimizer, schedules, EMA and monitors of a fresh run (seeded); the text
@@ -185,12 +180,10 @@ def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = Non
         vocab_size=d.vocab_size,
         tokenizer=tokenizer,
     )
-    model, param = build_model(config, data.vocab_size)
+    model, param, groups = build_model(config, data.vocab_size)
     model.to(procs.device)
     o = config.optim
-    optimizer = torch.optim.AdamW(
-        param_groups(param, o.weight_decay), betas=(o.beta1, o.beta2), eps=o.eps
-    )
+    optimizer = torch.optim.AdamW(groups, betas=(o.beta1, o.beta2), eps=o.eps)
     lr = LRSchedule(config.warmup_steps, config.total_steps, o.decay, o.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr)
     ema = EMA(model, decay=config.ema.beta) if config.ema.enabled else None
@@ -203,7 +196,6 @@ def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = Non
     )
 
 
-@user_input()
 def _setup_resumed(config: RunConfig, procs: Processes, path: Path) -> Run:
     """`setup` with the tokenizer stored in the checkpoint at `path`; a corpus it cannot encode
     any more is reported as changed since the checkpoint, with both vocabulary sizes."""
@@ -227,6 +219,7 @@ def _setup_resumed(config: RunConfig, procs: Processes, path: Path) -> Run:
         ) from None
 
 
+@user_input()
 def checkpoint_path(config: RunConfig) -> Path | None:
     """The checkpoint to resume from (None: a fresh run); refuses to overwrite a finished one."""
     resume = config.checkpoint.resume

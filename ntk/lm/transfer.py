@@ -30,13 +30,14 @@ import pandas as pd
 import torch
 
 from ntk._checks import check_choice, check_nonnegative, check_positive, check_positive_int
+from ntk.errors import TrainingDivergedError
 from ntk.lm.data import LEVELS, TextData, eval_batches, load_corpus, sample_batch
 from ntk.lm.model import GPT, GPTConfig
-from ntk.lm.parametrize import optimizer_groups, parametrize
+from ntk.lm.parametrize import gpt_recipe
 from ntk.lm.step import evaluate, train_step
-from ntk.training import TrainingDivergedError
+from ntk.registry import select
 
-PARAMETRIZATIONS = ("sp", "mup")  # sp: one global learning rate (module docstring)
+PARAMETRIZATIONS = select("sp", "mup")  # sp: one global learning rate (module docstring)
 BITS = 1 / math.log(2)  # nats -> bits
 
 
@@ -113,12 +114,16 @@ def build(
         n_embd=width,
         n_head=setup.n_head,
     )
-    torch.manual_seed(seed)
-    model = GPT(config)
-    sp = parametrization == "sp"
-    name = "sp" if sp else "mup"
-    param = parametrize(model, name, base_width=setup.base_width, lr=lr, global_lr=sp)
-    groups = optimizer_groups(param, setup.weight_decay)
+    rule = "global" if parametrization == "sp" else "abc"  # sp: one learning rate
+    model, _, groups = gpt_recipe(
+        config,
+        parametrization,
+        base_width=setup.base_width,
+        lr=lr,
+        lr_rule=rule,
+        weight_decay=setup.weight_decay,
+        seed=seed,
+    )
     return model, torch.optim.AdamW(groups, betas=setup.betas)
 
 

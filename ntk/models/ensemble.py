@@ -44,9 +44,9 @@ from ntk._checks import (
     check_scale_fits,
     check_std,
 )
-from ntk.kernels.activations import get_activation
+from ntk.activations import get_activation
+from ntk.errors import TrainingDivergedError
 from ntk.models.mlp import WideMLP
-from ntk.training.config import TrainingDivergedError
 
 
 class MLPEnsemble(nn.Module):
@@ -87,7 +87,7 @@ class MLPEnsemble(nn.Module):
         self.weight_std = check_std("weight_std", weight_std)
         self.bias_std = check_std("bias_std", bias_std)
         self.parametrization = check_parametrization(
-            "parametrization", parametrization, ("ntk", "sp")
+            "parametrization", parametrization, WideMLP.PARAMETRIZATIONS
         )
         self.generator = torch.Generator().manual_seed(check_positive_int("seed", seed, minimum=0))
         self.dtype = check_float_dtype("dtype", dtype)

@@ -43,9 +43,10 @@ from ntk._checks import (
     check_scale_fits,
     check_std,
 )
+from ntk.activations import get_activation
 from ntk.errors import InvalidValue
-from ntk.kernels.activations import get_activation
 from ntk.models.mup_shapes import setup_mup_scaling
+from ntk.registry import select
 
 Activation = str | Callable[[Tensor], Tensor]
 
@@ -60,7 +61,7 @@ class MLPBase(nn.Module):
         width: hidden width n (every hidden layer).
         out_features: output dimension.
         depth: number of hidden layers (Dense -> activation).
-        activation: a name from `ntk.kernels.activations.ACTIVATIONS` or a callable.
+        activation: a name from `ntk.activations.ACTIVATIONS` or a callable.
         weight_std: sigma_w; weights have variance sigma_w^2 / fan_in (effective).
         bias_std: sigma_b; biases have variance sigma_b^2 (effective).
         parametrization: one of the subclass's `PARAMETRIZATIONS` ("standard" means "sp").
@@ -183,7 +184,7 @@ class WideMLP(MLPBase):
     depth 0 gives a linear model. See the module docstring for the two parametrizations.
     """
 
-    PARAMETRIZATIONS = ("sp", "ntk")
+    PARAMETRIZATIONS = select("sp", "ntk")
 
     def _readout(self, fan_in: int, bias: bool) -> nn.Linear:
         return nn.Linear(fan_in, self.out_features, bias=bias)
@@ -240,7 +241,7 @@ class WideMLP_MuP(MLPBase):
     multiplier output_mult / width_mult. Shapes: x (N, in_features) -> (N, out_features).
     """
 
-    PARAMETRIZATIONS = ("mup",)
+    PARAMETRIZATIONS = select("mup")
     MIN_DEPTH = 1
 
     def __init__(

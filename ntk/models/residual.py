@@ -26,16 +26,18 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ntk import registry
 from ntk._checks import check_forward_input, check_positive_int
-from ntk.kernels.activations import get_activation
+from ntk.activations import get_activation
+from ntk.registry import DEPTH_RULES
 from ntk.scaling.config import ParametrizationConfig
-from ntk.scaling.depth import DEPTH_RULES, DepthConfig
+from ntk.scaling.depth import DepthConfig
 from ntk.scaling.parametrization import Parametrization
 
 RESIDUAL_LAYERS = {"embed": "embedding", "blocks.*.branch.fc": "hidden", "readout": "readout"}
 RESIDUAL_BRANCHES = ["blocks.*.branch"]
 # width rules by name, and depth rules as width-only muP plus a branch rule
-PARAMETRIZATIONS = ("sp", "ntk", "mup", "mfp", *DEPTH_RULES)
+PARAMETRIZATIONS = registry.ALL
 
 
 class Branch(nn.Module):
@@ -67,7 +69,7 @@ class ResidualMLP(nn.Module):
     Args:
         in_features, width, out_features: d, n and the output size.
         depth: L, the number of residual blocks (>= 1).
-        activation: a name from `ntk.kernels.activations.ACTIVATIONS` or a callable.
+        activation: a name from `ntk.activations.ACTIVATIONS` or a callable.
     """
 
     def __init__(

@@ -65,16 +65,19 @@ from ntk._checks import (
     check_parametrization,
     is_finite_number,
 )
+from ntk.registry import WIDTH_RULES
 
 if TYPE_CHECKING:
     import pandas as pd
 
 ROLES = ("embedding", "hidden", "readout")
-PARAMETRIZATIONS = ("sp", "ntk", "mup", "mfp")
+PARAMETRIZATIONS = WIDTH_RULES  # the width rules of `ntk.registry`
 # The update rules the exponents distinguish: "adam" stands for any Adam-like, scale-invariant
 # optimizer (the names `ntk.training.train` accepts are `ntk.training.OPTIMIZERS`).
 OPTIMIZER_FAMILIES = ("adam", "sgd")
 ALIGNMENTS = ("full", "no")
+# "abc": each layer's largest stable lr exponent c; "global": c = 0, one lr for every layer
+LR_RULES = ("abc", "global")
 
 
 class ABC(NamedTuple):
@@ -283,9 +286,17 @@ def abc_table(
     optimizer: str = "adam",
     alignment: str = "full",
     roles: Sequence[str] = ("embedding", "hidden", "readout"),
+    lr_rule: str = "abc",
 ) -> list[ABC]:
-    """(a, b, c) for each entry of `roles`, e.g. roles = ["embedding"] + ["hidden"] * 3 + ["readout"]."""
+    """(a, b, c) for each entry of `roles`, e.g. roles = ["embedding"] + ["hidden"] * 3 + ["readout"].
+
+    `lr_rule` "abc": c is the largest stable exponent (`max_lr_exponents`); "global": c = 0 for
+    every layer, one learning rate at every width (with "sp": SP as usually run).
+    """
+    check_choice("lr_rule", lr_rule, LR_RULES)
     table = role_exponents(parametrization, optimizer, alignment)
+    if lr_rule == "global":
+        return [ABC(table[role].a, table[role].b, 0.0) for role in _check_roles(roles)]
     return [table[role] for role in _check_roles(roles)]
 
 

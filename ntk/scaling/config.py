@@ -14,7 +14,13 @@ from ntk._checks import (
     check_positive,
     check_positive_int,
 )
-from ntk.scaling.abc_rules import ALIGNMENTS, OPTIMIZER_FAMILIES, PARAMETRIZATIONS, ROLES
+from ntk.scaling.abc_rules import (
+    ALIGNMENTS,
+    LR_RULES,
+    OPTIMIZER_FAMILIES,
+    PARAMETRIZATIONS,
+    ROLES,
+)
 from ntk.scaling.depth import DepthConfig
 
 BIAS_RULES = ("abc", "default")
@@ -28,6 +34,13 @@ class ParametrizationConfig:
     Attributes:
         parametrization: "sp", "ntk", "mup" or "mfp" ("standard" is read as "sp"); None for
             custom `a`, `b` (and `c`).
+        lr_rule: "abc" (default): each weight's learning rate lr_prefactor (n / n0)^-c with
+            the parametrization's c, its largest stable one (Everett et al. 2024,
+            arXiv:2407.05872); "sp" then means *per-layer SP*: standard init and multipliers,
+            hidden and readout Adam lr ~ 1/n. "global": the parametrization's a and b with
+            c = 0 for every weight, one learning rate lr_prefactor at every width; "sp" then
+            means *global-lr SP*, SP as it is usually run and as the muTransfer experiments
+            mean it (Yang et al. 2022, arXiv:2203.03466). Custom exponents state c themselves.
         optimizer: "adam" (any Adam-like, scale-invariant optimizer) or "sgd".
         alignment: "full" or "no" (the alignment assumption behind the c exponents).
         a, b, c: custom exponents, one per weight matrix (row of the table) in module order;
@@ -84,6 +97,7 @@ class ParametrizationConfig:
     zero_query: bool = False
     zero_readout: bool = False
     depth: DepthConfig | None = None
+    lr_rule: str = "abc"  # last: positional callers of the fields above are unaffected
 
     def validate(self) -> ParametrizationConfig:
         """Check the fields that do not depend on the model (errors name them); return self."""
@@ -94,6 +108,12 @@ class ParametrizationConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZER_FAMILIES)
         check_choice("alignment", self.alignment, ALIGNMENTS)
         check_choice("bias_lr", self.bias_lr, BIAS_RULES)
+        check_choice("lr_rule", self.lr_rule, LR_RULES)
+        if self.lr_rule == "global" and self.parametrization is None:
+            raise ValueError(
+                "lr_rule='global' takes a named parametrization's a and b; with custom "
+                "exponents give c = 0 for every weight instead"
+            )
         check_choice("config.attention_scale", self.attention_scale, ATTENTION_SCALES)
         check_positive("lr_prefactor", self.lr_prefactor)
         check_positive("std_prefactor", self.std_prefactor)

@@ -46,10 +46,10 @@ from ntk._checks import (
     check_scalar_loss,
     check_sequence,
 )
+from ntk.errors import TrainingDivergedError
 from ntk.fitting import loglog_fit
 from ntk.scaling.attention_logits import AttentionLogitRecorder, eager_attention_modules
 from ntk.scaling.scaled_module import ScaledModule
-from ntk.training.config import TrainingDivergedError
 
 ROOT = "<output>"  # name used for the model itself (named_modules() calls it "")
 QUANTITIES = ("act_size", "delta_size")

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from ntk._checks import check_choice, check_positive_int, is_finite_number
+from ntk.registry import DEPTH_RULES
 from ntk.scaling.scaled_module import ScaledModule
 
 if TYPE_CHECKING:
@@ -73,7 +74,6 @@ __all__ = [
     "depth_sweep",
 ]
 
-DEPTH_RULES = {"depth-mup": 0.5, "completep": 1.0}
 _OPTIMIZERS = ("adam", "sgd")
 
 

@@ -27,7 +27,7 @@ The exponents are single-width estimates log rho / log n, biased by log C / log 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,17 +35,26 @@ from torch import Tensor, nn
 from ntk._checks import check_choice, check_positive_int
 from ntk.scaling.abc_rules import ALIGNMENT_EXPONENTS, Alignment
 from ntk.scaling.alignment import AlignmentMeter, LayerAlignment
+from ntk.scaling.parametrization import Parametrization
 
-if TYPE_CHECKING:
-    from ntk.scaling.parametrization import Parametrization
-
-__all__ = ["DynamicLR", "DynamicLRMixin"]
+__all__ = ["DynamicLR"]
 
 ON_INFEASIBLE = ("raise", "keep")
 
 
 class DynamicLR:
     """Measure alignment every `every` steps, solve for c_l, apply it inside optimizer.step().
+
+    A controller beside the static rule: `Parametrization` says what each layer's init,
+    multiplier and base learning rate are; `DynamicLR(param, optimizer, probe)` changes the
+    learning rates while training. Call `step()` once per training step (anywhere between two
+    optimizer steps); checkpoint it with `state_dict()` / `load_state_dict()`.
+
+        >>> param = Parametrization(model, ParametrizationConfig("mup", base_width=64))
+        >>> opt = torch.optim.Adam(param.param_groups)
+        >>> dynamic = DynamicLR(param, opt, x[:64], every=10)
+        >>> for x, y in batches:
+        ...     loss(model(x), y).backward(); dynamic.step(); opt.step(); opt.zero_grad()
 
     Args:
         param: the `Parametrization` whose `param_groups` built `optimizer`.
@@ -69,6 +78,8 @@ class DynamicLR:
         forward: Callable[[nn.Module, Any], Any] | None = None,
         on_infeasible: str = "raise",
     ) -> None:
+        if not isinstance(param, Parametrization):
+            raise TypeError(f"param must be an ntk.Parametrization, got {type(param).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
         self.param, self.optimizer = param, optimizer
@@ -224,44 +235,3 @@ class DynamicLR:
         self.every = check_positive_int("state['every']", state["every"])
         self.c = [float(x) for x in state["c"]]
         self.history = [dict(h) for h in state["history"]]
-
-
-class DynamicLRMixin:
-    """`Parametrization.enable_dynamic_lr`, `step`, `state_dict` and `load_state_dict`."""
-
-    dynamic_lr: DynamicLR | None = None
-
-    def enable_dynamic_lr(
-        self, optimizer: torch.optim.Optimizer, probe: Any, every: int = 10, **options: Any
-    ) -> DynamicLR:
-        """Re-solve each layer's c from measured alignment every `every` optimizer steps.
-
-        Call `step()` once per training step (anywhere between two optimizer steps); options
-        as `DynamicLR` (forward, on_infeasible). Returns the controller (also `dynamic_lr`).
-        """
-        if self.dynamic_lr is not None:
-            self.dynamic_lr.remove()
-        self.dynamic_lr = DynamicLR(self, optimizer, probe, every, **options)
-        return self.dynamic_lr
-
-    def step(self) -> None:
-        """Measure alignment (every k steps), solve for c, set the next updates' lrs."""
-        if self.dynamic_lr is None:
-            raise RuntimeError("call param.enable_dynamic_lr(optimizer, probe) before step()")
-        self.dynamic_lr.step()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The dynamic learning rates' state (empty if not enabled), for checkpoints."""
-        return {} if self.dynamic_lr is None else {"dynamic_lr": self.dynamic_lr.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore `state_dict()`; enable the dynamic learning rates first."""
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}")
-        if "dynamic_lr" in state:
-            if self.dynamic_lr is None:
-                raise RuntimeError(
-                    "state holds dynamic learning rates: call enable_dynamic_lr(optimizer, "
-                    "probe) before load_state_dict"
-                )
-            self.dynamic_lr.load_state_dict(state["dynamic_lr"])

@@ -12,8 +12,9 @@ weight like the `mup` package's base shapes), `Parametrization(model, config)`
    its bias;
 2. replaces the module in its parent by a `ScaledModule` whose output is (n / n0)^-a times the
    module's output;
-3. builds optimizer `param_groups`: one per weight with lr = lr_prefactor (n / n0)^-c, one per
-   bias (see below) and one for everything else (norms, unlisted layers) at lr_prefactor.
+3. builds optimizer `param_groups`: one per weight with lr = lr_prefactor (n / n0)^-c (c = 0
+   for every weight with `lr_rule="global"`: one learning rate, e.g. SP as usually run), one
+   per bias (see below) and one for everything else (norms, unlisted layers) at lr_prefactor.
 
 With `base_width` or `base_model` every ratio is 1 at the base width, where sp, ntk, mup and
 mfp all are plain SP (the tuned proxy); without either, n0 = 1 (absolute exponents).
@@ -65,6 +66,7 @@ from ntk._checks import (
     check_positive_int,
     check_width_power,
 )
+from ntk.scaling import _old_dynamic_lr
 from ntk.scaling.abc_rules import (
     ABC,
     abc_shift,
@@ -83,7 +85,6 @@ from ntk.scaling.base_shapes import (
 )
 from ntk.scaling.config import ParametrizationConfig
 from ntk.scaling.depth import DepthPlan
-from ntk.scaling.dynamic_lr import DynamicLRMixin
 from ntk.scaling.geometry import WeightGeometry, geometry_of
 from ntk.scaling.scaled_module import ScaledModule
 from ntk.scaling.tying import check_unlisted_sharing, tie_groups
@@ -136,7 +137,7 @@ class LayerSpec:
         return None if path is None else self.module.get_parameter(path)
 
 
-class Parametrization(DynamicLRMixin):
+class Parametrization:
     """Apply an abc-parametrization to `model` in place and expose optimizer param groups.
 
     Example (an MLP; transformers: see the module docstring and `ParametrizationConfig`):
@@ -260,7 +261,7 @@ class Parametrization(DynamicLRMixin):
                 raise ValueError(
                     "give either config.parametrization or custom config.a/b/c, not both"
                 )
-            return abc_table(cfg.parametrization, cfg.optimizer, cfg.alignment, roles)
+            return abc_table(cfg.parametrization, cfg.optimizer, cfg.alignment, roles, cfg.lr_rule)
         if cfg.a is None or cfg.b is None:
             raise ValueError("custom exponents need config.a and config.b (config.c optional)")
         what = f"one value per weight matrix (table row), roles {roles}"
@@ -493,6 +494,8 @@ class Parametrization(DynamicLRMixin):
     def __str__(self) -> str:
         cfg = self.config
         name = cfg.parametrization or "custom"
+        if cfg.lr_rule == "global":
+            name += ", global lr"
         if cfg.base_model is not None:
             base = "base_model"
         else:
@@ -511,3 +514,10 @@ class Parametrization(DynamicLRMixin):
 
     def __repr__(self) -> str:
         return str(self)
+
+    # deprecated for one release (FutureWarning): the controller is `ntk.DynamicLR`
+    dynamic_lr = None  # the controller made by the deprecated enable_dynamic_lr
+    enable_dynamic_lr = _old_dynamic_lr.enable_dynamic_lr
+    step = _old_dynamic_lr.step
+    state_dict = _old_dynamic_lr.state_dict
+    load_state_dict = _old_dynamic_lr.load_state_dict

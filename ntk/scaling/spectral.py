@@ -38,9 +38,9 @@ from ntk._checks import (
     check_positive_int,
     check_sequence,
 )
+from ntk.errors import TrainingDivergedError
 from ntk.scaling.attention import fused_blocks
 from ntk.scaling.geometry import WeightGeometry, geometry_of, registered_geometry, torch_layout
-from ntk.training.config import TrainingDivergedError
 
 Multipliers = Mapping[str, float] | Callable[[str, nn.Module], float] | None
 

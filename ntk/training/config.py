@@ -9,24 +9,14 @@ import torch
 from torch import nn
 
 from ntk._checks import check_bool, check_choice, check_nonnegative, check_positive_int
-from ntk.errors import UserError
+from ntk.errors import TrainingDivergedError
+
+__all__ = ["Callback", "History", "StepState", "TrainConfig", "TrainingDivergedError"]
 
 # Optimizer names `train` builds itself (musgd / muadam: mup.optim, need mup base shapes).
 OPTIMIZERS = ("sgd", "adam", "musgd", "muadam")
 LOSSES = ("mse", "cross_entropy")
 METRICS = ("accuracy", "mse", "none")
-
-
-class TrainingDivergedError(UserError, FloatingPointError):
-    """The loss became NaN or Inf; `.step` is the number of updates done before it. A user
-    error (`ntk.errors`): the remedy is in the config (the learning rate, the parametrization)."""
-
-    def __init__(self, step: int, loss: float) -> None:
-        self.step, self.loss = step, loss
-        super().__init__(
-            f"training diverged: loss is {loss} at step {step} (after {step} updates); "
-            "lower the learning rate or check the parametrization"
-        )
 
 
 @dataclass

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from ntk._checks import check_callable, check_factor, check_module
-from ntk.training.config import Callback, History, StepState, TrainConfig, TrainingDivergedError
+from ntk.errors import TrainingDivergedError
+from ntk.training.config import Callback, History, StepState, TrainConfig
 from ntk.training.diagnostics import Diagnostics
 from ntk.training.inputs import TrainData, prepare_data
 from ntk.training.losses import Loss, builtin_loss, evaluate

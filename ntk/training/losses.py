@@ -39,6 +39,13 @@ def metric_value(out: object, y: Tensor, metric: str) -> float:
     return (out - y.to(out.dtype)).pow(2).mean().item()
 
 
+def half_sse(out: Tensor, y: Tensor) -> Tensor:
+    """0.5 * sum_k (out_k - y_k)^2, averaged over examples (rows): the squared error of a
+    K-output regression (one-hot digits) whose gradient per example is out - y. Not the "mse"
+    loss, 0.5 * mean over every entry, which divides by K as well."""
+    return 0.5 * ((out - y) ** 2).sum(1).mean()
+
+
 Loss = Callable[[object, Tensor], Tensor]
 
 

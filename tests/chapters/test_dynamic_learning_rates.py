@@ -15,11 +15,11 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.fixture
 def small(monkeypatch):
     monkeypatch.setitem(ch.MLP, "widths", (16, 32))
-    monkeypatch.setitem(ch.MLP, "base", 16)
+    monkeypatch.setitem(ch.MLP, "base_width", 16)
     monkeypatch.setitem(ch.MLP, "steps", 25)
     monkeypatch.setitem(ch.MLP, "probe", 16)
     monkeypatch.setitem(ch.GPT_SETUP, "widths", (16, 32))
-    monkeypatch.setitem(ch.GPT_SETUP, "base", 16)
+    monkeypatch.setitem(ch.GPT_SETUP, "base_width", 16)
     monkeypatch.setitem(ch.GPT_SETUP, "steps", 12)
     monkeypatch.setitem(ch.GPT_SETUP, "batch", 4)
 

@@ -29,7 +29,7 @@ def test_sp_with_one_global_lr_is_the_constant_rule():
     assert [layer.c for layer in param.layers] == [0, 0, 0]
     assert {g["lr"] for g in param.param_groups} == {0.01}  # one learning rate everywhere
     assert config("mup", 0.01, 32).parametrization == "mup"
-    deep = Parametrization(WideMLP(64, 128, 10, depth=3), config(SP_GLOBAL_LR, 0.01, 32, depth=3))
+    deep = Parametrization(WideMLP(64, 128, 10, depth=3), config(SP_GLOBAL_LR, 0.01, 32))
     assert [layer.b for layer in deep.layers] == sp_global_lr_rule(3)["b"] == [0, 0.5, 0.5, 0.5]
 
 
@@ -37,7 +37,7 @@ def test_update_terms_add_up_and_scale_as_the_recursion_says():
     # one Adam step: dz = dW x + W dx + dW dx exactly (the third is the remainder, so check
     # the triangle inequality), the embedding's input does not move, and with one global lr
     # the first hidden layer's dW x grows like n^(alpha - e) = n^1 (Adam's sign step)
-    cfg = config(SP_GLOBAL_LR, 2.0**-9, 64, depth=2)
+    cfg = config(SP_GLOBAL_LR, 2.0**-9, 64)
     rows = {w: update_terms(cfg, w, depth=2, batch=16) for w in (64, 256)}
     for terms in rows.values():
         assert len(terms) == 3  # embedding, hidden, readout

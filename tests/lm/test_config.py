@@ -125,12 +125,12 @@ def test_global_lr_rule_is_one_learning_rate_with_the_rules_init():
     config.parametrization.base_width = 32
     config.parametrization.lr_rule = "global"
     config.validate()
-    _, param = build_model(config, vocab_size=11)
+    _, param, _ = build_model(config, vocab_size=11)
     assert {g["lr"] for g in param.param_groups} == {config.optim.lr}
     assert all(s.multiplier == 1.0 for s in param.layers)
     hidden = next(s for s in param.layers if s.role == "hidden")
     assert hidden.init_std == pytest.approx(128**-0.5)  # N(0, 1/fan_in)
     config.parametrization.lr_rule = "abc"  # the engine's sp: hidden Adam lr ~ 1/n
-    _, param = build_model(config, vocab_size=11)
+    _, param, _ = build_model(config, vocab_size=11)
     lrs = {s.role: s.lr for s in param.layers}
     assert lrs["hidden"] == pytest.approx(config.optim.lr * 32 / 128)

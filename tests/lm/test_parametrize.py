@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ntk.lm.model import GPT, GPTConfig
-from ntk.lm.parametrize import gpt_layers, optimizer_groups, parametrize
+from ntk.lm.parametrize import gpt_layers, gpt_recipe, optimizer_groups, parametrize
 from ntk.lm.step import train_step
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -50,7 +50,7 @@ def train_three_steps(name: str, n_embd: int = 64, **options):
     return model, p, losses
 
 
-@pytest.mark.parametrize("sp", [dict(), dict(global_lr=True)])
+@pytest.mark.parametrize("sp", [dict(), dict(lr_rule="global")])
 def test_sp_and_mup_are_the_same_model_at_the_base_width(sp):
     """Without muP's zero inits, the same init, learning rates, decay and training."""
     runs = {
@@ -167,7 +167,7 @@ def test_sp_with_one_global_learning_rate():
     """Standard init (embedding N(0, 1), others N(0, 1/fan_in)), one lr, 1/sqrt(d) attention."""
     torch.manual_seed(0)
     model = make(256)
-    p = parametrize(model, "sp", base_width=32, lr=0.01, global_lr=True)
+    p = parametrize(model, "sp", base_width=32, lr=0.01, lr_rule="global")
     assert {g["lr"] for g in p.param_groups} == {0.01}
     assert all((s.a, s.c, s.multiplier) == (0.0, 0.0, 1.0) for s in p.layers)
     assert model.wte.weight.std().item() == pytest.approx(1.0, rel=0.05)
@@ -178,10 +178,13 @@ def test_sp_with_one_global_learning_rate():
     engine_sp = parametrize(make(256), "sp", base_width=32, lr=0.01)  # Everett's per-layer lrs
     hidden = next(s for s in engine_sp.layers if s.name == "blocks.0.mlp.up")
     assert hidden.lr == pytest.approx(0.01 / 8)  # lr ~ 1/n: not what "one lr" means
-    with pytest.raises(ValueError, match="global_lr=True is SP's single learning rate"):
-        parametrize(make(64), "mup", base_width=32, lr=0.01, global_lr=True)
+    mup = parametrize(make(256), "mup", base_width=32, lr=0.01, lr_rule="global")
+    assert {g["lr"] for g in mup.param_groups} == {0.01}  # muP's init and multipliers, one lr
+    assert next(s for s in mup.layers if s.role == "readout").multiplier == pytest.approx(8**-0.5)
+    with pytest.raises(ValueError, match="lr_rule must be one of"):
+        parametrize(make(64), "sp", base_width=32, lr=0.01, lr_rule="one")
     with pytest.raises(ValueError, match="share one weight"):
-        parametrize(make(64, tie_embeddings=True), "sp", base_width=32, lr=0.01, global_lr=True)
+        parametrize(make(64, tie_embeddings=True), "sp", base_width=32, lr=0.01, lr_rule="global")
 
 
 @pytest.mark.parametrize("name", ["mup", "sp"])
@@ -207,3 +210,27 @@ def test_weight_decay_per_step_is_the_same_at_every_width(name):
         optimizer_groups(p, weight_decay=-1.0)
     with pytest.raises(TypeError, match="param must be an ntk.Parametrization"):
         optimizer_groups(model.parameters(), weight_decay=0.1)
+
+
+def test_gpt_recipe_is_seed_model_parametrization_and_mup_decay_groups():
+    """gpt_recipe = manual_seed(seed); GPT(config); parametrize(...); optimizer_groups(...):
+    the same draws in the same order (bitwise), and muP's weight decay in the groups."""
+    config = GPTConfig(vocab_size=13, block_size=16, n_layer=2, n_embd=128, n_head=4)
+    model, param, groups = gpt_recipe(
+        config, "mup", base_width=32, lr=0.01, weight_decay=0.1, seed=3
+    )
+    torch.manual_seed(3)
+    by_hand = GPT(config)
+    parametrize(by_hand, "mup", base_width=32, lr=0.01)
+    for (name, a), b in zip(model.state_dict().items(), by_hand.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert [g["params"] for g in groups] == [g["params"] for g in param.param_groups]
+    hidden = next(g for g in groups if g["name"] == "blocks.0.mlp.up")
+    assert hidden["lr"] * hidden["weight_decay"] == pytest.approx(0.01 * 0.1)
+    assert next(g for g in groups if g["name"] == "rest")["weight_decay"] == 0.0
+    one = gpt_recipe(config, "sp", base_width=32, lr=0.01, lr_rule="global", seed=3).param
+    assert {g["lr"] for g in one.param_groups} == {0.01}
+    with pytest.raises(TypeError, match="config must be an ntk.lm.GPTConfig"):
+        gpt_recipe(make(64), "mup", base_width=32, lr=0.01)
+    with pytest.raises(ValueError, match="weight_decay must be"):
+        gpt_recipe(config, "mup", base_width=32, lr=0.01, weight_decay=-1.0)

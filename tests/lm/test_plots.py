@@ -4,8 +4,8 @@ import matplotlib
 import pytest
 import yaml
 
-from ntk.lm.logging import read_metrics
 from ntk.lm.plots import plot_sweep, sweep_runs
+from ntk.lm.run_log import read_metrics
 from ntk.lm.train import main
 
 matplotlib.use("Agg")

@@ -183,3 +183,36 @@ def test_sweep_cells_run_under_lr_sweep_and_are_not_trained_twice(tiny, tmp_path
     again = cell(parametrization="mup", width=32, lr=2**-7, seed=0)
     assert again == df.loc[("mup", 32), "loss"]
     assert len(rows(Path(config.log.out_dir) / "mup" / "n_embd=32,lr=0.0078125,seed=0")) == 5
+
+
+def test_adamw_decay_per_step_of_every_hidden_matrix_is_the_same_at_every_width(tiny):
+    """muP's weight decay through the YAML trainer: lr_g * wd_g = lr * wd in every matrix group.
+
+    AdamW shrinks p by the factor 1 - lr_g wd_g per step. With zero gradients Adam's update is
+    exactly 0, so one optimizer step of `setup`'s optimizer is the decay alone; under plain
+    decay (wd_g = wd) a hidden matrix would decay by lr (64 / n) wd, 8x less at n = 512."""
+    lr, wd = 1e-2, 0.5
+    decays = {}
+    for width in (64, 128, 256, 512):
+        overrides = {
+            "model.n_embd": width,
+            "parametrization.base_width": 64,
+            "optim.lr": lr,
+            "optim.weight_decay": wd,
+            "optim.warmup_tokens": 0,
+            "optim.decay": "constant",
+        }
+        run = setup(tiny(f"wd{width}", **overrides), Processes())
+        hidden = {s.name: s.weight for s in run.param.layers if s.role == "hidden"}
+        assert len(hidden) == 6  # q, k, v, o, up, down of the one block
+        before = {n: w.detach().clone() for n, w in hidden.items()}
+        for q in run.model.parameters():
+            q.grad = torch.zeros_like(q)
+        run.optimizer.step()
+        for name, w in hidden.items():
+            nonzero = before[name] != 0
+            factor = w.detach()[nonzero] / before[name][nonzero]
+            assert (factor.max() - factor.min()).item() < 1e-6  # one factor per matrix
+            decays[width, name] = round(1 - factor.mean().item(), 7)
+    by_width = {n: sorted({d for (w, _), d in decays.items() if w == n}) for n in (64, 512)}
+    assert all(d == pytest.approx(lr * wd, rel=1e-4) for d in decays.values()), by_width

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ntk.chapters.coordinate_checks import gpt2_factory, gpt2_groups, lm_loss
+from ntk.chapters.coordinate_checks import gpt2_factory, gpt2_groups, hf_lm_loss
 from ntk.scaling.coord_check import ROOT, coord_check
 from tests.real_models import models as M
 
@@ -67,7 +67,7 @@ def test_gpt2_mup_is_flat_and_sp_updates_grow():
     ids = torch.randint(0, vocab, (8, seq + 1), generator=torch.Generator().manual_seed(0))
     tokens = ids[:, :-1], ids[:, 1:]
     kw = dict(lr=3e-3, base_width=64, head_dim=32, vocab=vocab, seq=seq)
-    run = dict(loss_fn=lm_loss, steps=4, seeds=[0, 1, 2], modules=_recorded)
+    run = dict(loss_fn=hf_lm_loss, steps=4, seeds=[0, 1, 2], modules=_recorded)
     mup = gpt2_groups(coord_check(gpt2_factory("mup", **kw), [64, 128, 256], tokens, **run))
     sp = gpt2_groups(coord_check(gpt2_factory("sp", **kw), [64, 128, 256], tokens, **run))
     hidden = ["block outputs", "Conv1D layers", "attention and MLP outputs", "LayerNorms"]

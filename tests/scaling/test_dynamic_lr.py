@@ -1,5 +1,6 @@
-"""Parametrization.step() (ntk.scaling.dynamic_lr): measured exponents applied beside LR
-schedulers that never see them, checkpoints that resume bit for bit, errors that say why."""
+"""DynamicLR (ntk.scaling.dynamic_lr), the controller beside a Parametrization: measured
+exponents applied beside LR schedulers that never see them, checkpoints that resume bit for
+bit, errors that say why; the old spelling (param.step(), ...) warns for one release."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from ntk.data import load_digits_task
 from ntk.models import WideMLP
+from ntk.scaling.dynamic_lr import DynamicLR
 from ntk.scaling.lp import InfeasibleExponentsError
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 
@@ -35,22 +37,23 @@ def _setup(parametrization="mup", width=128, schedule="warmup-cosine", dynamic=T
         sched = torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[5])
     else:  # a closed-form schedule: reads the initial lr, not the current one
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 / (1 + t))
+    dyn = None
     if dynamic:
         x = load_digits_task(one_hot=True).x_train
-        param.enable_dynamic_lr(opt, x[:64], every=every)
-    return model, param, opt, sched
+        dyn = DynamicLR(param, opt, x[:64], every=every)
+    return model, dyn, opt, sched
 
 
-def _train(model, param, opt, sched, steps, data, start=0, record=None):
+def _train(model, dyn, opt, sched, steps, data, start=0, record=None):
     x, y, batches = data
     for t in range(start, start + steps):
         idx = batches[t]
         loss = 0.5 * ((model(x[idx]) - y[idx]) ** 2).sum(1).mean()
         opt.zero_grad()
         loss.backward()
-        sched.step() if t > 0 else None  # the design's order: scheduler, param, optimizer
-        if param.dynamic_lr is not None:
-            param.step()
+        sched.step() if t > 0 else None  # the design's order: scheduler, controller, optimizer
+        if dyn is not None:
+            dyn.step()
         opt.step()
         if record is not None:
             record.append([g["lr"] for g in opt.param_groups])
@@ -61,14 +64,14 @@ def test_step_scales_the_schedulers_lr_without_touching_it(schedule):
     data = _data()
     plain = _setup(schedule=schedule, dynamic=False)
     dyn = _setup(schedule=schedule)
-    model, param, opt, sched = dyn
+    model, controller, opt, sched = dyn
+    param = controller.param
     used, sched_plain, sched_dyn = [], [], []
     opt.register_step_pre_hook(lambda o, *_: used.append([g["lr"] for g in o.param_groups]))
     _train(*plain, STEPS, data, record=sched_plain)
     _train(*dyn, STEPS, data, record=sched_dyn)
     # the scheduler's own values are exactly those of a run without dynamic learning rates
     assert sched_dyn == sched_plain
-    controller = param.dynamic_lr
     assert [h["step"] for h in controller.history] == [1, 6, 11, 16, 21]
     hidden = [i for i, s in enumerate(param.layers) if s.role == "hidden"]
     assert all(controller.c[i] < 0.95 for i in hidden)  # measured alpha < 1: larger lrs
@@ -90,64 +93,94 @@ def test_checkpoint_resumes_exactly():
 
     first = _setup()
     _train(*first, STEPS // 2, data)
-    model, param, opt, sched = first
+    model, controller, opt, sched = first
     buffer = io.BytesIO()
     torch.save(
         {
             "model": model.state_dict(),
             "opt": opt.state_dict(),
             "sched": sched.state_dict(),
-            "param": param.state_dict(),
+            "dynamic_lr": controller.state_dict(),
         },
         buffer,
     )
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    model2, param2, opt2, sched2 = _setup()  # fresh objects, references retaken at init
+    model2, controller2, opt2, sched2 = _setup()  # fresh objects, references retaken at init
     model2.load_state_dict(state["model"])
     opt2.load_state_dict(state["opt"])
     sched2.load_state_dict(state["sched"])
-    param2.load_state_dict(state["param"])
-    _train(model2, param2, opt2, sched2, STEPS - STEPS // 2, data, start=STEPS // 2)
+    controller2.load_state_dict(state["dynamic_lr"])
+    _train(model2, controller2, opt2, sched2, STEPS - STEPS // 2, data, start=STEPS // 2)
 
     for p, q in zip(straight[0].parameters(), model2.parameters(), strict=True):
         assert torch.equal(p, q)
-    assert param2.dynamic_lr.c == straight[1].dynamic_lr.c
-    assert param2.dynamic_lr.history == straight[1].dynamic_lr.history
+    assert controller2.c == straight[1].c
+    assert controller2.history == straight[1].history
 
 
 def test_infeasible_alignment_raises_or_keeps():
     # SP's readout (a + b = 1/2) with its measured omega > 1/2: features cannot move Theta(1)
     data = _data()
-    model, param, opt, sched = _setup("sp")
+    model, dyn, opt, sched = _setup("sp")
     with pytest.raises(InfeasibleExponentsError, match="'readout' \\(readout\\).*W dx"):
-        _train(model, param, opt, sched, 2, data)
-    model, param, opt, sched = _setup("sp")
-    param.enable_dynamic_lr(opt, data[0][:64], every=5, on_infeasible="keep")
-    _train(model, param, opt, sched, 2, data)
-    record = param.dynamic_lr.history[-1]
+        _train(model, dyn, opt, sched, 2, data)
+    model, dyn, opt, sched = _setup("sp")
+    dyn.remove()
+    dyn = DynamicLR(dyn.param, opt, data[0][:64], every=5, on_infeasible="keep")
+    _train(model, dyn, opt, sched, 2, data)
+    record = dyn.history[-1]
     assert "feature learning" in record["error"]
-    assert param.dynamic_lr.c == [s.c for s in param.layers]  # static exponents kept
+    assert dyn.c == [s.c for s in dyn.param.layers]  # static exponents kept
 
 
 def test_errors_say_what_to_do():
     torch.manual_seed(0)
     model = WideMLP(64, 32, 10, depth=2)
     param = Parametrization(model, ParametrizationConfig("mup", base_width=32))
-    with pytest.raises(RuntimeError, match="enable_dynamic_lr"):
-        param.step()
-    assert param.state_dict() == {}
     with pytest.raises(ValueError, match="in none of the optimizer's param groups"):
-        param.enable_dynamic_lr(torch.optim.Adam(model.hidden.parameters()), torch.randn(4, 64))
+        DynamicLR(param, torch.optim.Adam(model.hidden.parameters()), torch.randn(4, 64))
     opt = torch.optim.Adam(param.param_groups)
     with pytest.raises(ValueError, match="every must be >= 1"):
-        param.enable_dynamic_lr(opt, torch.randn(4, 64), every=0)
+        DynamicLR(param, opt, torch.randn(4, 64), every=0)
     with pytest.raises(TypeError, match="optimizer must be"):
-        param.enable_dynamic_lr(param.param_groups, torch.randn(4, 64))
-    other = Parametrization(WideMLP(64, 32, 10, depth=2), ParametrizationConfig("mup"))
-    with pytest.raises(RuntimeError, match="call enable_dynamic_lr"):
-        dyn_state = {"dynamic_lr": {}}
-        other.load_state_dict(dyn_state)
-    param.enable_dynamic_lr(opt, torch.randn(4, 64))
+        DynamicLR(param, param.param_groups, torch.randn(4, 64))
+    with pytest.raises(TypeError, match="param must be an ntk.Parametrization"):
+        DynamicLR(model, opt, torch.randn(4, 64))
+    dyn = DynamicLR(param, opt, torch.randn(4, 64))
     with pytest.raises(ValueError, match="state is for layers"):
-        param.load_state_dict({"dynamic_lr": {"names": ["x"]}})
+        dyn.load_state_dict({"names": ["x"]})
+
+
+def test_the_old_spelling_warns_and_still_works():
+    """param.enable_dynamic_lr / step / state_dict / load_state_dict: one release, FutureWarning
+    (not DeprecationWarning, which Python hides by default), the same controller underneath."""
+    data = _data()
+    torch.manual_seed(0)
+    model = WideMLP(64, 128, 10, depth=3)
+    param = Parametrization(model, ParametrizationConfig("mup", lr_prefactor=1e-2, base_width=32))
+    opt = torch.optim.Adam(param.param_groups)
+    with pytest.warns(FutureWarning, match="use DynamicLR.step"), pytest.raises(RuntimeError):
+        param.step()  # not enabled: the old error, after the warning
+    with pytest.warns(FutureWarning, match=r"param.enable_dynamic_lr\(optimizer, probe\)"):
+        controller = param.enable_dynamic_lr(opt, data[0][:64], every=5)
+    assert isinstance(controller, DynamicLR) and param.dynamic_lr is controller
+    x, y, batches = data
+    for t in range(7):
+        loss = 0.5 * ((model(x[batches[t]]) - y[batches[t]]) ** 2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        with pytest.warns(FutureWarning):
+            param.step()
+        opt.step()
+    assert [h["step"] for h in controller.history] == [1, 6]
+    with pytest.warns(FutureWarning):
+        state = param.state_dict()
+    assert state == {"dynamic_lr": controller.state_dict()}
+    with pytest.warns(FutureWarning), pytest.raises(RuntimeError, match="enable_dynamic_lr"):
+        Parametrization(WideMLP(64, 32, 10, depth=2), ParametrizationConfig("mup")).load_state_dict(
+            state
+        )
+    with pytest.warns(FutureWarning):
+        param.load_state_dict(state)
+    assert controller.history == state["dynamic_lr"]["history"]

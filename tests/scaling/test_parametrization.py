@@ -497,3 +497,24 @@ def test_embedding_padding_row_stays_zero():
     Parametrization(model, ParametrizationConfig(layers=layers, base_width=8))
     emb = model[0].module
     assert torch.all(emb.weight[0] == 0) and emb.weight[1:].abs().min() > 0
+
+
+@pytest.mark.parametrize("name", ["sp", "mup"])
+def test_global_lr_rule_keeps_the_rules_init_and_multipliers_with_one_learning_rate(name):
+    """lr_rule "global": the rule's a and b, c = 0 (one lr at every width); "abc": its c."""
+    per_layer = Parametrization(
+        WideMLP(8, 256, 3, depth=2), ParametrizationConfig(name, base_width=32)
+    )
+    one = Parametrization(
+        WideMLP(8, 256, 3, depth=2), ParametrizationConfig(name, lr_rule="global", base_width=32)
+    )
+    assert [(s.a, s.b) for s in one.layers] == [(s.a, s.b) for s in per_layer.layers]
+    assert [s.c for s in one.layers] == [0.0, 0.0, 0.0]
+    weights = [g for g in one.param_groups if g["role"] in ("embedding", "hidden", "readout")]
+    assert {g["lr"] for g in weights} == {1e-3}  # (biases keep c = -a: width-free updates)
+    assert per_layer.layers[1].lr == pytest.approx(1e-3 / 8)  # hidden Adam lr ~ 1/n in both
+    assert "global lr" in str(one)
+    with pytest.raises(ValueError, match="lr_rule='global' takes a named parametrization"):
+        ParametrizationConfig(None, a=[0, 0, 0], b=[0, 0, 0], lr_rule="global").validate()
+    with pytest.raises(ValueError, match="lr_rule must be one of"):
+        ParametrizationConfig(name, lr_rule="per-layer").validate()

@@ -9,7 +9,7 @@ examples at their two positions, s their covariance) the layer maps
 arXiv:1904.11955, eq. (8) for the convolutional case: the same map at every position pair).
 The closed forms are those of `ntk.kernels.analytic` (ReLU: arc-cosine kernel, Cho & Saul
 2009; erf: Williams 1997; GELU: Tsuchida et al. 2020; identity); every other name in
-`ntk.kernels.activations` and any elementwise torch callable use bivariate Gauss-Hermite
+`ntk.activations` and any elementwise torch callable use bivariate Gauss-Hermite
 quadrature with deg^2 nodes (neural-tangents' `ElementwiseNumerical`).
 """
 
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ntk._checks import check_positive_int
-from ntk.kernels.activations import get_activation
+from ntk.activations import get_activation
 from ntk.kernels.analytic import CLOSED_FORM, _gelu
 from ntk.kernels.quadrature import (
     MAX_DEGREE,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from ntk.activations import ACTIVATIONS
 from ntk.kernels import stax as S
-from ntk.kernels.activations import ACTIVATIONS
 from tests.kernels.stax._helpers import assert_matches_nt, needs_nt
 
 X = np.random.default_rng(1).standard_normal((3, 2, 5))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ntk.lm.checkpoint import CHECKPOINT_NAME, load_model
-from ntk.lm.logging import (
+from ntk.lm.run_log import (
     COLUMNS,
     RunLogger,
     plot_run,

@@ -1,5 +1,7 @@
 """Elementwise activations by name, shared by the models and the analytic kernels.
 
+On the bottom floor (it imports only torch): `ntk.models` and `ntk.kernels` both use it, and
+neither depends on the other for it.
 The analytic kernels (`ntk.kernels.analytic`) have closed forms for "relu", "erf", "gelu" and
 "identity", and use Gauss-Hermite quadrature for every other entry and any user callable.
 """

@@ -215,8 +215,9 @@ def test_cached_rotation_is_the_fresh_table_built_once_per_key():
         (torch.float64, torch.complex128),
     ):
         table = cached_rotation(12, 8, 500.0, torch.device("cpu"), dtype)
-        assert table.dtype == complex_dtype
-        torch.testing.assert_close(table, fresh.to(complex_dtype), rtol=0, atol=0)
+        assert table.dtype == dtype and table.shape == (12, 4, 2)  # (cos, sin) pairs
+        expected = torch.view_as_real(fresh.to(complex_dtype))
+        torch.testing.assert_close(table, expected, rtol=0, atol=0)
         assert cached_rotation(12, 8, 500.0, torch.device("cpu"), dtype) is table  # reused
     with torch.inference_mode():  # built under inference mode, still usable with autograd
         cached_rotation(5, 8, 321.0, torch.device("cpu"), torch.float32)

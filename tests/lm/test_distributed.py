@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from ntk.lm.distributed import full_state, load_full_state, shard
+from ntk.lm.distributed import full_state, load_full_state, shard, step_module
 from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.parametrize import optimizer_groups, parametrize
 from ntk.lm.step import train_step
@@ -27,13 +27,14 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 STEPS, HALF, BATCH, T, VOCAB = 20, 10, 8, 16, 13
 
 
-def build(world: int):
-    """The muP GPT (sharded over `world` processes when world > 1) and its AdamW."""
+def build(world: int, parallel: str = "fsdp"):
+    """The muP GPT (sharded over `world` processes when world > 1 and parallel is "fsdp")
+    and its AdamW."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=VOCAB, block_size=T, n_layer=2, n_embd=32, n_head=2))
     param = parametrize(model, "mup", base_width=16, lr=1e-2)
     model.double()  # the property is exact math: float32 rounding, amplified by Adam, is not
-    shard(model, "fsdp", world)  # before the optimizer: the sharded parameters are new objects
+    shard(model, parallel, world)  # before the optimizer: the sharded parameters are new objects
     optimizer = torch.optim.AdamW(optimizer_groups(param, weight_decay=0.1))
     return model, optimizer
 
@@ -83,6 +84,13 @@ def _fsdp_worker(rank: int, world: int, tmp: str) -> None:
         state = full_state(model, optimizer)
         if rank == 0:
             torch.save(state, f"{tmp}/fsdp_resumed_end.pt")
+        # the same with DistributedDataParallel: replicated weights, averaged gradients
+        model, optimizer = build(world, "ddp")
+        train(
+            step_module(model, "ddp", torch.device("cpu"), world), optimizer, 0, STEPS, rank, world
+        )
+        if rank == 0:
+            torch.save(model.state_dict(), f"{tmp}/ddp_end.pt")
         with open(f"{tmp}/rank{rank}", "w") as f:
             f.write("done")
         dist.barrier()  # neither process tears gloo down while the other still talks to it
@@ -118,7 +126,7 @@ def assert_same(a: dict, b: dict, what: str) -> None:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5, msg=f"{what}: {name}")
 
 
-def test_fsdp2_with_mup_trains_as_one_process_and_checkpoints_cross(tmp_path):
+def test_fsdp2_and_ddp_with_mup_train_as_one_process_and_checkpoints_cross(tmp_path):
     # 1 process: the reference, with its checkpoint at step HALF
     model, optimizer = build(1)
     init = {k: v.clone() for k, v in model.state_dict().items()}
@@ -144,6 +152,8 @@ def test_fsdp2_with_mup_trains_as_one_process_and_checkpoints_cross(tmp_path):
     for i, s in one_state["state"].items():
         assert_same(fsdp_opt["state"][i], s, f"AdamW state of parameter {i}")
 
+    ddp_end = torch.load(tmp_path / "ddp_end.pt", weights_only=False)
+    assert_same(ddp_end, end, "DDP (2 processes) after 20 steps vs 1 process")
     # FSDP2 resumed from the 1-process checkpoint of step 10
     resumed, _ = torch.load(tmp_path / "fsdp_resumed_end.pt", weights_only=False)
     assert_same(resumed, end, "FSDP2 resumed from a 1-process checkpoint")

@@ -275,6 +275,49 @@ def run_variant(
     )
 
 
+def _parallel_worker(rank: int, world: int, tmp: str, cfg: dict, rounds: int) -> None:
+    """Process `rank`: our GPT under DDP and under FSDP2, alternating, on half the batch."""
+    import torch.distributed as dist
+
+    from ntk.lm.distributed import shard, step_module
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/rdzv", rank=rank, world_size=world)
+    try:
+        half = dict(cfg, batch=cfg["batch"] // world)
+        trainers = {}
+        for mode in ("fsdp", "ddp"):
+            t = Trainer("ours", half)
+            shard(t.model, mode, world)
+            t.forward = step_module(t.model, mode, torch.device("cpu"), world)
+            t.optimizer = torch.optim.AdamW(t.model.parameters(), lr=1e-4)  # after sharding
+            trainers[mode] = t
+        times = interleaved(trainers, rounds, 2)
+        if rank == 0:
+            Path(tmp, "times.json").write_text(json.dumps(times))
+        dist.barrier()  # neither process tears gloo down while the other still talks to it
+    finally:
+        dist.destroy_process_group()
+
+
+def run_parallel(cfg: dict, rounds: int = 3) -> dict:
+    """2 CPU processes (gloo, 1 thread each): FSDP2's step against DDP's, same global batch."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        mp.start_processes(_parallel_worker, args=(2, tmp, cfg, rounds), nprocs=2, join=True)
+        times = json.loads(Path(tmp, "times.json").read_text())
+    return dict(
+        s_per_step=min(times["fsdp"]),
+        reference_s=min(times["ddp"]),
+        ratio=median_ratio(times["fsdp"], times["ddp"]),
+        total_s=time.perf_counter() - start,
+    )
+
+
 def run(quick: bool = False, device: str = "cpu", rounds: int = 5) -> dict:
     """Every measurement: {"sizes": [rows per size], "compile": ..., "bf16": ...}."""
     sizes = [QUICK] if quick else [FULL, NARROW]
@@ -286,6 +329,8 @@ def run(quick: bool = False, device: str = "cpu", rounds: int = 5) -> dict:
         cfg, dict(autocast="bf16"), dict(kind="hf", autocast="bf16"), device, rounds
     )
     out["bf16_vs_f32"] = run_variant(cfg, dict(autocast="bf16"), dict(), device, rounds)
+    if device == "cpu":
+        out["fsdp"] = run_parallel(cfg, rounds=max(2, rounds // 2))
     return out
 
 
@@ -317,6 +362,10 @@ def run_table_rows(result: dict) -> list[dict]:
         "compile": (f"GPT train step {name} torch.compile vs eager (ours)", "compile excluded"),
         "bf16": (f"GPT train step {name} bf16 autocast vs HF bf16 autocast", "fp32 masters"),
         "bf16_vs_f32": (f"GPT train step {name} bf16 autocast vs f32 (ours)", "fp32 masters"),
+        "fsdp": (
+            f"GPT train step {name} FSDP2 vs DDP, 2 CPU processes (gloo)",
+            "1 thread per process; muP-free plain GPT",
+        ),
     }
     for key, (label, note) in labels.items():
         if key in result:

@@ -11,12 +11,18 @@ resumes in the other and reaches the same step-20 weights.
 """
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 
 from ntk.lm.distributed import full_state, load_full_state, shard, step_module
+from ntk.lm.logging import read_metrics
 from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.parametrize import optimizer_groups, parametrize
 from ntk.lm.step import train_step
@@ -162,3 +168,41 @@ def test_fsdp2_and_ddp_with_mup_train_as_one_process_and_checkpoints_cross(tmp_p
     load_full_state(model, optimizer, *torch.load(tmp_path / "fsdp_half.pt", weights_only=False))
     train(model, optimizer, HALF, STEPS)
     assert_same(model.state_dict(), end, "1 process resumed from an FSDP2 checkpoint")
+
+
+def _train_cli(tmp_path, out: str, *extra: str, procs: int = 1) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[2]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+        if procs > 1
+        else [sys.executable]
+    )
+    overrides = [
+        "ema.enabled=false",
+        "log.diag_every=0",
+        "log.progress=false",
+        "train.tokens=20480",
+        "checkpoint.every=10",
+        f"log.out_dir={tmp_path / out}",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    command = [*launcher, "-m", "ntk.lm.train", "--config", str(root / "configs/smoke.yaml")]
+    result = subprocess.run(
+        [*command, *overrides, *extra], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_training_loop_under_fsdp_resumes_in_one_process(tmp_path):
+    """python -m ntk.lm.train: 10 steps under torchrun FSDP2, the last 10 in one process, equal
+    the 20 steps of one process (float32: the losses agree to rounding, not bitwise)."""
+    _train_cli(tmp_path, "one")
+    _train_cli(tmp_path, "split", "train.parallel=fsdp", "train.stop_step=10", procs=2)
+    assert read_metrics(tmp_path / "split")["step"].max() == 10
+    _train_cli(tmp_path, "split")  # resumes the FSDP2 checkpoint of step 10
+    one, split = (read_metrics(tmp_path / name) for name in ("one", "split"))
+    assert list(split["step"]) == list(one["step"]) == list(range(1, 21))
+    np.testing.assert_allclose(split["loss"], one["loss"], rtol=1e-4)
+    last = one["val_loss_max"].dropna().iloc[-1]
+    assert split["val_loss_max"].dropna().iloc[-1] == pytest.approx(last, rel=1e-4)

@@ -35,23 +35,23 @@ AUTOCAST = {"none": None, "bf16": torch.bfloat16}
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     """The torch.device that `train.device` = name means for this process.
 
-    "auto" is CUDA when `torch.cuda.is_available()`, else the CPU; "cuda" without a GPU is an
-    error that names the key. On CUDA the device index is `local_rank` (torchrun's LOCAL_RANK,
+    "auto" is CUDA when `torch.cuda.is_available()`, else the CPU; "cuda" without a GPU is a
+    ValueError that names the key. On CUDA the device index is `local_rank` (torchrun's LOCAL_RANK,
     read from the environment when None), one GPU per process.
     """
     check_choice("train.device", name, DEVICES)
     use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
     if not use_cuda:
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError(
+    if not torch.cuda.is_available():  # a config error (ValueError), not a crash
+        raise ValueError(
             "train.device is 'cuda' but torch sees no CUDA GPU (torch.cuda.is_available() is "
             "False): use train.device=auto or cpu"
         )
     if local_rank is None:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if local_rank >= torch.cuda.device_count():
-        raise RuntimeError(
+        raise ValueError(
             f"LOCAL_RANK {local_rank} has no GPU: this machine has {torch.cuda.device_count()}"
         )
     return torch.device("cuda", local_rank)

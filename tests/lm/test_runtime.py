@@ -95,7 +95,7 @@ def test_device_selection_and_batch_transfer():
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(RuntimeError, match="train.device is 'cuda' but torch sees no CUDA"):
+        with pytest.raises(ValueError, match="train.device is 'cuda' but torch sees no CUDA"):
             resolve_device("cuda")
     with pytest.raises(ValueError, match="train.device must be one of"):
         resolve_device("tpu")

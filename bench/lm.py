@@ -6,7 +6,10 @@ step: forward, mean cross-entropy of the next token, backward, fused AdamW updat
 only where the architectures do: ours has rotary positions and separate q/k/v projections,
 GPT-2 a learned position table and one fused qkv projection. Hugging Face runs its default
 attention, `scaled_dot_product_attention` ("sdpa"), like ours. A third row times our default
-layout, without biases.
+layout, without biases. Two sizes: n_embd 512 with batch 8 and n_embd 256 with batch 16 (4
+layers, T 256 both). Further rows, at n_embd 512: our step compiled (`train.compile`) against
+our eager step, and both models under bf16 autocast (`train.autocast: bf16`, fp32 master
+weights), through `ntk.lm.runtime`, the training loop's own implementation.
 
 Model FLOPs per token (the matmuls a training step needs, Kaplan et al. 2020 / PaLM's MFU):
 6 N for the N = 12 L C^2 + C V weights of the q, k, v, o, MLP and readout matrices (2 forward,
@@ -14,15 +17,17 @@ Model FLOPs per token (the matmuls a training step needs, Kaplan et al. 2020 / P
 visible key forward, (T + 1) / 2 keys on average). Model FLOPs utilization is that rate divided
 by the best float32 rate of a large square matmul timed in the same run.
 
-Timing alternates the two models for a few rounds and keeps each one's fastest step (the
-least disturbed by other processes on a shared machine), so a machine that gets busier
-affects both alike. Peak memory is measured in a fresh child process
+Timing alternates the models for a few rounds; in each round every model takes a few steps
+and keeps its fastest (the least disturbed by other processes on a shared machine). A ratio is
+the median over rounds of the two models' ratio in the same round, so a machine that gets
+busier affects both alike; the seconds reported are each model's fastest step overall. Peak memory is measured in a fresh child process
 per model: its peak resident set size during model construction and a few steps, minus its
 resident size just before (parameters, gradients, AdamW state, activations, allocator slack;
 Linux only, read from /proc/self/status).
 
-    python bench/lm.py            # n_embd 512, seq 256, 4 layers, batch 8: about a minute
-    python bench/lm.py --quick    # n_embd 256, seq 128
+    python bench/lm.py                 # both sizes, compile and bf16 rows: a few minutes
+    python bench/lm.py --quick         # 2 layers, n_embd 256, seq 128; no compile row
+    python bench/lm.py --device cuda   # the same on a GPU (written for it, not yet run on one)
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -43,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 FULL = dict(n_layer=4, n_embd=512, n_head=8, vocab_size=256, seq_len=256, batch=8)
+NARROW = dict(n_layer=4, n_embd=256, n_head=4, vocab_size=256, seq_len=256, batch=16)
 QUICK = dict(n_layer=2, n_embd=256, n_head=4, vocab_size=256, seq_len=128, batch=8)
 MODELS = {
     "ours": "ours (ntk.lm.GPT)",
@@ -98,26 +105,66 @@ def model_flops_per_token(cfg: dict) -> float:
 
 
 class Trainer:
-    """One model with its fused AdamW and a fixed random batch; `step()` is one update."""
+    """One model with its fused AdamW and a fixed random batch; `step()` is one update.
 
-    def __init__(self, kind: str, cfg: dict) -> None:
+    `compile` compiles our model's forward (`ntk.lm.runtime.compile_model`); `autocast` is
+    `train.autocast`'s value ("none" or "bf16", `ntk.lm.runtime.autocast`).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        cfg: dict,
+        device: str = "cpu",
+        compile: bool = False,
+        autocast: str = "none",
+    ) -> None:
+        from ntk.lm.runtime import compile_model
+
         torch.manual_seed(0)
+        self.device, self.autocast = torch.device(device), autocast
         self.model, self.forward = build(kind, cfg)
-        self.model.train()
+        self.model.to(self.device).train()
+        compile_model(self.model, compile)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=True)
         shape = (cfg["batch"], cfg["seq_len"])
-        self.x = torch.randint(0, cfg["vocab_size"], shape)
-        self.y = torch.randint(0, cfg["vocab_size"], shape)
+        self.x = torch.randint(0, cfg["vocab_size"], shape, device=self.device)
+        self.y = torch.randint(0, cfg["vocab_size"], shape, device=self.device)
 
     def step(self) -> float:
         """Seconds for forward + loss + backward + AdamW step."""
+        from ntk.lm.runtime import autocast
+
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        logits = self.forward(self.x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.y.reshape(-1))
+        with autocast(self.device, self.autocast):
+            logits = self.forward(self.x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if cuda:
+            torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+
+def interleaved(trainers: dict[str, Trainer], rounds: int, steps: int) -> dict[str, list[float]]:
+    """Per model, its fastest step of each round; the models take turns within a round."""
+    for t in trainers.values():
+        t.step()  # warm-up: allocator, kernels (and compilation)
+        t.step()
+    times: dict[str, list[float]] = {k: [] for k in trainers}
+    for _ in range(rounds):
+        for kind, t in trainers.items():
+            times[kind].append(min(t.step() for _ in range(steps)))
+    return times
+
+
+def median_ratio(ours: list[float], reference: list[float]) -> float:
+    """Median over rounds of ours / reference within the same round."""
+    return statistics.median(a / b for a, b in zip(ours, reference, strict=True))
 
 
 def peak_memory_gb(kind: str, cfg: dict, steps: int = 3) -> float:
@@ -163,20 +210,31 @@ def _child_memory(kind: str, cfg: dict, steps: int) -> None:
     print((_status_kib("VmHWM") - before) * 1024 / 1e9)
 
 
-def run(quick: bool = False, rounds: int = 4, steps: int = 2) -> list[dict]:
-    """One row per model: fastest seconds per step, tokens/s, MFU, peak memory."""
-    from training import matmul_peak
+def peak_flops(device: torch.device) -> float:
+    """The best float32 matmul rate of this run's device (FLOP/s)."""
+    if device.type != "cuda":
+        from training import matmul_peak
 
-    cfg = QUICK if quick else FULL
-    peak = matmul_peak()
-    trainers = {kind: Trainer(kind, cfg) for kind in MODELS}
-    times: dict[str, list[float]] = {k: [] for k in trainers}
-    for t in trainers.values():
-        t.step()  # warm-up: allocator, kernels
-    for _ in range(rounds):
-        for kind, t in trainers.items():
-            times[kind] += [t.step() for _ in range(steps)]
-    peak = max(peak, matmul_peak())  # the best of before and after: the machine's own speed
+        return matmul_peak()
+    a = torch.randn(8192, 8192, device=device)
+    torch.cuda.synchronize(device)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ a
+        torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * 8192**3 / best
+
+
+def run_size(cfg: dict, device: str = "cpu", rounds: int = 5, steps: int = 2) -> list[dict]:
+    """One row per model at one size: fastest seconds per step, tokens/s, MFU, peak memory,
+    and the median per-round ratio of its step to Hugging Face's."""
+    dev = torch.device(device)
+    peak = peak_flops(dev)
+    trainers = {kind: Trainer(kind, cfg, device) for kind in MODELS}
+    times = interleaved(trainers, rounds, steps)
+    peak = max(peak, peak_flops(dev))  # the best of before and after: the machine's own speed
     tokens = cfg["batch"] * cfg["seq_len"]
     flops = model_flops_per_token(cfg) * tokens
     rows = []
@@ -186,37 +244,149 @@ def run(quick: bool = False, rounds: int = 4, steps: int = 2) -> list[dict]:
             dict(
                 model=kind,
                 **cfg,
+                device=device,
                 s_per_step=seconds,
+                ratio_to_hf=median_ratio(times[kind], times["hf"]),
                 tokens_per_s=tokens / seconds,
                 flop_per_s=flops / seconds,
                 peak_flop_per_s=peak,
                 mfu=flops / seconds / peak,
-                peak_gb=peak_memory_gb(kind, cfg),
+                peak_gb=peak_memory_gb(kind, cfg) if dev.type == "cpu" else None,
             )
         )
     return rows
 
 
-def run_table_rows(rows: list[dict]) -> list[dict]:
-    """`run`'s result in bench/run.py's common form: ours vs Hugging Face, seconds per step."""
-    ours, hf = (next(r for r in rows if r["model"] == k) for k in ("ours", "hf"))
-    return [
-        dict(
-            name=f"GPT train step L={ours['n_layer']} C={ours['n_embd']} T={ours['seq_len']} "
-            f"B={ours['batch']} f32 vs HF GPT2LMHeadModel",
-            ours_s=ours["s_per_step"],
-            reference_s=hf["s_per_step"],
-            peak_gb=ours["peak_gb"],
-            notes=f"{100 * ours['mfu']:.0f}% of the matmul peak "
-            f"({ours['peak_flop_per_s'] / 1e9:.0f} GFLOP/s), HF {100 * hf['mfu']:.0f}%; "
-            f"HF peak {hf['peak_gb']:.2f} GB",
+def run_variant(
+    cfg: dict, variant: dict, reference: dict, device: str = "cpu", rounds: int = 5
+) -> dict:
+    """Ours (or HF) with Trainer options `variant` against `reference`, interleaved."""
+    trainers = {
+        "variant": Trainer(variant.pop("kind", "ours"), cfg, device, **variant),
+        "reference": Trainer(reference.pop("kind", "ours"), cfg, device, **reference),
+    }
+    start = time.perf_counter()
+    times = interleaved(trainers, rounds, 2)
+    return dict(
+        s_per_step=min(times["variant"]),
+        reference_s=min(times["reference"]),
+        ratio=median_ratio(times["variant"], times["reference"]),
+        total_s=time.perf_counter() - start,
+    )
+
+
+def _parallel_worker(rank: int, world: int, tmp: str, cfg: dict, rounds: int) -> None:
+    """Process `rank`: our GPT under DDP and under FSDP2, alternating, on half the batch."""
+    import torch.distributed as dist
+
+    from ntk.lm.distributed import shard, step_module
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/rdzv", rank=rank, world_size=world)
+    try:
+        half = dict(cfg, batch=cfg["batch"] // world)
+        trainers = {}
+        for mode in ("fsdp", "ddp"):
+            t = Trainer("ours", half)
+            shard(t.model, mode, world)
+            t.forward = step_module(t.model, mode, torch.device("cpu"), world)
+            t.optimizer = torch.optim.AdamW(t.model.parameters(), lr=1e-4)  # after sharding
+            trainers[mode] = t
+        times = interleaved(trainers, rounds, 2)
+        if rank == 0:
+            Path(tmp, "times.json").write_text(json.dumps(times))
+        dist.barrier()  # neither process tears gloo down while the other still talks to it
+    finally:
+        dist.destroy_process_group()
+
+
+def run_parallel(cfg: dict, rounds: int = 3) -> dict:
+    """2 CPU processes (gloo, 1 thread each): FSDP2's step against DDP's, same global batch."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        mp.start_processes(_parallel_worker, args=(2, tmp, cfg, rounds), nprocs=2, join=True)
+        times = json.loads(Path(tmp, "times.json").read_text())
+    return dict(
+        s_per_step=min(times["fsdp"]),
+        reference_s=min(times["ddp"]),
+        ratio=median_ratio(times["fsdp"], times["ddp"]),
+        total_s=time.perf_counter() - start,
+    )
+
+
+def run(quick: bool = False, device: str = "cpu", rounds: int = 5) -> dict:
+    """Every measurement: {"sizes": [rows per size], "compile": ..., "bf16": ...}."""
+    sizes = [QUICK] if quick else [FULL, NARROW]
+    out: dict = dict(sizes=[run_size(cfg, device, rounds) for cfg in sizes])
+    cfg = sizes[0]
+    if not quick:  # compiling takes a minute or more on a CPU
+        out["compile"] = run_variant(cfg, dict(compile=True), dict(), device, rounds)
+    out["bf16"] = run_variant(
+        cfg, dict(autocast="bf16"), dict(kind="hf", autocast="bf16"), device, rounds
+    )
+    out["bf16_vs_f32"] = run_variant(cfg, dict(autocast="bf16"), dict(), device, rounds)
+    if device == "cpu":
+        out["fsdp"] = run_parallel(cfg, rounds=max(2, rounds // 2))
+    return out
+
+
+def _size_name(r: dict) -> str:
+    return f"L={r['n_layer']} C={r['n_embd']} T={r['seq_len']} B={r['batch']}"
+
+
+def run_table_rows(result: dict) -> list[dict]:
+    """`run`'s result in bench/run.py's common form (ours/ref is the median per-round ratio)."""
+    rows = []
+    for size in result["sizes"]:
+        ours, hf = (next(r for r in size if r["model"] == k) for k in ("ours", "hf"))
+        nobias = next(r for r in size if r["model"] == "ours-nobias")
+        rows.append(
+            dict(
+                name=f"GPT train step {_size_name(ours)} f32 vs HF GPT2LMHeadModel",
+                ours_s=ours["s_per_step"],
+                reference_s=hf["s_per_step"],
+                ratio=ours["ratio_to_hf"],
+                peak_gb=ours["peak_gb"],
+                notes=f"{100 * ours['mfu']:.0f}% of the matmul peak "
+                f"({ours['peak_flop_per_s'] / 1e9:.0f} GFLOP/s), HF {100 * hf['mfu']:.0f}%; "
+                f"without biases {nobias['ratio_to_hf']:.3f}; HF peak "
+                + ("-" if hf["peak_gb"] is None else f"{hf['peak_gb']:.2f} GB"),
+            )
         )
-    ]
+    name = _size_name(result["sizes"][0][0])
+    labels = {
+        "compile": (f"GPT train step {name} torch.compile vs eager (ours)", "compile excluded"),
+        "bf16": (f"GPT train step {name} bf16 autocast vs HF bf16 autocast", "fp32 masters"),
+        "bf16_vs_f32": (f"GPT train step {name} bf16 autocast vs f32 (ours)", "fp32 masters"),
+        "fsdp": (
+            f"GPT train step {name} FSDP2 vs DDP, 2 CPU processes (gloo)",
+            "1 thread per process; muP-free plain GPT",
+        ),
+    }
+    for key, (label, note) in labels.items():
+        if key in result:
+            r = result[key]
+            rows.append(
+                dict(
+                    name=label,
+                    ours_s=r["s_per_step"],
+                    reference_s=r["reference_s"],
+                    ratio=r["ratio"],
+                    notes=f"{note}; whole measurement {r['total_s']:.0f} s",
+                )
+            )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n_embd 256, seq 128")
+    parser.add_argument("--quick", action="store_true", help="2 layers, n_embd 256, seq 128")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu or cuda")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per ratio")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: all)")
     parser.add_argument("--memory-of", choices=tuple(MODELS), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -225,31 +395,38 @@ def main() -> None:
     if args.memory_of:
         _child_memory(args.memory_of, json.loads(args.config), args.steps)
         return
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench/lm.py: --device cuda, but torch sees no CUDA GPU", file=sys.stderr)
+        sys.exit(2)
     if args.threads:
         torch.set_num_threads(args.threads)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load}")
-    rows = run(quick=args.quick)
-    r = rows[0]
-    print(
-        f"config: {r['n_layer']} layers, n_embd {r['n_embd']}, {r['n_head']} heads, vocab "
-        f"{r['vocab_size']}, seq {r['seq_len']}, batch {r['batch']}, float32; matmul peak "
-        f"{r['peak_flop_per_s'] / 1e9:.0f} GFLOP/s"
-    )
-    print(
-        f"{'model':30s} {'s/step':>8s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'MFU':>6s} {'peak GB':>8s}"
-    )
-    for r in rows:
+    where = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, load {load}")
+    result = run(quick=args.quick, device=args.device, rounds=args.rounds)
+    for rows in result["sizes"]:
+        r = rows[0]
         print(
-            f"{MODELS[r['model']]:30s} {r['s_per_step']:8.3f} {r['tokens_per_s']:9.0f} "
-            f"{r['flop_per_s'] / 1e9:8.1f} {100 * r['mfu']:5.1f}% {r['peak_gb']:8.3f}"
+            f"\nconfig: {r['n_layer']} layers, n_embd {r['n_embd']}, {r['n_head']} heads, vocab "
+            f"{r['vocab_size']}, seq {r['seq_len']}, batch {r['batch']}, float32; matmul peak "
+            f"{r['peak_flop_per_s'] / 1e9:.0f} GFLOP/s"
         )
-    ours, nobias, hf = rows
-    print(
-        f"throughput ours / Hugging Face: {ours['tokens_per_s'] / hf['tokens_per_s']:.2f}x with "
-        f"biases, {nobias['tokens_per_s'] / hf['tokens_per_s']:.2f}x without (target >= 1.0); "
-        f"ours at {100 * ours['mfu']:.0f}% of the matmul peak (target >= 50%)"
-    )
+        print(
+            f"{'model':30s} {'s/step':>8s} {'/HF':>6s} {'tokens/s':>9s} {'GFLOP/s':>8s} "
+            f"{'MFU':>6s} {'peak GB':>8s}"
+        )
+        for r in rows:
+            gb = "-" if r["peak_gb"] is None else f"{r['peak_gb']:.3f}"
+            print(
+                f"{MODELS[r['model']]:30s} {r['s_per_step']:8.3f} {r['ratio_to_hf']:6.3f} "
+                f"{r['tokens_per_s']:9.0f} {r['flop_per_s'] / 1e9:8.1f} {100 * r['mfu']:5.1f}% "
+                f"{gb:>8s}"
+            )
+    print()
+    for row in run_table_rows(result)[len(result["sizes"]) :]:
+        print(
+            f"{row['name']}: {row['ratio']:.3f} ({row['ours_s']:.3f} vs {row['reference_s']:.3f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from ntk._checks import (
+    check_bool,
     check_choice,
     check_fraction,
     check_nonnegative,
@@ -122,6 +123,9 @@ class TrainSection:
     stop_step: int | None = None
     device: str = "auto"
     threads: int | None = None
+    compile: bool = False  # torch.compile the forward (ntk.lm.runtime)
+    autocast: str = "none"  # "bf16": bfloat16 forward, float32 master weights
+    parallel: str = "ddp"  # with several processes: "ddp" or "fsdp" (ntk.lm.distributed)
 
 
 @dataclass
@@ -275,6 +279,9 @@ def _validate_data(d: DataSection) -> None:
 def _validate_train(t: TrainSection, m: ModelSection) -> None:
     check_positive_int("train.eval_every", t.eval_every, minimum=0)
     check_choice("train.device", t.device, ("auto", "cpu", "cuda"))
+    check_bool("train.compile", t.compile)
+    check_choice("train.autocast", t.autocast, ("none", "bf16"))
+    check_choice("train.parallel", t.parallel, ("ddp", "fsdp"))
     if t.threads is not None:
         check_positive_int("train.threads", t.threads)
     if t.stop_step is not None:
@@ -492,6 +499,8 @@ RUN_CONTROL = (
     "train.stop_step",
     "train.device",
     "train.threads",
+    "train.compile",
+    "train.parallel",
     "train.eval_every",
     "data.eval_tokens",
     "log.",

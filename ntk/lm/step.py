@@ -7,7 +7,8 @@ The loss is the mean cross-entropy of the next token, in nats per token,
 so L / ln 2 is comparable with a corpus's entropy floor in bits per token.
 
 These are the pieces a training loop wraps (schedules, EMA, checkpoints, logging): each works
-on a plain model or one wrapped in `torch.nn.parallel.DistributedDataParallel`, which only needs
+on a plain model, one wrapped in `torch.nn.parallel.DistributedDataParallel` or one sharded by
+FSDP2's `fully_shard` (`ntk.lm.distributed`); DDP only needs
 `model(x)` to return logits and every parameter to receive a gradient (the GPT uses them all).
 Under DDP `train_step` returns the loss averaged over the processes, and all of them stop at a
 non-finite loss together (a process that stopped alone would leave the others waiting in the
@@ -23,10 +24,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
 from ntk._checks import check_positive
 from ntk.errors import TrainingDivergedError
+from ntk.lm import runtime
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -46,18 +49,21 @@ def train_step(
     *,
     step: int,
     max_grad_norm: float | None = None,
+    autocast: str = "none",
 ) -> float:
     """Forward, loss, backward and one optimizer update on `batch` = (x, y); returns the loss.
 
     `step` (the number of updates made so far) only names the step in the error raised when
     the loss is NaN or Inf; no update is made then. `max_grad_norm` clips the gradients' global
-    norm before the update. Under DDP the loss returned (and checked) is the mean over the
-    processes' batches.
+    norm before the update. `autocast` "bf16" runs forward and loss in bfloat16 with float32
+    parameters (`ntk.lm.runtime.autocast`). Under DDP or FSDP the loss returned (and checked)
+    is the mean over the processes' batches.
     """
     if max_grad_norm is not None:
         check_positive("max_grad_norm", max_grad_norm)
     x, y = batch
-    loss = lm_loss(model(x), y)
+    with runtime.autocast(x.device, autocast):
+        loss = lm_loss(model(x), y)
     value = _mean_over_processes(model, loss)
     if not math.isfinite(value):
         raise TrainingDivergedError(step, value)
@@ -70,17 +76,24 @@ def train_step(
 
 
 def _mean_over_processes(model: nn.Module, loss: Tensor) -> float:
-    """The loss averaged over DDP's processes (one all-reduce), or the local loss."""
-    if not isinstance(model, DistributedDataParallel):
+    """The loss averaged over DDP's or FSDP's processes (one all-reduce), or the local loss."""
+    if isinstance(model, DistributedDataParallel):
+        group = model.process_group
+    elif isinstance(model, FSDPModule):
+        group = None  # fully_shard's default mesh spans the default group
+    else:
         return loss.item()
-    total = loss.detach().clone()
-    dist.all_reduce(total, group=model.process_group)  # a sum
-    return total.item() / dist.get_world_size(model.process_group)
+    total = loss.detach().clone().float()
+    dist.all_reduce(total, group=group)  # a sum
+    return total.item() / dist.get_world_size(group)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> float:
-    """Mean loss over `batches` (each batch weighted by its number of tokens), in eval mode.
+def evaluate(
+    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], autocast: str = "none"
+) -> float:
+    """Mean loss over `batches` (each batch weighted by its number of tokens), in eval mode,
+    in `autocast`'s precision (as `train_step`).
 
     The model's training mode is restored afterwards.
     """
@@ -89,7 +102,9 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> floa
     try:
         total, count = 0.0, 0
         for x, y in batches:
-            total += lm_loss(model(x), y).item() * y.numel()
+            with runtime.autocast(x.device, autocast):
+                loss = lm_loss(model(x), y)
+            total += loss.item() * y.numel()
             count += y.numel()
     finally:
         model.train(was_training)

@@ -12,7 +12,9 @@ sampler draws the global batch from one generator, and process r of W takes rows
 compute the update of one process with the whole batch (the mean loss of equal shares is the
 mean loss), whatever W is. That is also why a checkpoint resumes with any number of processes:
 it stores the global sampler, not a per-process one. The same command runs on GPUs (backend
-nccl instead of gloo, one GPU per process, chosen by torchrun's LOCAL_RANK).
+nccl instead of gloo, one GPU per process, chosen by torchrun's LOCAL_RANK). With
+train.parallel=fsdp the weights are sharded instead of replicated (`ntk.lm.distributed`);
+train.compile, train.autocast and train.device are `ntk.lm.runtime`'s.
 
 After every optimizer step the learning-rate scheduler steps and the EMA is updated
 (`ntk.training.EMA`); every train.eval_every steps the model is evaluated at the current and
@@ -32,7 +34,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ntk.errors import (
     ArgumentParser,
@@ -41,6 +42,7 @@ from ntk.errors import (
     run_cli,
     user_input,
 )
+from ntk.lm import distributed, runtime
 from ntk.lm.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -119,10 +121,9 @@ class Processes:
 
 def start_processes(device: str) -> Processes:
     """Join torchrun's process group (gloo on CPU, nccl on CUDA) when WORLD_SIZE > 1."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    dev = runtime.resolve_device(device)  # "auto": CUDA if there is one; GPU LOCAL_RANK
+    use_cuda = dev.type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     if world == 1:
@@ -182,6 +183,10 @@ def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = Non
     )
     model, param, groups = build_model(config, data.vocab_size)
     model.to(procs.device)
+    t = config.train
+    distributed.check_supported(t.parallel, procs.world, config.ema.enabled, config.log.diag_every)
+    distributed.shard(model, t.parallel, procs.world)  # before the optimizer: new parameters
+    runtime.compile_model(model, t.compile)
     o = config.optim
     optimizer = torch.optim.AdamW(groups, betas=(o.beta1, o.beta2), eps=o.eps)
     lr = LRSchedule(config.warmup_steps, config.total_steps, o.decay, o.min_lr_ratio)
@@ -255,8 +260,7 @@ def resume(run: Run, path: Path) -> None:
     step = int(state["step"])
     if state["phase"] != run.schedule.phase_at(step):
         raise ValueError(f"checkpoint {str(path)!r}: phase {state['phase']} at step {step}")
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    distributed.load_full_state(run.model, run.optimizer, state["model"], state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     if run.ema is not None:
         run.ema.load_state_dict(state["ema"])
@@ -269,14 +273,15 @@ def resume(run: Run, path: Path) -> None:
 
 def save(run: Run) -> None:
     """Process 0 writes the checkpoint; all wait for it."""
+    model_state, optimizer_state = distributed.full_state(run.model, run.optimizer)  # all gather
     if run.procs.main:
         state = {
             "step": run.step,
             "tokens": run.step * run.schedule.tokens_per_step,
             "phase": run.schedule.phase_at(run.step),
             "config": run.config.to_dict(),
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": run.scheduler.state_dict(),
             "ema": None if run.ema is None else run.ema.state_dict(),
             "rng": rng_state(run.generator),
@@ -307,12 +312,16 @@ def validation_set(run: Run, block_size: int) -> list:
 
 def validation_loss(run: Run, block_size: int) -> float:
     """Mean validation loss, the batches shared out over the processes."""
-    batches = validation_set(run, block_size)[run.procs.rank :: run.procs.world]
+    batches = validation_set(run, block_size)
+    sharded = distributed.is_sharded(run.model)  # FSDP: every process runs every forward
+    if not sharded:
+        batches = batches[run.procs.rank :: run.procs.world]
     dev = run.procs.device
-    batches = [(x.to(dev), y.to(dev)) for x, y in batches]
+    batches = [runtime.to_device(batch, dev) for batch in batches]
     tokens = sum(y.numel() for _, y in batches)
-    total = evaluate(run.model, batches) * tokens if batches else 0.0
-    if run.procs.world == 1:
+    autocast = run.config.train.autocast
+    total = evaluate(run.model, batches, autocast) * tokens if batches else 0.0
+    if run.procs.world == 1 or sharded:
         return total / tokens
     sums = torch.tensor([total, float(tokens)], dtype=torch.float64, device=dev)
     dist.all_reduce(sums)
@@ -338,13 +347,14 @@ def one_step(run: Run, ddp_model: nn.Module, phase: int) -> dict[str, Any]:
     lr = run.config.optim.lr * run.scheduler.lr_lambdas[0](run.step)
     run.timer.start()
     x, y = sample_batch(run.data.train, B, T, run.generator)
-    batch = (x[rows].to(run.procs.device), y[rows].to(run.procs.device))
+    batch = runtime.to_device((x[rows], y[rows]), run.procs.device)
     loss = train_step(
         ddp_model,
         run.optimizer,
         batch,
         step=run.step,
         max_grad_norm=run.config.optim.max_grad_norm,
+        autocast=run.config.train.autocast,
     )
     run.scheduler.step()
     if run.ema is not None:
@@ -369,10 +379,9 @@ def loop(run: Run, logger: RunLogger) -> dict[str, Any]:
     cfg = run.config
     total = cfg.total_steps
     stop = min(total, cfg.train.stop_step or total)
-    ddp_model = run.model
-    if run.procs.world > 1:
-        ids = [run.procs.device.index] if run.procs.device.type == "cuda" else None
-        ddp_model = DistributedDataParallel(run.model, device_ids=ids)  # rank 0's weights
+    ddp_model = distributed.step_module(
+        run.model, cfg.train.parallel, run.procs.device, run.procs.world
+    )  # DDP starts from rank 0's weights; FSDP's shards were cut from identical ones
     row: dict[str, Any] = {}
     phase = run.schedule.phase_at(run.step)
     probe = None

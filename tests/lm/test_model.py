@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ntk.lm.model import GPT, GPTConfig, apply_rope, rope_rotation
+from ntk.lm.model import GPT, GPTConfig, apply_rope, cached_rotation, rope_rotation
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -198,7 +198,7 @@ def test_tied_embeddings_share_one_matrix_and_every_parameter_gets_a_gradient():
 
 def test_state_dict_round_trip_and_float64():
     model = GPT(tiny())
-    assert list(model.buffers()) == []  # the RoPE rotation is computed in forward
+    assert list(model.buffers()) == []  # the RoPE table is cached outside the module
     copy = GPT(tiny())
     copy.load_state_dict(model.state_dict())
     x = torch.randint(0, 11, (2, 16))
@@ -279,3 +279,28 @@ def test_generate_bad_arguments():
         model.generate([[1, 2]], 2)
     with pytest.raises(ValueError, match=r"idx must have shape \(batch, time\)"):
         model.generate(torch.zeros(3, dtype=torch.int64), 2)
+
+
+def test_cached_rotation_is_the_fresh_table_built_once_per_key():
+    fresh = rope_rotation(12, 8, 500.0)
+    for dtype, complex_dtype in (
+        (torch.float32, torch.complex64),
+        (torch.float64, torch.complex128),
+    ):
+        table = cached_rotation(12, 8, 500.0, torch.device("cpu"), dtype)
+        assert table.dtype == dtype and table.shape == (12, 4, 2)  # (cos, sin) pairs
+        expected = torch.view_as_real(fresh.to(complex_dtype))
+        torch.testing.assert_close(table, expected, rtol=0, atol=0)
+        assert cached_rotation(12, 8, 500.0, torch.device("cpu"), dtype) is table  # reused
+    with torch.inference_mode():  # built under inference mode, still usable with autograd
+        cached_rotation(5, 8, 321.0, torch.device("cpu"), torch.float32)
+    x = torch.randn(1, 5, 1, 8, requires_grad=True)
+    apply_rope(x, cached_rotation(5, 8, 321.0, torch.device("cpu"), torch.float32)).sum().backward()
+    assert x.grad is not None
+
+
+def test_token_ids_are_checked_on_the_cpu_and_on_request():
+    model = GPT(tiny())
+    with pytest.raises(ValueError, match=r"token ids in \[0, 11\]"):
+        model.check_token_ids(torch.tensor([[0, 11]]))
+    model.check_token_ids(torch.tensor([[0, 10]]))  # in range: no error

@@ -66,6 +66,7 @@ from ntk.lm.config import (
 from ntk.lm.data import TextData, load_corpus, sample_batch
 from ntk.lm.describe import check_budget, config_keys, finished_message, run_summary
 from ntk.lm.eval import eval_windows
+from ntk.lm.parametrize import optimizer_groups
 from ntk.lm.plots import plot_directory
 from ntk.lm.progressive import ProgressiveSchedule
 from ntk.lm.run_log import (
@@ -183,11 +184,12 @@ def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = Non
     )
     model, param, groups = build_model(config, data.vocab_size)
     model.to(procs.device)
-    t = config.train
+    t, o = config.train, config.optim
     distributed.check_supported(t.parallel, procs.world, config.ema.enabled, config.log.diag_every)
-    distributed.shard(model, t.parallel, procs.world)  # before the optimizer: new parameters
+    distributed.shard(model, t.parallel, procs.world)
+    if distributed.is_sharded(model):  # new parameters: the recipe's groups must point at them
+        groups = optimizer_groups(param, o.weight_decay)
     runtime.compile_model(model, t.compile)
-    o = config.optim
     optimizer = torch.optim.AdamW(groups, betas=(o.beta1, o.beta2), eps=o.eps)
     lr = LRSchedule(config.warmup_steps, config.total_steps, o.decay, o.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr)

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from ntk.lm.logging import read_metrics
 
 from ntk.lm.distributed import full_state, load_full_state, shard, step_module
 from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.parametrize import optimizer_groups, parametrize
+from ntk.lm.run_log import read_metrics
 from ntk.lm.step import train_step
 from ntk.scaling import ScaledModule
 

@@ -43,8 +43,13 @@ def test_one_gpt_recipe_builds_every_trained_gpt():
                 if "parametrize" in called(fn):
                     recipes.append(f"{path}:{fn.name}")
     assert recipes == ["ntk/lm/parametrize.py:gpt_recipe"]
-    # the only other GPT(...) is the meta-device base model the engine reads widths from
-    assert sorted(builders) == ["ntk/lm/parametrize.py:base_model", *recipes]
+    # the only other GPT(...)s: the meta-device base model the engine reads widths from, and
+    # the plain GPT a Hugging Face checkpoint is read into (no parametrization, no optimizer)
+    assert sorted(builders) == [
+        "ntk/lm/hf.py:gpt_from_neox",
+        "ntk/lm/parametrize.py:base_model",
+        *recipes,
+    ]
     users = {
         p
         for p, tree in modules().items()
@@ -176,8 +181,13 @@ def _without_package_reexports(edges) -> dict[str, set[str]]:
     }
 
 
-# The one lazy back-reference allowed: the deprecated `param.enable_dynamic_lr` (one release)
-DEPRECATED_LAZY = {("ntk.scaling._old_dynamic_lr", "ntk.scaling.dynamic_lr")}
+# The lazy back-references allowed: the deprecated `param.enable_dynamic_lr` (one release), and
+# stax's `Layer.module/kernels/diag`, the public reading of a description, which call the
+# network evaluator that itself builds on `Layer` (to remove: move those entry points out)
+DEPRECATED_LAZY = {
+    ("ntk.scaling._old_dynamic_lr", "ntk.scaling.dynamic_lr"),
+    ("ntk.kernels.stax.base", "ntk.kernels.stax.network"),
+}
 
 
 def test_the_package_imports_have_no_circle():

@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from ntk._checks import check_batch, check_float64, check_parametrization, check_positive_int
 from ntk.kernels.analytic import Kernels
 from ntk.kernels.stax.base import Layer, State, VarianceTape
+from ntk.registry import select
 
-PARAMETRIZATIONS = ("ntk", "sp")
+PARAMETRIZATIONS = select("ntk", "sp")  # the finite networks built here
 TILE_ENTRIES = 1 << 18
 
 

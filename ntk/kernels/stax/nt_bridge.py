@@ -16,8 +16,10 @@ from ntk.kernels.stax.combinators import FanInSum, FanOut, Identity, Parallel, S
 from ntk.kernels.stax.elementwise import Activation
 from ntk.kernels.stax.linear import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, LayerNorm
 from ntk.reference import load_neural_tangents
+from ntk.registry import select
 
-NT_PARAMETRIZATION = {"ntk": "ntk", "sp": "standard"}
+# our names -> neural-tangents' ("sp" is its "standard")
+NT_PARAMETRIZATION = {p: "standard" if p == "sp" else p for p in select("ntk", "sp")}
 
 
 def to_nhwc(x) -> np.ndarray | None:

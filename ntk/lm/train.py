@@ -173,15 +173,7 @@ def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = Non
                 f"{phase} ({schedule.batch_size(phase)} sequences of {schedule.block_size(phase)}) "
                 f"does not split evenly over {procs.world} processes"
             )
-    d = config.data
-    data = load_corpus(
-        d.path,
-        block_size=config.block_size,
-        val_fraction=d.val_fraction,
-        level=d.tokenizer,
-        vocab_size=d.vocab_size,
-        tokenizer=tokenizer,
-    )
+    data = _corpus(config, tokenizer)
     model, param, groups = build_model(config, data.vocab_size)
     model.to(procs.device)
     t, o = config.train, config.optim
@@ -203,6 +195,19 @@ def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = Non
     )
 
 
+def _corpus(config: RunConfig, tokenizer: Tokenizer | None = None) -> TextData:
+    """The run's text, encoded by `tokenizer` or by one built from it as `data.*` says."""
+    d = config.data
+    return load_corpus(
+        d.path,
+        block_size=config.block_size,
+        val_fraction=d.val_fraction,
+        level=d.tokenizer,
+        vocab_size=d.vocab_size,
+        tokenizer=tokenizer,
+    )
+
+
 def _setup_resumed(config: RunConfig, procs: Processes, path: Path) -> Run:
     """`setup` with the tokenizer stored in the checkpoint at `path`; a corpus it cannot encode
     any more is reported as changed since the checkpoint, with both vocabulary sizes."""
@@ -210,17 +215,10 @@ def _setup_resumed(config: RunConfig, procs: Processes, path: Path) -> Run:
     try:
         return setup(config, procs, tokenizer)
     except UnknownTokenError as err:
-        d = config.data
-        fresh = load_corpus(
-            d.path,
-            block_size=config.block_size,
-            val_fraction=d.val_fraction,
-            level=d.tokenizer,
-            vocab_size=d.vocab_size,
-        ).vocab_size
+        fresh = _corpus(config).vocab_size
         raise CheckpointError(
             f"the vocabulary changed since checkpoint {str(path)!r} was written ({err}): corpus "
-            f"{d.path!r} now gives {fresh} tokens, the checkpoint was trained on "
+            f"{config.data.path!r} now gives {fresh} tokens, the checkpoint was trained on "
             f"{tokenizer.vocab_size}; restore the corpus it was trained on, or start a new run "
             "(another log.out_dir)"
         ) from None

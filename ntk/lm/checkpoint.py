@@ -70,16 +70,8 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     """Replace `path` by `data` atomically: temp file, flush, fsync, os.replace, fsync(dir)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        _write(f, memoryview(data))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename itself is durable only once the directory is
-    finally:
-        os.close(fd)
+    _write_file(tmp, memoryview(data))
+    _replace(tmp, path)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], *, copies: tuple = ()) -> None:

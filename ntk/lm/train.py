@@ -509,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--config is required (or --plot DIR)")
     with user_input():
         runs = load_runs(args.config, args.overrides)  # all validated before any trains
+    completed = False
     try:
         for name, config in runs:
             if name:
@@ -517,8 +518,15 @@ def main(argv: list[str] | None = None) -> int:
             if last and int(os.environ.get("RANK", "0")) == 0:
                 summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if "loss" in k)
                 print(f"step {last['step']}: {summary}", flush=True)
+        completed = True
     finally:
         if dist.is_initialized():
+            # after a good run every process meets here before gloo tears down (without it
+            # its teardown can race and abort a process: SIGABRT, "terminate called without
+            # an active exception"); after an error ranks may have failed differently, and a
+            # barrier there could hang
+            if completed:
+                dist.barrier()
             dist.destroy_process_group()
     return 0
 

@@ -51,7 +51,7 @@ TARGET = 0.05  # at most 5% of a training step
 def mlp_case() -> tuple[Parametrization, torch.optim.Optimizer, Callable[[], None], object]:
     torch.manual_seed(0)
     model = WideMLP(64, 1024, 10, depth=3)
-    param = Parametrization(model, ParametrizationConfig("mup", lr_prefactor=1e-3, base_width=64))
+    param = Parametrization(model, ParametrizationConfig("mup", lr=1e-3, base_width=64))
     opt = torch.optim.Adam(param.param_groups)
     x, y = torch.randn(256, 64), torch.randn(256, 10)
 

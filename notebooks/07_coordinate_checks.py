@@ -194,7 +194,7 @@ def abc_model(zero_readout=True, **rule):
     def make(width):
         model = WideMLP(64, width, 10, depth=2, weight_std=W_STD)
         config = ParametrizationConfig(
-            **rule, optimizer="adam", lr_prefactor=LR, base_width=BASE, std_prefactor=W_STD
+            **rule, optimizer="adam", lr=LR, base_width=BASE, std_prefactor=W_STD
         )
         param = Parametrization(model, config)
         if zero_readout:  # zero readout at init, as for the mup model above

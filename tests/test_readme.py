@@ -36,7 +36,7 @@ def test_abc_table_is_what_param_table_prints():
     d, width, base = 10, 256, 64
     table = Parametrization(
         WideMLP(d, width=width, depth=2),
-        ParametrizationConfig("mup", lr_prefactor=1.0, base_width=base),
+        ParametrizationConfig("mup", lr=1.0, base_width=base),
     ).table()
     env = dict(m=width / base, d=d, fan_in=width, sigma=1.0, eta=1.0)
     columns = ["a", "b", "c", "multiplier", "init_std", "lr"]

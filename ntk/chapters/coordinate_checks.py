@@ -185,7 +185,7 @@ def gpt2_factory(
                 layers=GPT2_LAYERS,
                 base_width=base_width,
                 base_head_dim=head_dim,  # heads are added as the model widens
-                lr_prefactor=lr,
+                lr=lr,
                 base_std={"transformer.w[tp]e": 0.02},
                 zero_readout=True,
             ),

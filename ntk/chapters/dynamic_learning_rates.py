@@ -122,7 +122,7 @@ def mlp_run(width: int, seed: int, lr: float, dynamic: bool) -> Run:
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=3)
     param = Parametrization(
-        model, ParametrizationConfig("mup", "adam", lr_prefactor=lr, base_width=cfg["base_width"])
+        model, ParametrizationConfig("mup", "adam", lr=lr, base_width=cfg["base_width"])
     )
     opt = torch.optim.Adam(param.param_groups)
     g = torch.Generator().manual_seed(seed)

@@ -45,9 +45,7 @@ def config(name: str, lr: float, base_width: int, **kwargs: object) -> Parametri
     SP with one global lr (`SP_GLOBAL_LR`: lr_rule "global"), for an MLP of any depth."""
     rule = "global" if name == SP_GLOBAL_LR else "abc"
     name = "sp" if name == SP_GLOBAL_LR else name
-    return ParametrizationConfig(
-        name, "adam", lr_rule=rule, lr_prefactor=lr, base_width=base_width, **kwargs
-    )
+    return ParametrizationConfig(name, "adam", lr_rule=rule, lr=lr, base_width=base_width, **kwargs)
 
 
 def update_terms(

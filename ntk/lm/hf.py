@@ -343,7 +343,7 @@ def parametrize_pretrained(
         raise TypeError(f"unknown ParametrizationConfig options {unknown}")
     config = ParametrizationConfig(
         parametrization,
-        lr_prefactor=lr,
+        lr=lr,
         layers=HF_LAYERS[kind],
         base_model=base,
         **{**options, "reinit": False, "zero_query": False},

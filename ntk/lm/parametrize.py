@@ -108,7 +108,7 @@ def parametrize(
         parametrization=name,
         optimizer=optimizer,
         lr_rule=lr_rule,
-        lr_prefactor=lr,
+        lr=lr,
         layers=gpt_layers(model),
         base_model=base_model(model, base_width),
         **options,
@@ -120,7 +120,7 @@ def optimizer_groups(param: Parametrization, weight_decay: float = 0.0) -> list[
     """`param.param_groups` with muP's weight decay: lr_g wd_g = lr weight_decay per matrix.
 
     For torch's AdamW (decoupled decay p <- p (1 - lr_g wd_g)): every weight-matrix group g
-    gets wd_g = weight_decay * lr / lr_g, with lr = `param.config.lr_prefactor`, so the decay
+    gets wd_g = weight_decay * lr / lr_g, with lr = `param.config.lr`, so the decay
     per step is the same at every width (module docstring); biases and the rest group (norm
     gains) get 0. A learning-rate schedule that scales every group's lr alike scales the decay
     with it, as in AdamW. At the base width this is plain AdamW(weight_decay) on the matrices.
@@ -128,7 +128,7 @@ def optimizer_groups(param: Parametrization, weight_decay: float = 0.0) -> list[
     if not isinstance(param, Parametrization):
         raise TypeError(f"param must be an ntk.Parametrization, got {type(param).__name__}")
     check_nonnegative("weight_decay", weight_decay)
-    lr = param.config.lr_prefactor
+    lr = param.config.lr
     groups = param.param_groups
     for group in groups:
         matrix = group.get("role") in ROLES

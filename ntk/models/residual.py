@@ -143,7 +143,7 @@ def parametrize_residual(
     config = ParametrizationConfig(
         name,
         optimizer=optimizer,
-        lr_prefactor=lr,
+        lr=lr,
         layers=dict(RESIDUAL_LAYERS),
         base_width=base_width,
         base_std={"blocks.*.branch.fc": math.sqrt(2.0 / base_width)},

@@ -6,7 +6,7 @@ the base model, the proxy whose hyperparameters are tuned. As in the `mup` packa
 shapes (Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466), n0 is read per weight, not
 assumed equal to one global base width: an MLP down-projection 4C -> C has n = 4C and
 n0 = 4 C0, so its ratio is C / C0 like every other layer's, and at the base width every ratio
-is exactly 1 (every parametrization is then plain SP: lr_prefactor and std_prefactor /
+is exactly 1 (every parametrization is then plain SP: lr and std_prefactor /
 sqrt(fan-in)). Three routes:
 
 - `base_model`: a model of the same architecture at the base width (it may live on the meta

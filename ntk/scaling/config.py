@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 
 from torch import nn
 
@@ -34,11 +35,11 @@ class ParametrizationConfig:
     Attributes:
         parametrization: "sp", "ntk", "mup" or "mfp" ("standard" is read as "sp"); None for
             custom `a`, `b` (and `c`).
-        lr_rule: "abc" (default): each weight's learning rate lr_prefactor (n / n0)^-c with
+        lr_rule: "abc" (default): each weight's learning rate lr (n / n0)^-c with
             the parametrization's c, its largest stable one (Everett et al. 2024,
             arXiv:2407.05872); "sp" then means *per-layer SP*: standard init and multipliers,
             hidden and readout Adam lr ~ 1/n. "global": the parametrization's a and b with
-            c = 0 for every weight, one learning rate lr_prefactor at every width; "sp" then
+            c = 0 for every weight, one learning rate lr at every width; "sp" then
             means *global-lr SP*, SP as it is usually run and as the muTransfer experiments
             mean it (Yang et al. 2022, arXiv:2203.03466). Custom exponents state c themselves.
         optimizer: "adam" (any Adam-like, scale-invariant optimizer) or "sgd".
@@ -46,7 +47,7 @@ class ParametrizationConfig:
         a, b, c: custom exponents, one per weight matrix (row of the table) in module order;
             `c` None derives the maximal stable learning rates from `a`, `b`
             (`abc_rules.max_lr_exponents`).
-        lr_prefactor: learning rate at n = n0 (and of the rest group).
+        lr: learning rate at n = n0 (and of the rest group).
         std_prefactor: init std at n = n0, in units of 1/sqrt(fan_in) (e.g. sqrt(2) for He).
         layers: glob pattern on module names -> role ("embedding", "hidden", "readout");
             None auto-detects an MLP: all `nn.Linear` in order, first embedding, last readout.
@@ -80,7 +81,7 @@ class ParametrizationConfig:
     a: list[float] | None = None
     b: list[float] | None = None
     c: list[float] | None = None
-    lr_prefactor: float = 1e-3
+    lr: float = 1e-3
     std_prefactor: float = 1.0
     layers: dict[str, str] | None = None
     base_width: int | None = None
@@ -98,6 +99,17 @@ class ParametrizationConfig:
     zero_readout: bool = False
     depth: DepthConfig | None = None
     lr_rule: str = "abc"  # last: positional callers of the fields above are unaffected
+    # The old spelling of `lr`, accepted for one release with a DeprecationWarning.
+    lr_prefactor: InitVar[float | None] = None
+
+    def __post_init__(self, lr_prefactor: float | None) -> None:
+        if lr_prefactor is not None:
+            warnings.warn(
+                "ParametrizationConfig(lr_prefactor=...) is now spelled lr=...",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.lr = lr_prefactor
 
     def validate(self) -> ParametrizationConfig:
         """Check the fields that do not depend on the model (errors name them); return self."""
@@ -115,7 +127,7 @@ class ParametrizationConfig:
                 "exponents give c = 0 for every weight instead"
             )
         check_choice("config.attention_scale", self.attention_scale, ATTENTION_SCALES)
-        check_positive("lr_prefactor", self.lr_prefactor)
+        check_positive("lr", self.lr)
         check_positive("std_prefactor", self.std_prefactor)
         for key in ("base_width", "width", "base_head_dim"):
             if getattr(self, key) is not None:

@@ -6,9 +6,9 @@ loop: every `every` optimizer steps it measures each layer's alignment exponents
 batch (`ntk.scaling.alignment`), solves the linear program of `ntk.scaling.lp` for the
 largest stable exponents c_l under them, and from then on each layer's weight is updated with
 
-    lr_l = lr_prefactor * (n / n0)^(-c_l) * s(t),     s(t): whatever the scheduler applied.
+    lr_l = lr * (n / n0)^(-c_l) * s(t),     s(t): whatever the scheduler applied.
 
-The scheduler owns each group's "lr": it keeps setting it to lr_prefactor (n / n0)^(-c_static)
+The scheduler owns each group's "lr": it keeps setting it to lr (n / n0)^(-c_static)
 s(t). A step pre-hook on the optimizer multiplies it by (n / n0)^(c_static - c_l) just for the
 update, and a step post-hook puts the scheduler's value back, so chainable schedulers (which
 read the current lr), closed-form ones (which read the initial lr), warmups and checkpoints

@@ -12,9 +12,9 @@ weight like the `mup` package's base shapes), `Parametrization(model, config)`
    its bias;
 2. replaces the module in its parent by a `ScaledModule` whose output is (n / n0)^-a times the
    module's output;
-3. builds optimizer `param_groups`: one per weight with lr = lr_prefactor (n / n0)^-c (c = 0
+3. builds optimizer `param_groups`: one per weight with lr = lr (n / n0)^-c (c = 0
    for every weight with `lr_rule="global"`: one learning rate, e.g. SP as usually run), one
-   per bias (see below) and one for everything else (norms, unlisted layers) at lr_prefactor.
+   per bias (see below) and one for everything else (norms, unlisted layers) at lr.
 
 With `base_width` or `base_model` every ratio is 1 at the base width, where sp, ntk, mup and
 mfp all are plain SP (the tuned proxy); without either, n0 = 1 (absolute exponents).
@@ -142,7 +142,7 @@ class Parametrization:
 
     Example (an MLP; transformers: see the module docstring and `ParametrizationConfig`):
         >>> model = ntk.models.WideMLP(10, width=512, depth=2)
-        >>> cfg = ParametrizationConfig("mup", lr_prefactor=1e-2, base_width=64)
+        >>> cfg = ParametrizationConfig("mup", lr=1e-2, base_width=64)
         >>> param = Parametrization(model, cfg)
         >>> opt = torch.optim.Adam(param.param_groups)
         >>> print(param)  # per-weight table
@@ -347,9 +347,9 @@ class Parametrization:
                     c=x.c,
                     init_std=std0 * wd.ratio**-x.b,
                     multiplier=wd.ratio**-x.a,
-                    lr=cfg.lr_prefactor * wd.ratio**-x.c,
+                    lr=cfg.lr * wd.ratio**-x.c,
                     bias_c=bias_c,
-                    bias_lr=None if bias_c is None else cfg.lr_prefactor * wd.ratio**-bias_c,
+                    bias_lr=None if bias_c is None else cfg.lr * wd.ratio**-bias_c,
                     module=w.module,
                     param=w.geometry.param,
                     module_name=w.module_name,
@@ -450,7 +450,7 @@ class Parametrization:
                 taken.add(id(bias))
         rest = [p for p in self.model.parameters() if id(p) not in taken]
         if rest:
-            group = dict(params=rest, lr=cfg.lr_prefactor, name="rest", role=None)
+            group = dict(params=rest, lr=cfg.lr, name="rest", role=None)
             if cfg.adam_eps is not None:
                 group["eps"] = cfg.adam_eps
             groups.append(group)
@@ -502,7 +502,7 @@ class Parametrization:
             base = "absolute n" if cfg.base_width is None else f"base_width={cfg.base_width}"
         head = (
             f"Parametrization({name}, optimizer={cfg.optimizer}, alignment={cfg.alignment}, "
-            f"{base}, lr_prefactor={cfg.lr_prefactor:g}, std_prefactor={cfg.std_prefactor:g})"
+            f"{base}, lr={cfg.lr:g}, std_prefactor={cfg.std_prefactor:g})"
         )
         text = head + "\n" + self.table().to_string(index=False, float_format=lambda x: f"{x:.4g}")
         for r in self.attention:

@@ -82,7 +82,7 @@ def test_single_width_estimate_reads_the_batch_constant_two_widths_cancel_it():
 def _mup_mlp(width: int, seed: int = 0):
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=3)
-    cfg = ParametrizationConfig("mup", "adam", lr_prefactor=1e-2, base_width=64)
+    cfg = ParametrizationConfig("mup", "adam", lr=1e-2, base_width=64)
     return model, Parametrization(model, cfg)
 
 

@@ -54,7 +54,7 @@ def mup_reference(width: int, base: int, **kw):
 def ours(width: int, **cfg_kw) -> tuple[nn.Module, Parametrization, dict[str, float]]:
     torch.manual_seed(2)
     model = TinyTransformer(width, **cfg_kw.pop("model_kw", {}))
-    cfg = ParametrizationConfig(layers=LAYERS, lr_prefactor=LR, **cfg_kw)
+    cfg = ParametrizationConfig(layers=LAYERS, lr=LR, **cfg_kw)
     param = Parametrization(model, cfg)
     names = {id(p): n.replace(".module", "") for n, p in model.named_parameters()}
     lrs = {names[id(p)]: g["lr"] for g in param.param_groups for p in g["params"]}
@@ -129,7 +129,7 @@ def test_base_model_reads_a_head_dimension_that_does_not_grow():
 
 
 def test_at_the_base_width_every_parametrization_is_sp():
-    """width == base: lr_prefactor and std_prefactor / sqrt(fan_in) for every weight (the 4C ->
+    """width == base: lr and std_prefactor / sqrt(fan_in) for every weight (the 4C ->
     C layer, the per-head layer, the readout), multiplier 1; sp and mup give the same model and
     groups; MuAdam's lrs are all lr there too."""
     runs = {}

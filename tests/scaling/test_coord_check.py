@@ -300,7 +300,7 @@ def test_default_records_the_wrappers_not_the_layers_inside(batch):
 
     def make(width):
         model = _mlp(width)
-        cfg = ParametrizationConfig("mup", lr_prefactor=1e-2, base_width=8)
+        cfg = ParametrizationConfig("mup", lr=1e-2, base_width=8)
         return model, torch.optim.Adam(Parametrization(model, cfg).param_groups)
 
     widths = [32, 128, 512]

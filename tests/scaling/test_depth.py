@@ -33,7 +33,7 @@ def _param(depth: int, rule=None, optimizer="adam", base_depth=2, eps=1e-8, name
     cfg = ParametrizationConfig(
         name,
         optimizer=optimizer,
-        lr_prefactor=0.01,
+        lr=0.01,
         layers=dict(RESIDUAL_LAYERS),
         base_width=W0,
         adam_eps=eps if optimizer == "adam" else None,

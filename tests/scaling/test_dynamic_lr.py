@@ -28,7 +28,7 @@ def _data():
 def _setup(parametrization="mup", width=128, schedule="warmup-cosine", dynamic=True, every=5):
     torch.manual_seed(0)
     model = WideMLP(64, width, 10, depth=3)
-    cfg = ParametrizationConfig(parametrization, "adam", lr_prefactor=1e-2, base_width=32)
+    cfg = ParametrizationConfig(parametrization, "adam", lr=1e-2, base_width=32)
     param = Parametrization(model, cfg)
     opt = torch.optim.Adam(param.param_groups)
     if schedule == "warmup-cosine":
@@ -75,7 +75,7 @@ def test_step_scales_the_schedulers_lr_without_touching_it(schedule):
     assert [h["step"] for h in controller.history] == [1, 6, 11, 16, 21]
     hidden = [i for i, s in enumerate(param.layers) if s.role == "hidden"]
     assert all(controller.c[i] < 0.95 for i in hidden)  # measured alpha < 1: larger lrs
-    # the update used lr_prefactor (n / n0)^-c times the scheduler's factor
+    # the update used lr (n / n0)^-c times the scheduler's factor
     last = used[-1]
     for spec, k, c in zip(param.layers, controller._groups, controller.c, strict=True):
         scheduler_factor = sched_plain[-1][k] / spec.lr
@@ -158,7 +158,7 @@ def test_the_old_spelling_warns_and_still_works():
     data = _data()
     torch.manual_seed(0)
     model = WideMLP(64, 128, 10, depth=3)
-    param = Parametrization(model, ParametrizationConfig("mup", lr_prefactor=1e-2, base_width=32))
+    param = Parametrization(model, ParametrizationConfig("mup", lr=1e-2, base_width=32))
     opt = torch.optim.Adam(param.param_groups)
     with pytest.warns(FutureWarning, match="use DynamicLR.step"), pytest.raises(RuntimeError):
         param.step()  # not enabled: the old error, after the warning

@@ -47,9 +47,7 @@ def gpt2(tied: bool, seed: int = 0) -> GPT2LMHeadModel:
 
 def gpt2_param(model: GPT2LMHeadModel) -> Parametrization:
     # base width 16 (4 heads of 4): multipliers 1/4 on the readout, attention scale x 1/2
-    cfg = ParametrizationConfig(
-        "mup", lr_prefactor=1e-2, layers=GPT2_LAYERS, base_width=16, base_head_dim=4
-    )
+    cfg = ParametrizationConfig("mup", lr=1e-2, layers=GPT2_LAYERS, base_width=16, base_head_dim=4)
     return Parametrization(model, cfg)
 
 
@@ -111,7 +109,7 @@ def test_state_dict_loads_into_the_plain_model_and_back(cls, layers, data, extra
     model = cls(64)
     param = Parametrization(
         model,
-        ParametrizationConfig("mup", layers=layers, base_width=16, lr_prefactor=1e-2, **extra),
+        ParametrizationConfig("mup", layers=layers, base_width=16, lr=1e-2, **extra),
     )
     train(model, param.param_groups, x, 3)
     assert any(".module." in k for k in model.state_dict())  # the wrappers rename...
@@ -132,7 +130,7 @@ def test_state_dict_loads_into_the_plain_model_and_back(cls, layers, data, extra
     other = cls(64)
     param2 = Parametrization(
         other,
-        ParametrizationConfig("mup", layers=layers, base_width=16, lr_prefactor=1e-2, **extra),
+        ParametrizationConfig("mup", layers=layers, base_width=16, lr=1e-2, **extra),
     )
     import_state_dict(param2, plain.state_dict())
     with torch.no_grad():

@@ -152,7 +152,7 @@ def test_huge_width_exponents_are_refused_by_name():
     with pytest.raises(ValueError, match=r"config.a of '2' = 10000 .* 10\^-9031"):  # 0.0 before
         param(a=[0, 1e4, 0], b=[0, 0.5, 1], c=[0, 0, 0])
     ok = param(a=[0, 0, 0], b=[0, 0.5, 1], c=[0, 1, 0])  # order-1 exponents: the answer
-    assert ok.layers[1].lr == pytest.approx(ok.config.lr_prefactor * 8.0**-1)
+    assert ok.layers[1].lr == pytest.approx(ok.config.lr * 8.0**-1)
 
 
 @pytest.mark.parametrize("estimate", [lanczos, power_iteration])

@@ -119,7 +119,7 @@ def _expected(spec, width_dim, per_width, fan_in_finite, base, cfg):
         n,
         cfg.std_prefactor * const * ratio**-spec.b,
         ratio**-spec.a,
-        cfg.lr_prefactor * ratio**-spec.c,
+        cfg.lr * ratio**-spec.c,
     )
 
 
@@ -129,7 +129,7 @@ def test_mlp_init_multiplier_lr(name, base):
     torch.manual_seed(0)
     d, width = 20, 256
     model = WideMLP(d, width, 5, depth=3, bias_std=0.3)
-    cfg = ParametrizationConfig(name, lr_prefactor=0.01, std_prefactor=1.5, base_width=base)
+    cfg = ParametrizationConfig(name, lr=0.01, std_prefactor=1.5, base_width=base)
     param = Parametrization(model, cfg)
     assert [s.role for s in param.layers] == ["embedding", "hidden", "hidden", "readout"]
     groups = {g["name"]: g for g in param.param_groups}
@@ -226,7 +226,7 @@ def test_named_submodules_only_listed_layers_change():
     }
     by_name = {g["name"]: g for g in groups}
     assert by_name["blocks.1.mix"]["params"] == [mix.kernel]
-    assert by_name["blocks.1.mix"]["lr"] == pytest.approx(cfg.lr_prefactor * (width / base) ** -1.0)
+    assert by_name["blocks.1.mix"]["lr"] == pytest.approx(cfg.lr * (width / base) ** -1.0)
     assert by_name["blocks.1.mix.offset"]["params"] == [mix.offset]
     assert model(torch.randint(0, 50, (3, 5))).shape == (3, 5, 50)
 
@@ -234,7 +234,7 @@ def test_named_submodules_only_listed_layers_change():
 def test_param_groups_with_optimizer_and_scheduler():
     torch.manual_seed(3)
     model = WideMLP(4, 128, 2, depth=2)
-    param = Parametrization(model, ParametrizationConfig("mup", lr_prefactor=0.1, base_width=32))
+    param = Parametrization(model, ParametrizationConfig("mup", lr=0.1, base_width=32))
     groups = param.param_groups
     assert [g["name"] for g in groups] == [
         "hidden.0",
@@ -274,7 +274,7 @@ def test_errors():
         (dict(parametrization=None, a=[0, 0], b=[0, 0.5, 0.5]), r"config\.a"),
         (dict(parametrization=None, a=[0, 0, 0], b=[0, 0.5, 0.5], c=[0]), r"config\.c"),
         (dict(a=[0, 0, 0], b=[0, 0.5, 0.5]), "not both"),
-        (dict(lr_prefactor=-1.0), "lr_prefactor"),
+        (dict(lr=-1.0), "lr"),
         (dict(base_width=0), "base_width"),
         (dict(parametrization=None, a=[0, float("nan"), 0], b=[0, 0.5, 0.5]), r"config\.a\[1\]"),
         (dict(parametrization=None, a=[0, 0, 0], b=[0, "x", 0.5]), r"config\.b\[1\]"),
@@ -349,7 +349,7 @@ def test_matches_mup_package(opt_name):
             mine = WideMLP(d, width, 3, depth=3)
             optimizer = "sgd" if opt_name == "sgd" else "adam"
             param = Parametrization(
-                mine, ParametrizationConfig("mup", optimizer, lr_prefactor=lr, base_width=base)
+                mine, ParametrizationConfig("mup", optimizer, lr=lr, base_width=base)
             )
             _copy_from_mup(ref, mine, param)
             x, y = torch.randn(32, d), torch.randn(32, 3)
@@ -397,7 +397,7 @@ def test_symmetry_in_training(pair, opt):
     for name in pair:
         torch.manual_seed(5)
         model = WideMLP(5, 96, 2, depth=2).double()
-        cfg = ParametrizationConfig(name, opt, lr_prefactor=0.01, base_width=24, adam_eps=1e-8)
+        cfg = ParametrizationConfig(name, opt, lr=0.01, base_width=24, adam_eps=1e-8)
         param = Parametrization(model, cfg)
         opt_cls = torch.optim.Adam if opt == "adam" else torch.optim.SGD
         runs.append(_losses(model, opt_cls(param.param_groups), x, y, 12))
@@ -418,9 +418,7 @@ def _digits_final_loss(
     task = _digits()
     torch.manual_seed(seed)
     model = WideMLP(64, width, 10, depth=2)
-    param = Parametrization(
-        model, ParametrizationConfig(parametrization, lr_prefactor=lr, base_width=64)
-    )
+    param = Parametrization(model, ParametrizationConfig(parametrization, lr=lr, base_width=64))
     cfg = TrainConfig(
         steps=steps,
         loss="mse",
@@ -479,10 +477,10 @@ def _bottleneck(width: int) -> nn.Sequential:
 @pytest.mark.parametrize("width", [32, 64])
 def test_down_projection_takes_the_models_width_ratio(width):
     """n0 of a 4n -> n layer is its fan-in at the base width (4 n0), not base_width: at the base
-    width its lr is lr_prefactor and its std 1/sqrt(fan_in); at 2x, lr_prefactor / 2 (Adam)."""
+    width its lr is lr and its std 1/sqrt(fan_in); at 2x, lr / 2 (Adam)."""
     base, lr = 32, 0.01
     model = _bottleneck(width)
-    param = Parametrization(model, ParametrizationConfig("mup", lr_prefactor=lr, base_width=base))
+    param = Parametrization(model, ParametrizationConfig("mup", lr=lr, base_width=base))
     down = param.layers[2]
     assert (down.n, down.n0) == (4 * width, 4 * base)
     assert down.lr == pytest.approx(lr * base / width)

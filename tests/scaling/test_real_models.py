@@ -49,9 +49,7 @@ def gpt2(width: int, tied: bool = True) -> GPT2LMHeadModel:
 
 def mup_config(**kw) -> ParametrizationConfig:
     # n_head = 4 at every width: heads widen, d0 = BASE / 4
-    return ParametrizationConfig(
-        "mup", lr_prefactor=LR, base_width=BASE, base_head_dim=BASE // 4, **kw
-    )
+    return ParametrizationConfig("mup", lr=LR, base_width=BASE, base_head_dim=BASE // 4, **kw)
 
 
 def groups_by_name(param: Parametrization) -> dict[str, dict]:
@@ -79,7 +77,7 @@ def test_gpt2_untied_conv1d_reinitialized_with_own_bias_groups():
             assert spec.init_std == pytest.approx(fan_in**-0.5)  # muP hidden: SP std, b = 1/2
             assert std_close(spec.weight, spec.init_std), spec.name  # not GPT-2's 0.02
             assert groups[spec.name]["lr"] == pytest.approx(LR / r)  # 4n -> n included
-            bias = groups[f"{spec.name}.bias"]  # the bias in its own group (a = 0: lr_prefactor)
+            bias = groups[f"{spec.name}.bias"]  # the bias in its own group (a = 0: lr)
             assert bias["params"] == [spec.bias] and bias["lr"] == LR
             assert torch.all(spec.bias == 0)
         # muP's attention scale sqrt(d0) / d, read by GPT-2's SDPA forward
@@ -123,7 +121,7 @@ def test_gpt2_base_model_on_the_meta_device_gives_the_base_width_rules():
     tables = []
     for cfg in (
         mup_config(layers=GPT2_LAYERS),
-        ParametrizationConfig("mup", lr_prefactor=LR, layers=GPT2_LAYERS, base_model=base),
+        ParametrizationConfig("mup", lr=LR, layers=GPT2_LAYERS, base_model=base),
     ):
         param = Parametrization(gpt2(256), cfg)
         tables.append((param.table(), [r["scale_after"] for r in param.attention]))
@@ -145,7 +143,7 @@ def test_gpt2_sp_and_mup_coincide_at_the_base_width():
     runs = {}
     for name in ("sp", "mup"):
         model = gpt2(BASE, tied=False)
-        cfg = ParametrizationConfig(name, layers=GPT2_LAYERS, base_width=BASE, lr_prefactor=LR)
+        cfg = ParametrizationConfig(name, layers=GPT2_LAYERS, base_width=BASE, lr=LR)
         param = Parametrization(model, cfg)
         assert {g["lr"] for g in param.param_groups} == {LR}
         runs[name] = (model.state_dict(), model(tokens).logits)

@@ -64,7 +64,7 @@ def test_tied_mup_is_one_matrix_with_the_embeddings_init_and_lr():
     for width in (64, 256):
         torch.manual_seed(0)
         model = TiedLM(width)
-        cfg = ParametrizationConfig("mup", layers=LAYERS, base_width=BASE, lr_prefactor=0.01)
+        cfg = ParametrizationConfig("mup", layers=LAYERS, base_width=BASE, lr=0.01)
         param = Parametrization(model, cfg)
         spec = {s.name: s for s in param.layers}
         specs[width] = spec
@@ -96,7 +96,7 @@ def test_tied_mup_trains_exactly_like_mups_shared_readout():
     try:
         torch.manual_seed(0)
         mine = TiedLM(width)
-        cfg = ParametrizationConfig("mup", layers=LAYERS, base_width=BASE, lr_prefactor=lr)
+        cfg = ParametrizationConfig("mup", layers=LAYERS, base_width=BASE, lr=lr)
         param = Parametrization(mine, cfg)
         ref = TiedLM(width, mup_readout=True)
         mup.set_base_shapes(ref, TiedLM(BASE, True), delta=TiedLM(2 * BASE, True))

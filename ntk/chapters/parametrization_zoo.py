@@ -6,7 +6,7 @@ update after one Adam step (`update_terms`, the measurement behind the update-ex
 recursion), the abc-symmetry in training (`adam_losses`), the output and feature scales across
 widths after one Adam step (`probe_scales`), and one cell of the learning-rate sweep
 (`sweep_cell`). All train MLPs on one-hot 8x8 digits: the first three with `half_sse`,
-0.5 * sum_k (f_k - y_k)^2 averaged over examples; the sweep with `train`'s "mse" loss,
+0.5 * sum_k (f_k - y_k)^2 averaged over examples; the sweep with `train`'s "half_mse" loss,
 0.5 * mean over every entry (1/10 of it: Adam's steps are unchanged but for eps).
 """
 
@@ -178,7 +178,7 @@ def sweep_cell(parametrization: str, width: int, lr: float, seed: int, steps: in
     opt = torch.optim.Adam(Parametrization(model, config(parametrization, lr, 32)).param_groups)
     tc = TrainConfig(
         steps=steps,
-        loss="mse",
+        loss="half_mse",
         batch_size=128,
         log_every=10,
         seed=seed,

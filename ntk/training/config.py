@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,7 +16,9 @@ __all__ = ["Callback", "History", "StepState", "TrainConfig", "TrainingDivergedE
 
 # Optimizer names `train` builds itself (musgd / muadam: mup.optim, need mup base shapes).
 OPTIMIZERS = ("sgd", "adam", "musgd", "muadam")
-LOSSES = ("mse", "cross_entropy")
+# One meaning per name: the loss "half_mse" is 0.5 * mean((f - y)^2) (the kernel-regression
+# convention), the metric "mse" is mean((f - y)^2).
+LOSSES = ("half_mse", "cross_entropy")
 METRICS = ("accuracy", "mse", "none")
 
 
@@ -28,7 +31,7 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" | "adam" | "musgd" | "muadam" (mup.optim, needs base shapes)
     momentum: float = 0.0  # sgd / musgd only
     weight_decay: float = 0.0
-    loss: str = "mse"  # "mse" = 0.5 * mean((f - y)^2) | "cross_entropy" (train's loss_fn wins)
+    loss: str = "half_mse"  # 0.5 * mean((f - y)^2) | "cross_entropy" (train's loss_fn wins)
     # None -> "accuracy" for cross_entropy, "none" (not computed) with a loss_fn, else "mse"
     metric: str | None = None
     batch_size: int | None = None  # None = full batch
@@ -48,6 +51,14 @@ class TrainConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_nonnegative("momentum", self.momentum)
         check_nonnegative("weight_decay", self.weight_decay)
+        if self.loss == "mse":  # the old name of the half-MSE loss, kept one release
+            warnings.warn(
+                "loss='mse' is now spelled loss='half_mse' (0.5 * mean((f - y)^2)); the metric "
+                "'mse' is mean((f - y)^2)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.loss = "half_mse"
         check_choice("loss", self.loss, LOSSES)
         if self.metric is not None:
             check_choice("metric", self.metric, METRICS)

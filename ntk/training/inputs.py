@@ -5,7 +5,7 @@ Inputs are batches (N, ...) of any shape: feature vectors, images (N, C, H, W), 
 (`nn.Embedding` inside). Every problem is reported before the first update, as a TypeError /
 ValueError that names the argument, including one eval-mode forward (and loss) on 2 rows:
 inputs that do not fit the model, targets not shaped like the outputs, class labels >= K,
-"accuracy" with K = 1, "mse" against class labels, a user loss that fails or is not a scalar.
+"accuracy" with K = 1, "half_mse" or "mse" against class labels, a user loss that fails or is not a scalar.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ class TrainData:
 def prepare_targets(y: object, name: str, loss: str | None, dtype: torch.dtype) -> Tensor:
     """Targets in `dtype`, or int64 class labels (integer targets for cross-entropy or a user
     loss, `loss=None`); (N,) targets become (N, 1) for MSE."""
-    labels_ok = loss != "mse"
+    labels_ok = loss != "half_mse"
     y_t = check_batch(name, y, dtype=dtype, keep_integers=labels_ok)
     if loss == "cross_entropy" and y_t.is_floating_point() and y_t.ndim == 1:
         raise ValueError(f"{name}: 1-D cross-entropy targets must be integer labels >= 0")
     if not y_t.is_floating_point() and loss is not None and y_t.min() < 0:
         raise ValueError(f"{name}: class labels must be >= 0, got {int(y_t.min())}")
-    if loss == "mse" and y_t.ndim == 1:
+    if loss == "half_mse" and y_t.ndim == 1:
         y_t = y_t[:, None]
     return y_t
 
@@ -139,7 +139,7 @@ def _check_user_loss(loss_fn: LossFn, out: object, y: Tensor) -> None:
 
 
 def _check_builtin_targets(out: Tensor, y: Tensor, loss: str) -> None:
-    if loss == "mse" or y.is_floating_point():  # targets (or class probabilities) like out
+    if loss == "half_mse" or y.is_floating_point():  # targets (or class probabilities) like out
         if out.shape != y.shape:
             raise ValueError(
                 f"the model outputs {tuple(out.shape)} on 2 rows but y_train's rows are "

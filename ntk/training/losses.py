@@ -1,6 +1,6 @@
 """Losses and metrics of `train`.
 
-The MSE loss is 0.5 * mean((f - y)^2), the convention of neural-tangents'
+The "half_mse" loss is 0.5 * mean((f - y)^2), the convention of neural-tangents'
 `predict.gradient_descent_mse`, so full-batch SGD with learning rate `lr` follows the NTK
 dynamics with `learning_rate=lr` (`ntk.kernels.predict`). Cross-entropy takes outputs
 (N, ..., K) with classes in the last dimension (a language model's (N, T, V) logits) against
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 
 def loss_value(out: Tensor, y: Tensor, loss: str) -> Tensor:
-    """The training loss: "mse" = 0.5 * mean((out - y)^2), or "cross_entropy"."""
+    """The training loss: "half_mse" = 0.5 * mean((out - y)^2), or "cross_entropy"."""
     if loss == "cross_entropy":
         k = out.shape[-1]
         labels = not y.is_floating_point()
@@ -41,8 +41,8 @@ def metric_value(out: object, y: Tensor, metric: str) -> float:
 
 def half_sse(out: Tensor, y: Tensor) -> Tensor:
     """0.5 * sum_k (out_k - y_k)^2, averaged over examples (rows): the squared error of a
-    K-output regression (one-hot digits) whose gradient per example is out - y. Not the "mse"
-    loss, 0.5 * mean over every entry, which divides by K as well."""
+    K-output regression (one-hot digits) whose gradient per example is out - y. Not the
+    "half_mse" loss, 0.5 * mean over every entry, which divides by K as well."""
     return 0.5 * ((out - y) ** 2).sum(1).mean()
 
 
@@ -50,7 +50,7 @@ Loss = Callable[[object, Tensor], Tensor]
 
 
 def builtin_loss(name: str) -> Loss:
-    """The loss `name` ("mse", "cross_entropy") as a function (out, y) -> scalar."""
+    """The loss `name` ("half_mse", "cross_entropy") as a function (out, y) -> scalar."""
     return lambda out, y: loss_value(out, y, name)
 
 

@@ -421,7 +421,7 @@ def _digits_final_loss(
     param = Parametrization(model, ParametrizationConfig(parametrization, lr=lr, base_width=64))
     cfg = TrainConfig(
         steps=steps,
-        loss="mse",
+        loss="half_mse",
         batch_size=64,
         log_every=steps,
         seed=seed,
@@ -516,3 +516,9 @@ def test_global_lr_rule_keeps_the_rules_init_and_multipliers_with_one_learning_r
         ParametrizationConfig(None, a=[0, 0, 0], b=[0, 0, 0], lr_rule="global").validate()
     with pytest.raises(ValueError, match="lr_rule must be one of"):
         ParametrizationConfig(name, lr_rule="per-layer").validate()
+
+
+def test_the_old_spelling_lr_prefactor_warns_and_sets_lr():
+    with pytest.warns(DeprecationWarning, match="lr="):
+        cfg = ParametrizationConfig("mup", lr_prefactor=0.25)
+    assert cfg.lr == 0.25

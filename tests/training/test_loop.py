@@ -364,7 +364,7 @@ def test_shapes_and_user_losses_are_checked_before_training():
     x, y = _sequences()
     cases = [
         (dict(loss="cross_entropy", y=y[:, :-1]), "labels with shape .2, 5. .*outputs .2, 6, 7."),
-        (dict(loss="mse", y=y.float()), "targets must have the output's shape"),
+        (dict(loss="half_mse", y=y.float()), "targets must have the output's shape"),
         (dict(loss_fn=lambda out, t: out), "must return a scalar tensor, got .2, 6, 7."),
         (dict(loss_fn=lambda out, t: out.foo), "loss_fn.*fails on the first 2 rows"),
         (dict(loss_fn="ce"), "loss_fn must be a callable"),

@@ -21,10 +21,11 @@
 # (`ntk.Parametrization`, through `ntk.lm.parametrize`), and check the two predictions:
 #
 # 1. **Coordinate check**: under muP every module's activations and their updates stay
-#    $\Theta(1)$ as the width $n$ grows; under SP with one learning rate the hidden updates
+#    $\Theta(1)$ as the width $n$ grows; under global-lr SP (the standard init, one learning rate for every
+#    parameter) the hidden updates
 #    grow with $n$.
 # 2. **Learning-rate transfer**: under muP the best Adam learning rate of a narrow proxy stays
-#    (near-)optimal as the width grows, and there the wider model is better; under SP the
+#    (near-)optimal as the width grows, and there the wider model is better; under global-lr SP the
 #    optimum moves.
 #
 # Everything runs on the default corpus of `ntk.lm` (a generated word chain, no downloads).
@@ -53,7 +54,9 @@ import torch
 
 from ntk import GPT, GPTConfig
 from ntk.chapters.mup_transformer import (
+    BROKEN_ATTENTION,
     NOTEBOOK,
+    broken_attention_check,
     coord_claims,
     coord_exponents,
     coordinate_check,
@@ -79,7 +82,7 @@ torch.set_num_threads(1)  # the sweep runs two single-threaded worker processes
 # abc-parametrization: weight $W = m^{-a} w$, $w$ initialized with std $\sigma_0 m^{-b}$
 # ($\sigma_0$ the standard init at the base width), Adam learning rate $\eta\, m^{-c}$:
 #
-# | layer | SP (one learning rate) | muP |
+# | layer | global-lr SP | muP |
 # |---|---|---|
 # | token embedding (vocab $\to n$) | $a=0,\ b=0,\ c=0$ | $a=-\frac12,\ b=\frac12,\ c=\frac12$: init and updates $\Theta(1)$ per coordinate |
 # | hidden: $q, k, v, o$, MLP up/down | $a=0,\ b=\frac12,\ c=0$ | $a=0,\ b=\frac12,\ c=1$: Adam lr $\propto 1/n$ |
@@ -115,8 +118,8 @@ for n in (32, 64, 128, 256, 512):
 print("PASS: at widths 32-512 every matrix has lr_g * weight_decay_g = 0.01 * 0.1 (hidden lr 1/n)")
 
 # %% [markdown]
-# At the base width every ratio is 1: SP and muP are the same model with the same learning
-# rates, except for muP's zero-initialized query and readout. With those two zeroed in SP too,
+# At the base width every ratio is 1: global-lr SP and muP are the same model with the same learning
+# rates, except for muP's zero-initialized query and readout. With those two zeroed in global-lr SP too,
 # three AdamW steps leave bit-identical weights:
 
 # %%
@@ -132,7 +135,9 @@ for name, options in [("sp", sp_zeroed), ("mup", {})]:
         train_step(net, opt, batch, step=step)
     runs[name] = net.state_dict()
 assert all(torch.equal(runs["sp"][k], runs["mup"][k]) for k in runs["sp"])
-print("PASS: at the base width SP and muP train to identical weights (up to the zero inits)")
+print(
+    "PASS: at the base width global-lr SP and muP train to identical weights (up to the zero inits)"
+)
 
 # %% [markdown]
 # ## Coordinate check
@@ -159,7 +164,7 @@ fig = plot_coordinates(coords, (2, checked[0], checked[-1]))
 plt.show()
 
 # %% [markdown]
-# Top row: SP with one learning rate. After a few steps the hidden modules' updates, the
+# Top row: global-lr SP. After a few steps the hidden modules' updates, the
 # attention logits and the readout's logits grow at least like $\sqrt n$ (the lines climb);
 # muP's lines (bottom) are flat. Zero-initialized modules (muP's query, its logits and its
 # readout) are exactly zero at step 0; the readout moves at the first update, the query and
@@ -169,15 +174,53 @@ plt.show()
 cc = coord_claims(fits, checked)
 assert cc["mup_groups"] == 10 and cc["sp_hidden_groups"] == 8  # every group, logits included
 assert cc["mup_max_abs"] <= 0.1, cc  # muP: every group's exponent within +-0.1 of 0
-assert cc["sp_hidden_min"] >= 0.5, cc  # SP: every hidden group grows at least like sqrt(n)
-assert cc["sp_readout_min"] >= 0.5, cc  # and so do SP's logits
+assert cc["sp_hidden_min"] >= 0.5, (
+    cc
+)  # global-lr SP: every hidden group grows at least like sqrt(n)
+assert cc["sp_readout_min"] >= 0.5, cc  # and so do global-lr SP's logits
 first_move = zero_init_steps(coords)
 assert first_move == {"query": 2, "attention logits": 2, "readout (logits)": 1}, first_move
 print(
     f"PASS: at steps {checked}, muP's exponents lie within +-0.1 of 0 in all 10 groups; "
-    "SP's are >= 0.5 in all 8 hidden groups (attention logits included) and in the readout"
+    "global-lr SP's are >= 0.5 in all 8 hidden groups (attention logits included) and in the readout"
 )
 print("PASS: muP's zero-initialized outputs are exactly 0 until they move:", first_move)
+
+# %% [markdown]
+# ### A deliberately broken muP: attention at $1/\sqrt{d}$
+#
+# The check earns its keep when it catches a mistake. Keep every muP rule but one: the
+# attention logits scaled by $1/\sqrt{d}$ (the usual transformer rule, `attention_scale="keep"`)
+# instead of muP's $1/d$. Here the heads widen with $n$ ($d = n/4$). After training, a query and
+# a key are correlated in $\Theta(d)$ coordinates, so
+#
+# $$q \cdot k = \sum_{i=1}^{d} q_i k_i = \Theta(d), \qquad
+# \frac{q\cdot k}{\sqrt d} = \Theta(\sqrt n), \qquad \frac{q\cdot k}{d} = \Theta(1)$$
+#
+# (Yang et al. 2022, sec. 4 and appendix: the $1/\sqrt d$ rule assumes q and k independent). The
+# prediction is specific: the attention-logit group rises with exponent $1/2$ in the limit,
+# and every other group stays flat, because the softmax of the first few steps is still near
+# uniform. Rival outcome: the broken rule leaves the logits flat (then the check could not
+# have told the rules apart) or disturbs every group (then it could not say which rule broke).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+broken = coord_exponents(broken_attention_check(scale))
+broken_e = exponent_table(broken, checked)[BROKEN_ATTENTION].mean(axis=1)
+print("fitted exponents of muP with 1/sqrt(d) attention, mean of both quantities:")
+print(broken_e.round(2).to_string())
+
+# %%
+# Theory: 1/2 for the logits (Theta(d) over sqrt(d)), 0 elsewhere. Thresholds: the logits must
+# pass 0.25, halfway between the two rival exponents 0 and 1/2 (a finite-width fit falls short
+# of 1/2); every other group keeps muP's band of +-0.1.
+others = broken_e.drop("attention logits")
+assert broken_e["attention logits"] >= 0.25, broken_e
+assert others.abs().max() <= 0.1, others
+print(
+    "PASS: with 1/sqrt(d) attention only the attention logits leave the +-0.1 band (exponent "
+    ">= 0.25, theory 1/2); the other 9 groups stay within it"
+)
 
 # %% [markdown]
 # ## Learning-rate transfer
@@ -186,7 +229,7 @@ print("PASS: muP's zero-initialized outputs are exactly 0 until they move:", fir
 # linear warmup over 10 steps, then linear decay to 0) on batches of 32 windows of the
 # word-level corpus, and scores the validation loss in bits per token (the corpus' entropy
 # floor is 1.75 bits; a uniform guess over the 512 words costs 9). Widths 16 to 128 (8x), base
-# width 16, learning rates $2^{-6} \dots 2^{-1}$, 3 seeds, SP (one learning rate) and muP.
+# width 16, learning rates $2^{-6} \dots 2^{-1}$, 3 seeds, global-lr SP and muP.
 # The same seed gives the same init draw and the same batches at every width and learning
 # rate. `ntk.scaling.sweep.lr_sweep` runs the grid on two worker processes.
 
@@ -209,14 +252,17 @@ print(claims["optima"].round(4).to_string(index=False))
 print("\ndrift of the optimal log2 lr, in grid steps:", claims["drift_steps"])
 print("... counting near-ties (within 2 s.e. of the best):", claims["near_drift_steps"])
 print("slope of the optimal log2 lr against log2 width:", claims["opt_slope"])
-print("SP's widest model diverges at the narrowest SP optimum:", claims["sp_wide_diverges"])
+print(
+    "global-lr SP's widest model diverges at its narrowest model's optimum:",
+    claims["sp_wide_diverges"],
+)
 print(f"\nmuP at the lr tuned on the narrowest model (2^{claims['transferred']:g}):")
 print(claims["at_transfer"].round(4).to_string())
 print(f"narrowest - widest: {claims['margin_se']:.1f} combined standard errors")
 print("each width - the next:", np.round(claims["drops_se"], 1).tolist(), "standard errors")
 
 # %% [markdown]
-# Under SP the optimum moves to smaller learning rates as the model widens (in the run stored
+# Under global-lr SP the optimum moves to smaller learning rates as the model widens (in the run stored
 # here by one grid step per doubling; the check asks for at least half a step per doubling, and
 # never a rise). With Adam every one of a hidden unit's $n$ inputs moves by about the
 # learning rate, so its change grows like $n\eta$. Under muP it moves little: in the run
@@ -242,7 +288,7 @@ assert claims["margin_se"] >= 2, claims["at_transfer"]
 assert min(claims["drops_se"]) >= 1, claims["at_transfer"]
 print(
     "PASS: muP's near-optimal learning rates fit in 1 grid step over an 8x range of widths; "
-    "SP's optimum moves by >= 2;\n      SP's optimum never rises with width (slope <= -0.5 grid steps per "
+    "global-lr SP's optimum moves by >= 2;\n      its optimum never rises with width (slope <= -0.5 grid steps per "
     "doubling);\n      at the transferred lr each doubling of the width lowers muP's loss by "
     ">= 1 s.e. (narrowest - widest >= 2 s.e.)"
 )

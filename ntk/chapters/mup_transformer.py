@@ -142,6 +142,27 @@ def coordinate_check(scale: Scale) -> pd.DataFrame:
     return pd.concat(runs, ignore_index=True)
 
 
+BROKEN_ATTENTION = "muP, 1/sqrt(d) attention"  # muP with its attention rule switched off
+
+
+def broken_attention_check(scale: Scale) -> pd.DataFrame:
+    """The coordinate check of a deliberately broken muP: every muP rule but the attention
+    scale, which stays 1/sqrt(d) (`attention_scale="keep"`). The heads widen with n (fixed
+    n_head), so once q and k align their dot product grows like d ~ n and the logits like
+    sqrt(n); only the attention-logit group should leave muP's flat band."""
+    return gpt_coord_check(
+        "mup",
+        scale.coord_widths,
+        lr=2.0**scale.coord_log2_lr,
+        setup=scale.coord,
+        steps=scale.coord_steps,
+        seeds=scale.coord_seeds,
+        batch_size=scale.coord_batch_size,
+        options=dict(attention_scale="keep"),
+        label=BROKEN_ATTENTION,
+    )
+
+
 def coord_exponents(df: pd.DataFrame) -> pd.DataFrame:
     """`fit_groups` per parametrization: columns parametrization, group, quantity, step,
     mean, min, max."""
@@ -211,12 +232,12 @@ def by_group(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_coordinates(df: pd.DataFrame, steps: Sequence[int], quantity: str = "delta_size"):
-    """Two rows (SP, muP) of `plot_coord_check` panels at `steps`: one line per group."""
+    """Two rows (global-lr SP, muP) of `plot_coord_check` panels at `steps`: one line per group."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(steps), figsize=(3.3 * len(steps), 6.0), sharey="row")
     groups = by_group(df)
-    for row, (p, title) in enumerate([("sp", "SP, one lr"), ("mup", "muP")]):
+    for row, (p, title) in enumerate([("sp", "global-lr SP"), ("mup", "muP")]):
         sub = groups[groups["parametrization"] == p]
         plot_coord_check(sub, quantity, steps=steps, axes=list(axes[row]))
         axes[row][0].set_ylabel(f"{title}: {quantity}")
@@ -315,7 +336,7 @@ def near_drift(summary: pd.DataFrame, parametrization: str, n_se: float = 2.0) -
 def plot_mutransfer(results: pd.DataFrame, ylim: tuple[float, float] | None = None):
     """The classic two panels: validation loss against log2 lr, one curve per width."""
     fig = plot_transfer(
-        results, ["sp", "mup"], titles=["SP (one global lr), AdamW", "muP, AdamW"], ylim=ylim
+        results, ["sp", "mup"], titles=["global-lr SP, AdamW", "muP, AdamW"], ylim=ylim
     )
     fig.axes[0].set_ylabel("validation loss (bits per token)")
     return fig

@@ -64,13 +64,17 @@ def gpt_coord_check(
     steps: int = 3,
     seeds: Sequence[int] = (0, 1, 2),
     batch_size: int = 16,
+    options: dict | None = None,
+    label: str | None = None,
 ) -> pd.DataFrame:
     """`coord_check` of the GPT under "sp" (one global lr) or "mup": a tidy table with a
     `group` column added (see `ntk.scaling.coord_check.coord_check` for the others).
 
     Every width trains `steps` AdamW updates at the constant learning rate `lr` (no schedule)
     on one fixed batch of `batch_size` validation windows; `setup` gives the shape (depth,
-    heads, block size, base width, weight decay, betas).
+    heads, block size, base width, weight decay, betas). `options` go to the parametrization
+    (e.g. attention_scale="keep": muP with 1/sqrt(d) attention, a deliberately broken muP);
+    `label` names the run in the `parametrization` column (default: `parametrization`).
     """
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
@@ -79,7 +83,7 @@ def gpt_coord_check(
 
     def make(width: int):
         seed = torch.initial_seed()  # coord_check seeds torch right before this call
-        return build(parametrization, width, lr, seed, setup)
+        return build(parametrization, width, lr, seed, setup, options)
 
     df = coord_check(
         make,
@@ -91,7 +95,7 @@ def gpt_coord_check(
         modules=lambda name: group_of(name) is not None,
         attention_logits=True,
     )
-    return df.assign(group=df["module"].map(group_of), parametrization=parametrization)
+    return df.assign(group=df["module"].map(group_of), parametrization=label or parametrization)
 
 
 def fit_groups(df: pd.DataFrame) -> pd.DataFrame:

@@ -101,9 +101,17 @@ def _corpus(level: str, block_size: int) -> TextData:
 
 
 def build(
-    parametrization: str, width: int, lr: float, seed: int, setup: LMSetup
+    parametrization: str,
+    width: int,
+    lr: float,
+    seed: int,
+    setup: LMSetup,
+    options: dict | None = None,
 ) -> tuple[GPT, torch.optim.Optimizer]:
-    """A GPT of n_embd = `width`, initialized from `seed` and parametrized, and its AdamW."""
+    """A GPT of n_embd = `width`, initialized from `seed` and parametrized, and its AdamW.
+
+    `options` go to the parametrization (`ntk.lm.parametrize.parametrize`), e.g.
+    attention_scale="keep" for muP with its attention rule switched off."""
     check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     check_positive_int("width", width)
     check_positive("lr", lr)
@@ -123,6 +131,7 @@ def build(
         lr_rule=rule,
         weight_decay=setup.weight_decay,
         seed=seed,
+        **(options or {}),
     )
     return model, torch.optim.AdamW(groups, betas=setup.betas)
 

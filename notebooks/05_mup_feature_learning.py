@@ -21,11 +21,11 @@
 # every width, and a wider network is a better approximation of that limit.
 #
 # 1. We derive muP for a two-layer network from the size of one update, and check the
-#    derivation numerically against SP and NTK parametrization.
+#    derivation numerically against global-lr SP and NTK parametrization.
 # 2. We train two-layer networks of widths 10 to 3000 with **one** learning rate on a task
 #    where learning features pays off: held-out loss improves with width and converges, the
 #    networks of different seeds approach one function, and the first-layer weights turn
-#    toward the target directions. At the same learning rate SP diverges and the NTK
+#    toward the target directions. At the same learning rate global-lr SP diverges and the NTK
 #    parametrization stays lazy; kernel regression (NNGP, NTK) on the same data is far behind.
 #
 # The code is in `ntk/chapters/mup_feature_learning.py`; the project's main job,
@@ -89,12 +89,13 @@ torch.set_num_threads(1)  # small matrices: one thread is faster on a busy 2-cor
 # parametrization with $a_i = v_i/\sqrt n$), there is no good choice: $\eta_w = \Theta(1)$
 # leaves $\Delta h_i \sim n^{-1/2}$ (lazy), and $\eta_w \sim n^{1/2}$, which would move the
 # features, makes $\Delta f_w \sim n^{1/2}$ blow up (Yang & Hu 2021, the dynamical dichotomy).
-# SP also keeps $\eta_a = \eta$ at every width, so $\Delta f_a \sim \eta\, n$: a learning rate
-# that suits width 10 is $n/10$ times too large at width $n$.
+# Global-lr SP (the standard init, one learning rate for every weight) also keeps
+# $\eta_a = \eta$ at every width, so $\Delta f_a \sim \eta\, n$: a learning rate that suits
+# width 10 is $n/10$ times too large at width $n$.
 #
 # | predicted exponent of $n$ | $f(x)$ at init | $\Delta f_a$ | $\Delta h_i$ | $\Delta f_w$ |
 # |---|---|---|---|---|
-# | SP: $a_i \sim N(0, 1/n)$, lr $\eta$ | 0 | +1 | -1/2 | 0 |
+# | global-lr SP: $a_i \sim N(0, 1/n)$, lr $\eta$ | 0 | +1 | -1/2 | 0 |
 # | NTK: $a_i = v_i/\sqrt n$, lr $\eta$ | 0 | 0 | -1/2 | 0 |
 # | muP: $a_i = v_i/n$, lr $\eta n$ | -1/2 | 0 | 0 | 0 |
 #
@@ -219,7 +220,7 @@ for name, value in kernels.items():
 # mini-batches of 256, 400 steps, three initialization seeds, **the same data and the same
 # mini-batches** for every run: any difference between two networks of one width comes from
 # their random initialization, and it should vanish as $n \to \infty$ if the limit exists. For
-# comparison, at the same learning rate and with seed 0: SP (`WideMLP`, SGD) and NTK
+# comparison, at the same learning rate and with seed 0: global-lr SP (`WideMLP`, SGD) and NTK
 # parametrization (SGD, centered: trained on $y + f_0$ and predicting $f - f_0$, so that
 # its random initial function adds no error). We also record the first-layer **alignment** with the target subspace,
 #
@@ -266,14 +267,15 @@ print("NTK-parametrized nets: ||f - f_NTK(t)|| / ||f_NTK(t)|| on held-out inputs
 print(mfl.distance_to_kernel(sweep, "ntk", lazy_kernel).round(3).to_string())
 
 # %% [markdown]
-# ## 5. The same learning rate under SP
+# ## 5. The same learning rate under global-lr SP
 #
-# At the base width SP and muP are the same network (up to the zero readout), and SP trains.
+# At the base width global-lr SP and muP are the same network (up to the zero readout), and
+# global-lr SP trains.
 # At every larger width it diverges within 10 steps: its readout step grows like $n\,\eta$
 # (section 1), so a learning rate that is stable at width 10 is too large at width 30. We run
-# one learning rate, so we only see that SP goes from training to diverging between widths 10
-# and 30, not where the threshold lies; by the derivation the largest stable SP learning rate
-# shrinks like $1/n$ (chapter 08 follows the optimum across widths).
+# one learning rate, so we only see that global-lr SP goes from training to diverging between
+# widths 10 and 30, not where the threshold lies; by the derivation its largest stable learning
+# rate shrinks like $1/n$ (chapter 08 follows the optimum across widths).
 
 # %%
 fig = mfl.plot_parametrizations(sweep, width=1000)
@@ -297,10 +299,10 @@ narrowest = sweep.rows("mup").query("width == 10").test_loss
 assert narrowest.mean() > nngp  # width 10: worse than NNGP on average over the seeds ...
 assert (narrowest > nngp).sum() == 1  # ... because of one seed; the other two beat it
 sp = sweep.rows("sp").set_index("width").diverged_at
-assert (sp.drop(10) <= 10).all()  # SP diverges within 10 steps at every larger width
+assert (sp.drop(10) <= 10).all()  # global-lr SP diverges within 10 steps at every larger width
 print("PASS: predicting 0 scores 0.45, the lazy kernel at t is within 0.02 of it; at width 10")
 print("      the seed mean is worse than the NNGP posterior, one seed of three is;")
-print("      SP diverges within 10 steps above the base width")
+print("      global-lr SP diverges within 10 steps above the base width")
 
 # %% [markdown]
 # Chapter 06 writes these rules for every layer type and optimizer as abc-parametrizations;

@@ -24,6 +24,14 @@ from __future__ import annotations
 WIDTH_RULES: tuple[str, ...] = ("sp", "ntk", "mup", "mfp")
 DEPTH_RULES: dict[str, float] = {"depth-mup": 0.5, "completep": 1.0}  # name -> alpha
 ALL: tuple[str, ...] = (*WIDTH_RULES, *DEPTH_RULES)
+# The two ways SP is trained, by the names every chapter, legend and table uses (SP's init
+# as a library ships it, e.g. Hugging Face's fixed 0.02, is called "as shipped"):
+GLOBAL_LR_SP = "global-lr SP"  # one learning rate for every parameter (lr_rule "global")
+PER_LAYER_SP = "per-layer SP"  # Everett et al.'s per-layer rates (lr_rule "abc")
+SP_VARIANTS: dict[str, tuple[str, str]] = {
+    GLOBAL_LR_SP: ("sp", "global"),
+    PER_LAYER_SP: ("sp", "abc"),
+}
 # "standard" is what many papers and older code call SP; accepted as an input alias.
 ALIASES: dict[str, str] = {"standard": "sp"}
 

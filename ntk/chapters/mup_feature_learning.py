@@ -367,7 +367,7 @@ def claims(
             bool(distance.iloc[-1] < 0.2),
         ),
         (
-            "SP at the same learning rate trains at the base width and diverges at every wider one",
+            "global-lr SP at the same learning rate trains at the base width and diverges at every wider one",
             bool(sp.diverged_at.isna().loc[base])
             and bool(sp.diverged_at.notna().loc[sp.index > base].all()),
         ),
@@ -381,7 +381,7 @@ def claims(
 # ------------------------------------------------------------------------------ figures
 
 COLORS = {"mup": "C0", "sp": "C3", "ntk": "C1"}
-LABELS = {"mup": "muP (MuSGD)", "sp": "SP (SGD)", "ntk": "NTK param. (SGD, centered)"}
+LABELS = {"mup": "muP (MuSGD)", "sp": "global-lr SP (SGD)", "ntk": "NTK param. (SGD, centered)"}
 
 
 def plot_width_sweep(sweep: Sweep, kernels: dict[str, float]):
@@ -450,7 +450,9 @@ def plot_parametrizations(sweep: Sweep, width: int):
     diverged = sp[sp.diverged_at.notna()]
     if width in set(diverged.width):
         step = int(diverged.set_index("width").diverged_at.loc[width])
-        axes[0].plot([], [], "x", color=COLORS["sp"], label=f"SP: diverged at step {step}")
+        axes[0].plot(
+            [], [], "x", color=COLORS["sp"], label=f"global-lr SP: diverged at step {step}"
+        )
     axes[0].set(xlabel="step", ylabel="held-out loss (0.5 MSE)", title=f"width {width}")
     trained = sp[sp.diverged_at.isna()]
     axes[1].semilogx(
@@ -459,20 +461,20 @@ def plot_parametrizations(sweep: Sweep, width: int):
         "x",
         ms=9,
         color=COLORS["sp"],
-        label="SP: step at which the loss became inf/nan",
+        label="global-lr SP: step at which the loss became inf/nan",
     )
     axes[1].semilogx(
         trained.width,
         [sweep.setup.steps] * len(trained),
         "o",
         color=COLORS["sp"],
-        label=f"SP: trained all {sweep.setup.steps} steps",
+        label=f"global-lr SP: trained all {sweep.setup.steps} steps",
     )
     axes[1].set(
         xlabel="width n",
         ylabel="step",
         yscale="symlog",
-        title=f"SP at learning rate {sweep.setup.lr:g}",
+        title=f"global-lr SP at learning rate {sweep.setup.lr:g}",
     )
     for ax in axes:
         ax.legend(fontsize=8)

@@ -22,14 +22,16 @@ import torch
 from ntk.data import digits
 from ntk.fitting import fit_loglog_slope
 from ntk.models import WideMLP
+from ntk.registry import GLOBAL_LR_SP, PER_LAYER_SP, SP_VARIANTS
 from ntk.scaling.abc_rules import abc_table
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig
 from ntk.training import TrainConfig, TrainingDivergedError, train
 from ntk.training.losses import half_sse
 
 # SP as most people run it: one global learning rate (c = 0 everywhere), the engine's
-# lr_rule "global" (`sp_global_lr_rule`)
-SP_GLOBAL_LR = "sp, global lr"
+# lr_rule "global" (`sp_global_lr_rule`); and SP with Everett et al.'s per-layer rates
+SP_GLOBAL_LR = GLOBAL_LR_SP
+SP_PER_LAYER = PER_LAYER_SP
 
 
 def sp_global_lr_rule(depth: int = 2) -> dict[str, list[float]]:
@@ -42,9 +44,9 @@ def sp_global_lr_rule(depth: int = 2) -> dict[str, list[float]]:
 
 def config(name: str, lr: float, base_width: int, **kwargs: object) -> ParametrizationConfig:
     """Adam config of a named parametrization (per-layer learning rates, lr_rule "abc"), or of
-    SP with one global lr (`SP_GLOBAL_LR`: lr_rule "global"), for an MLP of any depth."""
-    rule = "global" if name == SP_GLOBAL_LR else "abc"
-    name = "sp" if name == SP_GLOBAL_LR else name
+    an SP variant by its label (`ntk.registry.SP_VARIANTS`: global-lr SP, per-layer SP), for an
+    MLP of any depth."""
+    name, rule = SP_VARIANTS.get(name, (name, "abc"))
     return ParametrizationConfig(name, "adam", lr_rule=rule, lr=lr, base_width=base_width, **kwargs)
 
 

@@ -21,16 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
+from typing import NoReturn
 
 import torch
 from torch import Tensor
 
 from ntk._checks import check_choice, check_positive_int
+from ntk.errors import ArgumentParser, run_cli, user_input
 from ntk.lm.corpus import default_chain
 from ntk.lm.data import eval_batches
 from ntk.lm.progressive import parse_tokens
-from ntk.lm.runs import USER_ERRORS, TrainedRun, load_run, user_error
+from ntk.lm.runs import TrainedRun, load_run
 from ntk.lm.step import evaluate
 
 PROG = "python -m ntk.lm.eval"
@@ -78,7 +79,7 @@ def evaluate_run(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -111,15 +112,18 @@ def report(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+    with user_input():  # the run, its checkpoint and the options are the user's
         tokens = None if args.tokens is None else parse_tokens("--tokens", args.tokens)
         run = load_run(args.run, ema=args.ema, device=args.device)
         result = evaluate_run(run, split=args.split, tokens=tokens)
-    except USER_ERRORS as err:
-        return user_error(PROG, err)
     print(json.dumps(result) if args.json else report(result))
     return 0
 
 
+def cli(argv: list[str] | None = None) -> NoReturn:
+    """The command line: `main` through the one error boundary (`ntk.errors.run_cli`)."""
+    run_cli(main, argv, prog=PROG)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -10,7 +10,6 @@ the same tokens, split the same way, as the training run did.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,6 @@ from ntk.lm.data import TextData, load_corpus
 from ntk.lm.model import GPT
 from ntk.lm.tokenizers import Tokenizer, tokenizer_from_state
 from ntk.training import EMA
-
-# what a user's mistake raises (a wrong path, a bad value): one line and exit status 2
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
-
-
-def user_error(prog: str, err: Exception) -> int:
-    """Print `err` as one line "prog: error: ..." on stderr (no traceback); return 2."""
-    print(f"{prog}: error: {err}", file=sys.stderr)
-    return 2
 
 
 def checkpoint_file(run: str | Path) -> Path:

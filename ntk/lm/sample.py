@@ -14,12 +14,13 @@ sample is printed whole, prompt included. A seed gives the same text on the same
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import NoReturn
 
 import torch
 
 from ntk._checks import check_positive_int
-from ntk.lm.runs import USER_ERRORS, TrainedRun, load_run, user_error
+from ntk.errors import ArgumentParser, run_cli, user_input
+from ntk.lm.runs import TrainedRun, load_run
 
 PROG = "python -m ntk.lm.sample"
 
@@ -49,7 +50,7 @@ def sample(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+    with user_input():  # the run, its checkpoint, the prompt and the options are the user's
         run = load_run(args.run, ema=args.ema, device=args.device)
         texts = sample(
             run,
@@ -79,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             num_samples=args.num_samples,
             seed=args.seed,
         )
-    except USER_ERRORS as err:
-        return user_error(PROG, err)
     print("\n---\n".join(texts))
     return 0
 
 
+def cli(argv: list[str] | None = None) -> NoReturn:
+    """The command line: `main` through the one error boundary (`ntk.errors.run_cli`)."""
+    run_cli(main, argv, prog=PROG)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

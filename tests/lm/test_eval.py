@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ntk.lm.eval import eval_windows, evaluate_run, main
+from ntk.lm.eval import cli, eval_windows, evaluate_run, main
 from ntk.lm.runs import load_run
 from ntk.lm.train import train
 
-from .test_sample import command
+from .test_sample import command, exit_code
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -48,7 +48,7 @@ def test_eval_repeats_the_runs_last_validation_loss(tiny, capsys):
         ([out, "--tokens", "lots"], "--tokens must be a token count"),
         ([out, "--tokens", "0"], "--tokens must be a whole number of tokens >= 1"),
     ]:
-        assert main(args) == 2
+        assert exit_code(cli, args) == 2
         err = capsys.readouterr().err
         assert err.startswith("python -m ntk.lm.eval: error: ") and message in err, err
         assert err.count("\n") == 1

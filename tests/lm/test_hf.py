@@ -192,7 +192,9 @@ def test_export_command_writes_a_checkpoint_stock_transformers_loads(tiny, tmp_p
         [sys.executable, "-m", "ntk.lm.export", str(tmp_path / "junk.pt"), str(out)],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
-    assert junk.returncode == 2 and junk.stderr.startswith("error:"), junk.stderr
+    assert junk.returncode == 2 and junk.stderr.startswith("python -m ntk.lm.export: error:"), (
+        junk.stderr
+    )
     assert len(junk.stderr.strip().splitlines()) == 1
     # --ema: the averaged weights, which differ from the last ones
     ema_out = tmp_path / "hf-ema"

@@ -12,13 +12,20 @@ import torch
 
 from ntk.lm.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ntk.lm.runs import load_run, stored_tokenizer
-from ntk.lm.sample import main, sample
+from ntk.lm.sample import cli, main, sample
 from ntk.lm.tokenizers import BPETokenizer
 from ntk.lm.train import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 ROOT = Path(__file__).resolve().parents[2]
 BPE = {"data.tokenizer": "bpe", "data.vocab_size": 300}
+
+
+def exit_code(cli, argv: list) -> int:
+    """The exit status of a command line run in this process (`ntk.errors.run_cli` exits)."""
+    with pytest.raises(SystemExit) as done:
+        cli([str(a) for a in argv])
+    return done.value.code
 
 
 def command(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -95,7 +102,7 @@ def test_sample_command_errors_are_one_line_and_exit_2(tiny, tmp_path, capsys):
         ([out, "--prompt", "a", "--seed", "-1"], "seed must be >= 0"),
     ]  # fmt: skip
     for args, message in cases:
-        assert main(args) == 2, args
+        assert exit_code(cli, args) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("python -m ntk.lm.sample: error: ") and message in err, err
         assert err.count("\n") == 1, err
@@ -108,7 +115,7 @@ def test_sample_command_errors_are_one_line_and_exit_2(tiny, tmp_path, capsys):
         assert torch.equal(p, state["ema"]["average"][name]), name
     no_ema = tiny("plain", **{"train.tokens": 5 * 256, "ema.enabled": False})
     train(no_ema)
-    assert main([no_ema.log.out_dir, "--prompt", "a", "--ema"]) == 2
+    assert exit_code(cli, [no_ema.log.out_dir, "--prompt", "a", "--ema"]) == 2
     assert "kept no EMA" in capsys.readouterr().err
 
 

@@ -125,21 +125,23 @@ READOUT = "readout (logits)"
 ZERO_INIT = ("query", "attention logits", READOUT)  # muP's zero-initialized outputs
 
 
+def _coord_run(scale: Scale, parametrization: str, **kwargs) -> pd.DataFrame:
+    """`gpt_coord_check` at the scale's widths, learning rate, steps, seeds and batch."""
+    return gpt_coord_check(
+        parametrization,
+        scale.coord_widths,
+        lr=2.0**scale.coord_log2_lr,
+        setup=scale.coord,
+        steps=scale.coord_steps,
+        seeds=scale.coord_seeds,
+        batch_size=scale.coord_batch_size,
+        **kwargs,
+    )
+
+
 def coordinate_check(scale: Scale) -> pd.DataFrame:
-    """The GPT's coordinate check under SP (one lr) and muP, one table."""
-    runs = [
-        gpt_coord_check(
-            p,
-            scale.coord_widths,
-            lr=2.0**scale.coord_log2_lr,
-            setup=scale.coord,
-            steps=scale.coord_steps,
-            seeds=scale.coord_seeds,
-            batch_size=scale.coord_batch_size,
-        )
-        for p in ("sp", "mup")
-    ]
-    return pd.concat(runs, ignore_index=True)
+    """The GPT's coordinate check under global-lr SP and muP, one table."""
+    return pd.concat([_coord_run(scale, p) for p in ("sp", "mup")], ignore_index=True)
 
 
 BROKEN_ATTENTION = "muP, 1/sqrt(d) attention"  # muP with its attention rule switched off
@@ -150,17 +152,8 @@ def broken_attention_check(scale: Scale) -> pd.DataFrame:
     scale, which stays 1/sqrt(d) (`attention_scale="keep"`). The heads widen with n (fixed
     n_head), so once q and k align their dot product grows like d ~ n and the logits like
     sqrt(n); only the attention-logit group should leave muP's flat band."""
-    return gpt_coord_check(
-        "mup",
-        scale.coord_widths,
-        lr=2.0**scale.coord_log2_lr,
-        setup=scale.coord,
-        steps=scale.coord_steps,
-        seeds=scale.coord_seeds,
-        batch_size=scale.coord_batch_size,
-        options=dict(attention_scale="keep"),
-        label=BROKEN_ATTENTION,
-    )
+    options = dict(attention_scale="keep")
+    return _coord_run(scale, "mup", options=options, label=BROKEN_ATTENTION)
 
 
 def coord_exponents(df: pd.DataFrame) -> pd.DataFrame:

@@ -5,6 +5,7 @@ notebook table (and its total) and into each notebook header's "runs in about N 
     python .ci/notebook_times.py            # write README.md and the notebook headers
     python .ci/notebook_times.py --check    # exit 1 if any of them disagrees with the file
     python .ci/notebook_times.py --measure  # time strict nbval per notebook, rewrite the file
+    python .ci/notebook_times.py --halves   # two lines: the notebooks in halves of equal time
 
 Run from the repository root. `--measure` takes the notebooks' whole run time (about 9 minutes
 on an idle 2-core CPU); run it on an idle machine, then without arguments.
@@ -98,12 +99,32 @@ def measure() -> dict:
     }
 
 
+def halves(seconds: dict[str, int]) -> list[list[str]]:
+    """Every notebook in one of two lists of about equal measured time (longest first, each to
+    the shorter list), for two single-threaded replays side by side; an unmeasured notebook
+    counts as the longest measured one."""
+    paths = sorted(Path("notebooks").glob("*.ipynb"))
+    guess = max(seconds.values(), default=60)
+    out: list[list[str]] = [[], []]
+    total = [0, 0]
+    for path in sorted(paths, key=lambda p: -seconds.get(p.stem, guess)):
+        i = total.index(min(total))
+        out[i].append(str(path))
+        total[i] += seconds.get(path.stem, guess)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--check", action="store_true", help="only check, exit 1 on a mismatch")
     group.add_argument("--measure", action="store_true", help="time the notebooks first")
+    group.add_argument("--halves", action="store_true", help="print two lists of equal time")
     args = parser.parse_args()
+    if args.halves:
+        for half in halves(load()["seconds"]):
+            print(" ".join(half))
+        return 0
     if args.measure:
         TIMES.write_text(json.dumps(measure(), indent=1) + "\n")
     todo = updates(load())

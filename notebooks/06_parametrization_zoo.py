@@ -24,7 +24,13 @@
 # update-exponent recursion they come from and measures its terms in a real network, checks
 # the abc-symmetry that makes NTK a disguised SP and MFP a disguised muP, watches each
 # parametrization across widths, and sweeps learning rates: under muP the optimum stays within
-# half an octave as the width grows 16x, under SP it moves by octaves.
+# half an octave as the width grows 16x, under both SP variants it moves by octaves.
+#
+# **Vocabulary.** SP's init and multipliers ($a$, $b$ of its table row) can be trained two ways,
+# and every label here says which: **per-layer SP**, each layer at the largest stable rate of
+# the table (the rows named `sp` below, Everett et al.'s hidden and readout Adam rates
+# $\propto 1/n$), and **global-lr SP**, one learning rate for every parameter ($c = 0$, what
+# `torch.optim.Adam(model.parameters())` does).
 #
 # The README lists the time this notebook takes on a 2-core CPU.
 
@@ -50,6 +56,7 @@ import torch
 from ntk import abc_table, lr_sweep, optima, plot_transfer
 from ntk.chapters.parametrization_zoo import (
     SP_GLOBAL_LR,
+    SP_PER_LAYER,
     adam_losses,
     config,
     probe_scales,
@@ -187,9 +194,8 @@ print(
 # The next cell runs the recursion (`update_exponents`) on the chain embedding, hidden,
 # hidden, readout for every parametrization and optimizer: each passes the initialization
 # check and has $r = 0$ in every layer, so every layer moves by $\Theta(1)$ (the checks in
-# section 5 assert both exactly). The last row is SP
-# with one learning rate for all layers (what `torch.optim.Adam(model.parameters())` does),
-# $c = 0$: the recursion gives
+# section 5 assert both exactly). The last row is global-lr SP, one learning rate for all
+# layers, $c = 0$: the recursion gives
 # $r = (0, -1, -2, -3)$ on the chain embedding, hidden, hidden, readout. The first hidden layer's
 # pre-activations move like $n^{1}$ (the $\Delta W\,x$ term, $e - \alpha = -1$), and each later
 # layer multiplies in another factor $n$ through the $\Delta W\,\Delta x$ term
@@ -202,8 +208,8 @@ print(
 # ($a + c = 0 < b = 1/2$), so from the second step on the readout's own update dominates the
 # gradients of every layer below it and a different recursion applies. $r = (0, -1, -2, -3)$
 # is a formal extrapolation of a diverging net: what it does say is that the blow-up starts in
-# the first hidden layer and grows toward the output, so the learning rate that keeps SP stable
-# must fall with width.
+# the first hidden layer and grows toward the output, so the learning rate that keeps global-lr SP
+# stable must fall with width.
 
 # %%
 chain = ["embedding", "hidden", "hidden", "readout"]
@@ -220,10 +226,10 @@ for p in PARAMETRIZATIONS:
                 r=update_exponents(a, b, c, chain, opt, "full"),
             )
         )
-# SP as most people run it: one global Adam learning rate, c = 0 everywhere
+# global-lr SP: one Adam learning rate for every parameter, c = 0 everywhere
 rule = sp_global_lr_rule(depth=3)
 r_global = update_exponents(rule["a"], rule["b"], rule["c"], chain, "adam", "full")
-rows.append(dict(parametrization="sp, global lr", optimizer="adam", init_violations=0, r=r_global))
+rows.append(dict(parametrization=SP_GLOBAL_LR, optimizer="adam", init_violations=0, r=r_global))
 print(pd.DataFrame(rows).to_string(index=False))
 print("alignment exponents (alpha, omega, u):", dict(ALIGNMENT_EXPONENTS))
 
@@ -236,8 +242,8 @@ print("alignment exponents (alpha, omega, u):", dict(ALIGNMENT_EXPONENTS))
 # give the alignment exponents directly: $\hat\alpha = \text{slope}(\Delta W x) + e_l$,
 # $\hat\omega = \text{slope}(W \Delta x) + a_l + b_l - \text{slope}(\Delta x)$,
 # $\hat u = \text{slope}(\Delta W \Delta x) + e_l - \text{slope}(\Delta x)$, and the slope of
-# $\Delta z_l$ is the measured $-r_l$. Three rules: muP and SP with the table's per-layer rates,
-# and SP with one global rate.
+# $\Delta z_l$ is the measured $-r_l$. Three rules: muP, per-layer SP (the table's rates, row
+# `sp`) and global-lr SP.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -292,9 +298,9 @@ print(terms.round(2).to_string(index=False))
 # $W_{L+1}\,\Delta x_L$ adds coherently (section 3 meets this again). The $\Delta W\,\Delta x$
 # term is far from fully aligned, $\hat u$ between about 0.3 and 0.8 rather than 1: the table's
 # $u = 1$ is a worst case. Consequences: muP's pre-activation changes are width-independent in
-# every layer, as the recursion says ($r = 0$); so are SP's with the table's per-layer rates,
+# every layer, as the recursion says ($r = 0$); so are per-layer SP's (row `sp`),
 # except at the readout, whose $a + b = 1/2$ lets the aligned $W\,\Delta x$ grow like
-# $n^{1/2}$ (measured about $n^{0.4}$ at these widths); SP with one global rate has its first
+# $n^{1/2}$ (measured about $n^{0.4}$ at these widths); global-lr SP has its first
 # hidden layer moving like $n^{1}$ (the $\Delta W\,x$ term, $r = -1$; measured about $n^{0.9}$
 # because the width-independent $W\,\Delta x$ term still contributes at these widths), the
 # second hidden layer about as fast rather than like the table's $n^{2}$ (its
@@ -329,7 +335,7 @@ for opt in ("adam", "sgd"):
 # equal to better than $10^{-12}$); with one global $\epsilon$ they differ slightly: over 20
 # steps the losses differ by about $10^{-5}$ (SP/NTK) and $5\cdot 10^{-5}$ (muP/MFP), less
 # than 0.2% of the loss (the checks ask for a relative difference between $10^{-6}$ and
-# $2\cdot 10^{-3}$). Below, SP and NTK (and muP and MFP) with Adam, at a width 16 times the
+# $2\cdot 10^{-3}$). Below, per-layer SP and NTK (and muP and MFP) with Adam, at a width 16 times the
 # base width, in float64.
 
 # %%
@@ -353,7 +359,7 @@ for src, dst in (("sp", "ntk"), ("mup", "mfp")):
 # Adam step the relative change of the last hidden features and the size of the change of the
 # output. Predicted slopes against $\log n$: output at init $1/2 - (a_{L+1} + b_{L+1})$
 # (0 for SP/NTK, $-1/2$ for muP/MFP); feature and output changes $-r_L = -r_{L+1} = 0$ for the
-# four tables; SP with a global learning rate, positive (its hidden updates grow like $n$).
+# four tables; global-lr SP, positive (its hidden updates grow like $n$).
 # The output change is where the table's assumptions fail at the readout (below).
 
 # %%
@@ -406,27 +412,27 @@ plt.show()
 # SP and NTK start with $O(1)$ outputs, muP and MFP with outputs shrinking like $n^{-1/2}$
 # (their readout has $a + b = 1$). With the table's per-layer learning rates every
 # parametrization keeps its feature updates width-independent, and equivalent pairs give the
-# same numbers (to float32 rounding and Adam's unscaled $\epsilon$). SP with one global learning
-# rate does not: its features move more the wider it is. One discrepancy with the table: SP's
-# (and NTK's) *output* change grows with width even with per-layer rates. The table takes
+# same numbers (to float32 rounding and Adam's unscaled $\epsilon$). Global-lr SP
+# does not: its features move more the wider it is. One discrepancy with the table: per-layer
+# SP's (and NTK's) *output* change grows with width even with the table's rates. The table takes
 # $\omega = 1/2$ for the readout's $W_{L+1}\,\Delta x_L$ term, but $\Delta x_L$ is built from
 # backpropagated gradients that point along the readout weights, so at the readout
 # $\omega \approx 1$ (measured in section 1) and, with $a_{L+1} + b_{L+1} = 1/2$, the term grows
 # like $n^{1/2}$ in the limit (Yang & Hu 2021's argument that SP cannot learn features
-# stably). At widths 64 to 512 the fitted slope of SP's output change is about 0.3 (the checks
+# stably). At widths 64 to 512 the fitted slope of per-layer SP's output change is about 0.3 (the checks
 # ask for 0.15 to 0.6; section 1 measured about 0.4 for the readout's pre-activations, where
 # the width-independent terms weigh less). muP's readout, with $a + b = 1$, absorbs the aligned
 # term: its output change does not grow with width; it even falls slightly at these widths
-# (fitted slope about $-0.2$, asserted between $-0.3$ and $0.05$), more than 0.35 below SP's.
+# (fitted slope about $-0.2$, asserted between $-0.3$ and $0.05$), more than 0.35 below per-layer SP's.
 #
-# ## 4. Learning-rate transfer: SP vs muP, built with `Parametrization`
+# ## 4. Learning-rate transfer: both SP variants vs muP, built with `Parametrization`
 #
 # A depth-2 MLP on the digits task (MSE on one-hot targets, Adam, 60 steps of batch 128; the
 # score is the mean full-training-set loss at steps 10, 20, ..., 60, so it rewards fast,
 # stable progress), widths 32, 128, 512, `base_width=32` (at width 32 all parametrizations
 # are the same network, and the runs coincide), three seeds, learning rates half an octave
-# apart. "sp, global lr" is SP with one learning rate (c = 0), "sp" SP with Everett et al.'s
-# per-layer learning rates, "mup" muP. The sweep runs on two worker processes.
+# apart. "global-lr SP" has one learning rate (c = 0), "per-layer SP"
+# Everett et al.'s per-layer learning rates, "mup" muP. The sweep runs on two worker processes.
 
 
 # %%
@@ -438,7 +444,7 @@ sweep = lr_sweep(
     log2_lrs=SWEEP_LOG2_LRS,
     widths=SWEEP_WIDTHS,
     seeds=(0, 1, 2),
-    parametrizations=("sp, global lr", "sp", "mup"),
+    parametrizations=(SP_GLOBAL_LR, SP_PER_LAYER, "mup"),
     workers=2,
     progress=False,
 )
@@ -467,8 +473,8 @@ print(f"width-{wide} loss at the width-{narrow} optimum / at its own optimum:", 
 # %%
 fig = plot_transfer(
     sweep,
-    ["sp, global lr", "sp", "mup"],
-    titles=["SP, one global learning rate", "SP, per-layer learning rates", "muP"],
+    [SP_GLOBAL_LR, SP_PER_LAYER, "mup"],
+    titles=["global-lr SP", "per-layer SP", "muP"],
 )
 for ax in fig.axes:
     ax.set_yscale("log")
@@ -478,14 +484,14 @@ fig.axes[0].set_ylabel("mean training loss, steps 10-60")
 plt.show()
 
 # %% [markdown]
-# Under SP with a global learning rate the best learning rate falls as the width grows (the
+# Under global-lr SP the best learning rate falls as the width grows (the
 # hidden and readout updates grow with $n$, section 1): by several half-octave steps from width
 # 32 to 512, more than twice its bootstrap spread over the seeds, although the width-512
 # optimum is broad. Reusing the width-32 rate there costs a factor of about 3 in loss. Under
 # muP the optimum moves by at most one half-octave step, and at the width-32 rate the
 # width-512 model is within a few percent of its own optimum; wider is better (the loss at
-# the optimum falls from width 32 to 128 to 512, by many standard errors). SP with the table's
-# per-layer learning rates also drifts, by more than twice its bootstrap spread: at this small
+# the optimum falls from width 32 to 128 to 512, by many standard errors). Per-layer SP
+# also drifts, by more than twice its bootstrap spread: at this small
 # scale and short horizon the readout effect of section 3 shows. (Everett et al. report that
 # per-layer SP transfers well for Transformers at scale; we do not reproduce that claim in
 # this toy setting.)
@@ -496,7 +502,7 @@ plt.show()
 mup_adam = abc_table("mup", "adam", "full")
 assert [tuple(x) for x in mup_adam] == [(-0.5, 0.5, 0.5), (0, 0.5, 1), (0.5, 0.5, 0.5)]
 assert all(r["init_violations"] == 0 and list(r["r"]) == [0.0] * 4 for r in rows[:-1])
-assert list(r_global) == [0.0, -1.0, -2.0, -3.0], r_global  # SP, one global Adam lr
+assert list(r_global) == [0.0, -1.0, -2.0, -3.0], r_global  # global-lr SP
 shifts = {("sp", "ntk"): (0.0, 0.5, 0.5), ("mup", "mfp"): (0.5, 0.5, 0.5)}  # t per role
 for (opt, src, dst), (shift, same) in symmetry.items():
     assert same and tuple(shift[r] for r in ROLES) == shifts[(src, dst)], (opt, src, dst, shift)
@@ -515,7 +521,7 @@ for p in ("sp", "ntk"):  # the readout's aligned W0 dx term: grows, n^(1/2) in t
         0.15 < slopes.loc[p, "out_change"] < 0.6
         and slopes.loc[p, "out_change"] - slopes.loc["mup", "out_change"] > 0.35
     ), p
-assert slopes.loc["sp, global lr", "feature_change"] > 0.3
+assert slopes.loc[SP_GLOBAL_LR, "feature_change"] > 0.3
 by_rule = scales.set_index(["parametrization", "width"])
 for src, dst in (("sp", "ntk"), ("mup", "mfp")):  # equivalent pairs: the same numbers
     assert np.allclose(by_rule.loc[src], by_rule.loc[dst], rtol=1e-3, atol=0), (src, dst)
@@ -528,7 +534,7 @@ assert (above[above.role == "hidden"].omega - 0.5).abs().max() < 0.1  # W dx: om
 assert (above[above.role == "readout"].omega > 0.85).all()  # ... but about 1 at the readout
 assert (above.u < 0.85).all()  # dW dx: well below the table's worst case u = 1
 assert t.loc["mup", "r_measured"].abs().max() < 0.15  # muP: every layer moves by Theta(1)
-assert t.loc["sp", "r_measured"].iloc[:3].abs().max() < 0.15  # SP, per-layer: up to the readout
+assert t.loc["sp", "r_measured"].iloc[:3].abs().max() < 0.15  # per-layer SP: up to the readout
 assert t.loc[("sp", 3), "r_measured"] < -0.3  # the readout's W dx, about n^(1/2)
 g = t.loc[SP_GLOBAL_LR, "r_measured"]
 assert abs(g[0]) < 0.15 and abs(g[1] + 1) < 0.2, g  # r = (0, -1, ...): the dW x term
@@ -542,7 +548,7 @@ first = sweep[sweep.width == narrow].pivot_table(
 )
 assert (first.nunique(axis=1) == 1).all()  # width 32: the three rules are the same runs
 assert drift["mup"] <= step, drift  # muP: at most one half-octave step
-for name in ("sp, global lr", "sp"):
+for name in (SP_GLOBAL_LR, SP_PER_LAYER):
     noise = math.hypot(o.loc[(name, narrow), "log2_lr_std"], o.loc[(name, wide), "log2_lr_std"])
     assert drift[name] >= 3 * step and drift[name] > 2 * noise, (name, drift[name], noise)
     assert o.loc[(name, wide), "log2_lr_opt"] < o.loc[(name, narrow), "log2_lr_opt"]  # leftwards
@@ -553,10 +559,10 @@ gaps = -np.diff(loss_opt.to_numpy()) / np.hypot(err_opt.to_numpy()[1:], err_opt.
 assert (gaps > 3).all(), gaps  # wider is better under muP, by > 3 standard errors per step
 print("muP Adam (a, b, c):", [tuple(x) for x in mup_adam])
 print("PASS: the closed-form c's equal abc_table's; measured alignments alpha ~ 1, omega ~ 1/2")
-print("PASS: r = 0 in every layer for the tables, (0, -1, -2, -3) for SP with one global lr")
+print("PASS: r = 0 in every layer for the tables, (0, -1, -2, -3) for global-lr SP")
 print("PASS: NTK = SP shifted by t = (0, 1/2, 1/2), MFP = muP shifted by t = 1/2 everywhere")
 print("PASS: scaled eps: equal losses (< 1e-12); one global eps: relative gap 1e-6 to 2e-3")
 print("PASS: init-output and feature-change slopes as predicted; output-change slope SP/NTK")
 print("      0.15 to 0.6 (grows), muP/MFP -0.3 to 0.05 (does not grow); pairs agree")
-print("PASS: muP optimum within one half-octave step; both SP rules drift by >= 3 steps")
-print("PASS: muP wider is better; SP with one global lr loses > 2x at the width-32 lr")
+print("PASS: muP optimum within one half-octave step; both SP variants drift by >= 3 steps")
+print("PASS: muP wider is better; global-lr SP loses > 2x at the width-32 lr")

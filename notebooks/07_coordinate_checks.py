@@ -20,12 +20,13 @@
 # module's output against the width. Flat lines: muP is set up right. Lines that grow: some
 # update is too large and the optimal learning rate will shrink with width.
 #
-# We run it on the standard parametrization (SP) and on muP, built two ways (the `mup`
+# We run it on global-lr SP (the standard init, one Adam learning rate for every weight) and
+# on muP, built two ways (the `mup`
 # package's `MuReadout`/`MuAdam`, and our `Parametrization` on a plain `WideMLP`); we check our
 # hook-based tool against `mup.coord_check.get_coord_data`; and we watch the same effect in
 # weight space through the spectral condition of Yang, Simon & Bernstein (2023,
 # arXiv:2310.17813). Then the same check on a model nobody here wrote: Hugging Face's GPT-2,
-# in SP as it ships and in muP through `Parametrization`, with every attention module, block
+# as shipped (Hugging Face's init, one learning rate) and in muP through `Parametrization`, with every attention module, block
 # and the attention logits recorded. The plumbing (spectral logging, mup's runner, exponent
 # tables, GPT-2 at any width) is in `ntk/chapters/coordinate_checks.py`.
 #
@@ -79,7 +80,7 @@ from ntk.scaling.spectral import plot_spectral
 #
 # A depth-2 ReLU MLP (He init, σ_w = √2) on one batch of 64 standardized 8×8 digits, trained
 # for 3 Adam steps (learning rate 10⁻²) at widths 64 … 1024, two seeds. muP uses base width 64,
-# where it coincides with SP, and a zero-initialized readout (mup's recommendation: the output
+# where it coincides with global-lr SP, and a zero-initialized readout (mup's recommendation: the output
 # at init then vanishes instead of shrinking like n^{-1/2}).
 #
 # For each module output $h \in \mathbb{R}^{N \times n}$ we record
@@ -114,12 +115,12 @@ spectral = SpectralLog()  # a SpectralMonitor per (width, seed), logged at every
 
 
 # %% [markdown]
-# ## SP vs muP (the `mup` package)
+# ## Global-lr SP vs muP (the `mup` package)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 cc_sp = coord_check(
-    sp_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral.on_step("SP")
+    sp_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral.on_step("global-lr SP")
 )
 cc_mup = coord_check(
     mup_model, WIDTHS, (x, y), steps=STEPS, seeds=SEEDS, on_step=spectral.on_step("muP")
@@ -127,14 +128,14 @@ cc_mup = coord_check(
 cc_sp.head()
 
 # %%
-for df, name in [(cc_sp, "SP, Adam"), (cc_mup, "muP (mup package), MuAdam")]:
+for df, name in [(cc_sp, "global-lr SP, Adam"), (cc_mup, "muP (mup package), MuAdam")]:
     plot_coord_check(
         df, "delta_size", steps=range(1, STEPS + 1), title=f"{name}: mean |h_t - h_0| against width"
     )
     plt.show()
 
 # %% [markdown]
-# Under SP the readout's change grows about like n (under Adam each of its n incoming weights
+# Under global-lr SP the readout's change grows about like n (under Adam each of its n incoming weights
 # moves by about the learning rate, and the n contributions add up coherently; fitted exponents
 # 1.0-1.3 over the three steps) and the second hidden layer's like n^{0.7-0.9}; under muP every
 # line is flat (every exponent within 0.1 of 0). (The readout's line lies under
@@ -145,7 +146,7 @@ for df, name in [(cc_sp, "SP, Adam"), (cc_mup, "muP (mup package), MuAdam")]:
 # %%
 # NBVAL_IGNORE_OUTPUT
 exp_sp, exp_mup = exponent_table(cc_sp), exponent_table(cc_mup)
-print("SP\n", exp_sp.round(2).to_string(), "\n\nmuP\n", exp_mup.round(2).to_string())
+print("global-lr SP\n", exp_sp.round(2).to_string(), "\n\nmuP\n", exp_mup.round(2).to_string())
 
 # %% [markdown]
 # (The hidden updates of muP at step 1 are exactly 0: with a zero readout the first gradient
@@ -180,10 +181,10 @@ plt.show()
 # model: it re-initializes, wraps each layer in a `ScaledModule` that multiplies its output by
 # $(n/n_0)^{-a}$ and returns per-layer Adam learning rates $\propto (n/n_0)^{-c}$. We record
 # the wrappers' (scaled) outputs and skip the raw `.module` inside them. As above we zero the
-# readout at init. For contrast, SP as it is used in practice is the abc-rule a = (0, 0, 0),
+# readout at init. For contrast, global-lr SP, SP as it is used in practice, is the abc-rule a = (0, 0, 0),
 # b = (0, ½, ½) with one global learning rate, c = (0, 0, 0). (The table's `"sp"` entry instead
-# scales the hidden and readout learning rates like 1/n, the largest stable choice, Everett et
-# al.'s "SP with per-layer learning rates".)
+# scales the hidden and readout learning rates like 1/n, the largest stable choice: per-layer
+# SP, Everett et al.'s "SP with per-layer learning rates".)
 
 
 # %%
@@ -226,7 +227,7 @@ cc_abc_sp = coord_check(
 )
 exp_abc_mup, exp_abc_sp = exponent_table(cc_abc_mup), exponent_table(cc_abc_sp)
 print("Parametrization: muP\n", exp_abc_mup.round(2).to_string())
-print("\nParametrization: SP, global learning rate\n", exp_abc_sp.round(2).to_string())
+print("\nParametrization: global-lr SP\n", exp_abc_sp.round(2).to_string())
 
 # %%
 plot_coord_check(cc_abc_mup, "act_size", title="Parametrization('mup'): mean |h_t| against width")
@@ -332,8 +333,8 @@ print("PASS: readout multiplier dropped: only the readout rises (> n^0.4), the h
 # $\ell = s\, q k^\top$ that no module returns, rebuilt from each
 # `F.scaled_dot_product_attention` call over the causal triangle (`…attn.attn_logits`).
 #
-# * **SP** is GPT-2 as Hugging Face ships it: its own init (std 0.02) and one Adam learning
-#   rate.
+# * **As shipped** is GPT-2 as Hugging Face ships it: its own init (std 0.02) and one Adam
+#   learning rate.
 # * **muP** is the same model through `Parametrization`: the Conv1D layers (GPT-2's transposed
 #   linear layers) are hidden layers with Adam learning rate $\eta\, n_0/n$ and init std
 #   $1/\sqrt{\text{fan\_in}}$, the embeddings keep GPT-2's std 0.02 and learning rate
@@ -372,7 +373,7 @@ cc_gpt_mup3 = cc_gpt_mup[cc_gpt_mup["seed"] < 3]
 groups_sp, groups_mup3 = gpt2_groups(cc_gpt_sp), gpt2_groups(cc_gpt_mup3)
 groups_mup12 = gpt2_groups(cc_gpt_mup)
 print("width exponents over steps 1-4, smallest and largest in each group of modules")
-print("SP (3 seeds)\n", groups_sp.round(2).to_string())
+print("as shipped (3 seeds)\n", groups_sp.round(2).to_string())
 print("\nmuP (3 seeds)\n", groups_mup3.round(2).to_string())
 print("\nmuP (12 seeds)\n", groups_mup12.round(2).to_string())
 
@@ -385,8 +386,8 @@ print("\nmuP (12 seeds)\n", groups_mup12.round(2).to_string())
 shown = r"(?:c_attn|c_proj|c_fc|h\.\d|logits)$"
 fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex="col")
 panels = [
-    (cc_abc_sp, "MLP, SP"),
-    (cc_gpt_sp[cc_gpt_sp["module"].str.contains(shown)], "GPT-2, SP (Hugging Face init)"),
+    (cc_abc_sp, "MLP, global-lr SP"),
+    (cc_gpt_sp[cc_gpt_sp["module"].str.contains(shown)], "GPT-2 as shipped (Hugging Face init)"),
     (cc_abc_mup, "MLP, muP (Parametrization)"),
     (cc_gpt_mup3[cc_gpt_mup3["module"].str.contains(shown)], "GPT-2, muP (Parametrization)"),
 ]
@@ -398,7 +399,7 @@ for ax, (df, title) in zip(axes.flat, panels, strict=True):
 plt.show()
 
 # %% [markdown]
-# Under SP the changes of GPT-2's layers and blocks grow with width, like $n^{0.7}$ to $n^2$
+# As shipped, the changes of GPT-2's layers and blocks grow with width, like $n^{0.7}$ to $n^2$
 # (they compound from block to block), so its best learning rate must shrink as it widens.
 # Under muP every line is flat: hidden layers, block outputs, embeddings, attention logits and
 # the logits all keep their size. In the 3-seed table every exponent lies within 0.1 of 0; with
@@ -420,15 +421,15 @@ plt.show()
 # exponent over our widths. Three cases:
 #
 # * the hidden-to-hidden layer ($n \times n$): flat, exponent 0;
-# * the SP readout ($10 \times n$, std $\propto 1/\sqrt{n}$ where muP asks for $1/n$): too
+# * the global-lr SP readout ($10 \times n$, std $\propto 1/\sqrt{n}$ where muP asks for $1/n$): too
 #   large, its ratio grows like $1 + \sqrt{n/10}$, exponent 0.41 over widths 64-1024 and ½
 #   in the limit (muP's readout starts at zero here);
 # * the input layer ($n \times 64$), in every parametrization: the ratio $\sigma(1 + 8/\sqrt{n})$
 #   falls towards the constant $\sigma$, exponent −0.17 over these widths, a finite-width
 #   effect that fades as n grows.
 #
-# The measured init exponents match these within 0.05 (checked below). After 3 steps, under SP
-# the hidden and readout updates are too large by a factor growing nearly like n (exponents
+# The measured init exponents match these within 0.05 (checked below). After 3 steps, under global-lr
+# SP the hidden and readout updates are too large by a factor growing nearly like n (exponents
 # about 0.9); under muP the updates' ratios are flat, and so are the weights' ratios except the
 # input layer's, which keeps its init exponent.
 
@@ -436,22 +437,22 @@ plt.show()
 spectral_table = spectral.frame()
 first = spectral_table[spectral_table["step"] == 0]
 last = spectral_table[spectral_table["step"] == STEPS]
-for label in ["SP", "muP", "muP (Parametrization)"]:
+for label in ["global-lr SP", "muP", "muP (Parametrization)"]:
     plot_spectral(last[last["model"] == label], x="width", title=f"{label}, after {STEPS} steps")
     plt.show()
 
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-spec_sp, spec_mup = spectral_exponents(last, "SP"), spectral_exponents(last, "muP")
+spec_sp, spec_mup = spectral_exponents(last, "global-lr SP"), spectral_exponents(last, "muP")
 spec_abc = spectral_exponents(last, "muP (Parametrization)")
 print("exponents of ||.|| / sqrt(fan_out/fan_in) against width, after", STEPS, "steps")
-print("SP\n", spec_sp.round(2).to_string())
+print("global-lr SP\n", spec_sp.round(2).to_string())
 print("muP\n", spec_mup.round(2).to_string())
 print("muP (Parametrization)\n", spec_abc.round(2).to_string())
-init_sp, init_mup = spectral_exponents(first, "SP"), spectral_exponents(first, "muP")
+init_sp, init_mup = spectral_exponents(first, "global-lr SP"), spectral_exponents(first, "muP")
 print("\nexponents of ||W|| / sqrt(fan_out/fan_in) at init")
-print("SP\n", init_sp["rel_w"].round(2).to_string())
+print("global-lr SP\n", init_sp["rel_w"].round(2).to_string())
 print("muP (readout zero at init: no exponent)\n", init_mup["rel_w"].round(2).to_string())
 
 
@@ -503,29 +504,33 @@ triples = [
 print(f"muP (mup package): max |exponent| over modules, steps 1-{STEPS}: {mup_max:.3f}")
 print(f"muP (Parametrization): max |exponent|: {abc_max:.3f}")
 print(f"muP: hidden layers' change after step 1 (both builds): max {mup_first_max}")
-print(f"SP: readout update exponents {sp_readout.round(2)}, hidden.1 {sp_hidden.round(2)}")
-print(f"SP (Parametrization): readout {abc_sp_readout:.2f}, hidden {abc_sp_hidden:.2f}")
+print(
+    f"global-lr SP: readout update exponents {sp_readout.round(2)}, hidden.1 {sp_hidden.round(2)}"
+)
+print(f"global-lr SP (Parametrization): readout {abc_sp_readout:.2f}, hidden {abc_sp_hidden:.2f}")
 print(f"agreement with mup.get_coord_data: max relative difference {max_rel_diff:.1e}")
 print(f"GPT-2 muP, hidden modules and blocks: max |exponent| {gpt_mup3:.3f} (3 seeds)")
 print(f"  per disjoint triple of seeds {[round(t, 3) for t in triples]}, 12 seeds {gpt_mup12:.3f}")
 print(f"GPT-2 muP, every group: max |exponent| {gpt_all3:.3f} (3 seeds)")
 print(f"GPT-2 muP, embeddings {gpt_emb:.3f}, logits {gpt_logits:.3f} (3 seeds)")
 print(f"GPT-2 muP, attention logits {gpt_attn:.3f}, logits {gpt_logits12:.3f} (12 seeds)")
-print(f"GPT-2 SP: update exponents of Conv1D layers and blocks {gpt_sp:.2f} to {gpt_sp_max:.2f}")
+print(
+    f"GPT-2 as shipped: update exponents of Conv1D layers and blocks {gpt_sp:.2f} to {gpt_sp_max:.2f}"
+)
 
 # %%
 assert len(both) == len(cc_mup) == len(cc_pkg) and max_rel_diff < 1e-5
 assert mup_max < 0.1, exp_mup
 assert abc_max < 0.1, exp_abc_mup
 assert mup_first_max == 0.0, mup_first  # with a zero readout no gradient reaches them
-# SP readout: about like n (measured 1.30, 1.10, 0.99 over steps 1-3); hidden.1 like
+# global-lr SP readout: about like n (measured 1.30, 1.10, 0.99 over steps 1-3); hidden.1 like
 # n^0.7-0.9 (measured 0.88, 0.78, 0.74); fixed seeds, so only summation order varies
 assert 0.9 < sp_readout[0] and sp_readout[1] < 1.4, exp_sp
 assert 0.65 < sp_hidden[0] and sp_hidden[1] < 0.95, exp_sp
 assert abc_sp_readout > 0.7 and abc_sp_hidden > 0.5, exp_abc_sp
-print("PASS: MLP coordinate checks (ours = mup's; muP flat, SP updates grow)")
+print("PASS: MLP coordinate checks (ours = mup's; muP flat, global-lr SP updates grow)")
 print("PASS: muP hidden layers unchanged after step 1 (exactly 0)")
-print("PASS: SP readout update exponents in (0.9, 1.4), hidden.1 in (0.65, 0.95)")
+print("PASS: global-lr SP readout update exponents in (0.9, 1.4), hidden.1 in (0.65, 0.95)")
 # GPT-2 muP: every group (hidden modules, blocks, embeddings, logits, attention logits),
 # activations and updates, steps 1-4, within 0.1 of 0
 assert gpt_all3 < 0.1, groups_mup3
@@ -533,11 +538,13 @@ assert gpt_all3 < 0.1, groups_mup3
 # 0.06-0.09)
 assert gpt_mup12 < 0.06, groups_mup12
 assert gpt_attn < 0.1 and gpt_logits12 < 0.1, groups_mup12
-# SP: Conv1D layers' and blocks' updates grow like n^0.7 to n^2 (measured 0.71 to 2.14)
+# as shipped: Conv1D layers' and blocks' updates grow like n^0.7 to n^2 (measured 0.71 to 2.14)
 assert 0.65 < gpt_sp and 1.8 < gpt_sp_max < 2.4, groups_sp
 print("PASS: GPT-2 coordinate check, muP: every exponent within 0.1 of 0 (3 seeds)")
 print("PASS: GPT-2 muP, 12 seeds: hidden modules and blocks within 0.06, logits within 0.1")
-print("PASS: GPT-2 SP: Conv1D and block updates grow, exponents > 0.65, largest in (1.8, 2.4)")
+print(
+    "PASS: GPT-2 as shipped: Conv1D and block updates grow, exponents > 0.65, largest in (1.8, 2.4)"
+)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -547,13 +554,13 @@ sp_spec = spec_sp.loc[["hidden.1", "readout"], "rel_dw"].agg(["min", "max"]).to_
 # weights after 3 steps under muP: flat except the input layer (on its init curve)
 mup_w = [float(spec.iloc[1:]["rel_w"].abs().max()) for spec in (spec_mup, spec_abc)]
 mup_w0 = [float(spec.iloc[0]["rel_w"] - PREDICTED["hidden.0"]) for spec in (spec_mup, spec_abc)]
-# init: measured minus predicted, every layer (SP) and the hidden layers (muP)
+# init: measured minus predicted, every layer (global-lr SP) and the hidden layers (muP)
 init_err = pd.concat(
     [init_sp["rel_w"] - pd.Series(PREDICTED), init_mup["rel_w"] - pd.Series(PREDICTED)]
 ).dropna()
 print(
     f"spectral: muP updates max |exponent| {mup_spec:.3f}, Parametrization muP (updates) "
-    f"{abc_spec:.3f}, SP hidden/readout updates {sp_spec.round(2)}"
+    f"{abc_spec:.3f}, global-lr SP hidden/readout updates {sp_spec.round(2)}"
 )
 print(f"muP weights after {STEPS} steps, hidden.1 and readout: max |exponent| {max(mup_w):.3f}")
 print(f"muP input layer after {STEPS} steps minus its init prediction: {np.round(mup_w0, 3)}")
@@ -566,6 +573,6 @@ assert max(mup_w) < 0.1, (spec_mup, spec_abc)
 assert max(abs(e) for e in mup_w0) < 0.05, (spec_mup, spec_abc)  # measured 0.02
 assert len(init_err) == 5 and init_err.abs().max() < 0.05, init_err  # measured <= 0.02
 assert 0.35 < PREDICTED["readout"] < 0.5 and -0.2 < PREDICTED["hidden.0"] < -0.1
-print("PASS: spectral norms of the updates (muP flat, SP grows like n^0.75-1.05)")
+print("PASS: spectral norms of the updates (muP flat, global-lr SP grows like n^0.75-1.05)")
 print("PASS: muP weights flat after 3 steps except the input layer, which keeps its init exponent")
 print("PASS: init spectral exponents within 0.05 of the Marchenko-Pastur prediction")

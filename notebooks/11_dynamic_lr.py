@@ -181,7 +181,8 @@ print(f"PASS: the LP returns the static table in {agree} of 16 cases, exactly")
 # Relaxing the alignment makes room: with $\alpha = u = 0.8$ every layer after the embedding
 # may take $n^{0.2}$ more learning rate than muP's table ($c$ lower by 0.2). An $\omega$ above $\tfrac12$ costs
 # learning rate upstream: with $\omega = 0.6$ in the second hidden layer, the layers before it
-# get $c$ higher by $0.1 = \omega - \tfrac12$ (they must move less), the rest is unchanged. And some inputs have no solution: SP's readout has
+# get $c$ higher by $0.1 = \omega - \tfrac12$ (they must move less), the rest is unchanged. And some inputs have no
+# solution, whatever the learning rates: SP's init and multipliers give the readout
 # $a + b = \tfrac12$, so if its initial weights are aligned with the change of its input
 # ($\omega = 1$, which a readout with few outputs shows in section 3) the logits stay bounded
 # only if the last features move by $n^{-1/2}$: no feature learning.
@@ -198,9 +199,11 @@ readout_aligned = [None, Alignment(1, 0.5, 1), Alignment(1, 0.5, 1), Alignment(1
 try:
     solve_lr_exponents(a_sp, b_sp, chain, readout_aligned, "adam", names=["in", "h1", "h2", "out"])
 except InfeasibleExponentsError as err:
-    print("SP, readout omega = 1:", err)
+    print("SP's a, b with readout omega = 1:", err)
 else:
-    raise AssertionError("SP with an aligned readout should have no feature-learning solution")
+    raise AssertionError(
+        "SP's a, b with an aligned readout should have no feature-learning solution"
+    )
 
 # %%
 assert np.allclose(np.subtract(c, relaxed), [0, 0.2, 0.2, 0.2], atol=1e-9)  # n^0.2 more lr
@@ -208,7 +211,7 @@ assert np.allclose(np.subtract(c_up, relaxed), [0.1, 0.1, 0, 0], atol=1e-9)  # u
 print(
     "PASS: alpha = u = 0.8 lowers c by 0.2 after the embedding; omega = 0.6 in layer 2 raises c by 0.1"
 )
-print("      in the two layers before it; SP with an aligned readout has no solution")
+print("      in the two layers before it; SP's a, b with an aligned readout have no solution")
 
 # %% [markdown]
 # ## 3. Alignment over training: the muP MLP
@@ -468,7 +471,7 @@ print(
 #   token embedding by a factor between 1 and 2.5 (the embedding's goes slightly down, by a
 #   factor between 0.75 and 1), and the difference in loss stays within the seed spread. A rule
 #   on *exponents* can only matter across large width ratios. Everett et al. (2024) report
-#   that their per-layer prescription for SP beats muP with per-layer learning-rate *constants*
+#   that per-layer SP (their prescription) beats muP with per-layer learning-rate *constants*
 #   found by search as well as exponents; this chapter keeps one constant tuned at the base
 #   width and changes only the exponents, so it does not test that claim.
 

@@ -6,7 +6,7 @@ The notebook `notebooks/07_coordinate_checks.py` builds the models and runs
 (`SpectralLog`), run `mup.coord_check.get_coord_data` one width at a time (`mup_coord_data`),
 turn the long tables into exponent tables (`exponent_table`, `spectral_exponents`), predict the
 spectral exponents of a Gaussian init (`gaussian_rel_w_exponent`), and build
-GPT-2 models at any width in SP (Hugging Face's own init, one learning rate) or in muP through
+GPT-2 models at any width as shipped (Hugging Face's own init, one learning rate) or in muP through
 `Parametrization` (`gpt2_factory`), with a next-token loss (`hf_lm_loss`) and exponents per module
 group (`gpt2_groups`).
 """

@@ -122,9 +122,12 @@ print("      CompleteP with SGD follows the derived lr ~ L^(2 alpha - 1)")
 # In use: `ParametrizationConfig("mup", ..., depth=DepthConfig("completep", ["blocks.*.branch"],
 # base_depth=2))`, or for the GPT of `ntk.lm`, `DepthConfig(..., ["blocks.*.attn",
 # "blocks.*.mlp"], depth=n_layer, base_depth=...)`: the engine wraps the named branches, the
-# model needs no change. Here the four contestants are SP and muP (width rules only), and
-# depth-muP and CompleteP (muP plus a depth rule), all at width 64 with base width 16 and base
-# depth 2: at depth 2 the last three are the same model.
+# model needs no change. Here the four contestants are per-layer SP and muP (width rules
+# only), and depth-muP and CompleteP (muP plus a depth rule), all at width 64 with base width
+# 16 and base depth 2: at depth 2 the last three are the same model. Per-layer SP is SP's init
+# with Everett et al.'s per-layer Adam rates (hidden and readout $\propto 1/n$, the engine's
+# default `lr_rule`): its learning rates equal muP's, and the two differ only in the readout's
+# init and multiplier, which is why their curves lie close together below.
 
 # %%
 print(f"width {WIDTH}, base width {BASE_WIDTH}, base depth {BASE_DEPTH}")
@@ -213,8 +216,8 @@ best = opt.pivot(index="depth", columns="parametrization", values="loss_opt")
 print("\nbest loss per depth:\n", best.round(4).to_string())
 
 # %% [markdown]
-# What this run shows (three seeds; the checks below assert it). Under SP and width-only
-# muP the optimum moves left by at least two grid steps (a factor 4) from 2 to 16 blocks, and at the
+# What this run shows (three seeds; the checks below assert it). Under per-layer SP and
+# width-only muP the optimum moves left by at least two grid steps (a factor 4) from 2 to 16 blocks, and at the
 # learning rate tuned at 2 blocks (the *transferred* one) the 16-block model is far worse than
 # at its own optimum: the stream and its updates grow with depth (the coordinate check above),
 # so a deeper net needs a smaller learning rate; even at its own optimum the 16-block model is
@@ -247,7 +250,7 @@ for p in ("sp", "mup"):
     assert lr_opt[p].is_monotonic_decreasing and lr_opt[p].iloc[-1] < lr_opt[p].iloc[0], lr_opt
 assert drift["depth-mup"] <= 1 * grid_step, drift
 print("PASS: from 2 to 16 blocks the optimum moves left (never right) by >= 2 grid steps under")
-print("      SP and muP; under depth-muP it moves <= 1 grid step")
+print("      per-layer SP and muP; under depth-muP it moves <= 1 grid step")
 
 # %%
 # CompleteP at 16 blocks: the loss at the transferred lr is within 2 standard errors of the
@@ -263,24 +266,24 @@ print("PASS: CompleteP's 16-block optimum is not resolved from the transferred l
 
 # %%
 # the cost of transfer: the 16-block loss at the lr tuned at 2 blocks over the 16-block best
-# (measured: SP 1.34, muP 1.88, depth-muP 1.00, CompleteP 1.02)
+# (measured: per-layer SP 1.34, muP 1.88, depth-muP 1.00, CompleteP 1.02)
 cost = {}
 for p in ("sp", "mup", "depth-mup", "completep"):
     t = float(opt.query(f"parametrization == '{p}' and depth == 2")["log2_lr_opt"].iloc[0])
     cost[p] = stats.loc[(p, max(DEPTHS), t), "mean"] / best.loc[max(DEPTHS), p]
 assert cost["sp"] > 1.2 and cost["mup"] > 1.5, cost
 assert cost["depth-mup"] < 1.1 and cost["completep"] < 1.1, cost
-print("PASS: at 16 blocks the transferred lr costs > 20% under SP and muP, < 10% under the")
-print("      depth rules")
+print("PASS: at 16 blocks the transferred lr costs > 20% under per-layer SP and muP, < 10%")
+print("      under the depth rules")
 
 # %%
 # deeper is not worse under the depth rules: the best 16-block loss over the best 2-block
-# loss (measured: SP 3.7, muP 3.1, depth-muP 0.98, CompleteP 0.98)
+# loss (measured: per-layer SP 3.7, muP 3.1, depth-muP 0.98, CompleteP 0.98)
 ratio = best.loc[max(DEPTHS)] / best.loc[min(DEPTHS)]
 assert (ratio[["sp", "mup"]] > 2).all(), ratio
 assert (ratio[["depth-mup", "completep"]] < 1.25).all(), ratio
-print("PASS: at their own optimum 16 blocks lose > 2x under SP and muP, < 25% under the")
-print("      depth rules")
+print("PASS: at their own optimum 16 blocks lose > 2x under per-layer SP and muP, < 25%")
+print("      under the depth rules")
 
 # %% [markdown]
 # ## The same test on a GPT
@@ -320,8 +323,8 @@ plt.show()
 # %% [markdown]
 # What it shows (checked below). At the learning rate tuned on 2 blocks, 16 blocks are
 # **better** under CompleteP in every seed, and worse under the other three in every seed:
-# a little under depth-muP, more under width-only muP and most under SP. Under the depth
-# rules the optimum itself stays within one grid step. For width-only muP and SP the losses
+# a little under depth-muP, more under width-only muP and most under per-layer SP. Under the depth
+# rules the optimum itself stays within one grid step. For width-only muP and per-layer SP the losses
 # at 16 blocks at neighbouring grid points are within the seed spread, so this small grid
 # does not resolve where their optimum goes; the full-scale script (depths 2, 4, 8, 16 and 9
 # learning rates) measures that drift, and the README lists its numbers.
@@ -342,7 +345,8 @@ gpt_drift = lr_drift(gpt_opt)
 assert gpt_drift["depth-mup"] <= 1 and gpt_drift["completep"] <= 1, gpt_drift
 print("PASS: at depth 2 muP, depth-muP and CompleteP are one GPT")
 print("PASS: at the 2-block lr, 16 blocks beat 2 under CompleteP in every seed; lose under")
-print("      depth-muP, muP and SP in every seed; mean cost CompleteP < depth-muP < muP, SP")
+print("      depth-muP, muP and per-layer SP in every seed; mean cost CompleteP < depth-muP <")
+print("      muP, per-layer SP")
 print("PASS: under depth-muP and CompleteP the GPT's optimum moves <= 1 grid step")
 
 # %% [markdown]

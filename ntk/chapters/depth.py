@@ -22,12 +22,14 @@ import torch.nn.functional as F
 from ntk._checks import check_choice
 from ntk.data import Task, make_low_dim_task
 from ntk.models.residual import ResidualMLP, parametrize_residual
-from ntk.registry import DEPTH_RULES, select
+from ntk.registry import DEPTH_RULES, PER_LAYER_SP, select
 from ntk.scaling.coord_check import ROOT, coord_check, fit_exponents
 from ntk.scaling.depth import at_relative_depth, depth_optima, depth_sweep
 from ntk.scaling.sweep import lr_drift
 
 PARAMETRIZATIONS = select("sp", "mup", "depth-mup", "completep")
+# figure labels: "sp" here is SP with the engine's per-layer learning rates (lr_rule "abc")
+LABELS = {"sp": PER_LAYER_SP, "mup": "muP", "depth-mup": "depth-muP", "completep": "CompleteP"}
 DIM, WIDTH, BASE_WIDTH, BASE_DEPTH = 16, 64, 16, 2
 STEPS, BATCH, EPS = 60, 64, 1e-8
 
@@ -175,7 +177,7 @@ def plot_depth_check(df: pd.DataFrame, step: int, module: str = "blocks@1"):
     for ax, q in zip(axes, ("act_size", "delta_size"), strict=True):
         for p, sub in rel.groupby("parametrization", sort=False):
             mean = sub.groupby("depth")[q].mean()
-            ax.plot(mean.index, mean.to_numpy(), marker="o", label=p)
+            ax.plot(mean.index, mean.to_numpy(), marker="o", label=LABELS.get(p, p))
         ax.set(xscale="log", yscale="log", xlabel="depth L (blocks)", title=f"{module}: {q}")
         ax.set_xscale("log", base=2)
     axes[0].legend(fontsize=8)
@@ -209,7 +211,7 @@ def plot_depth_transfer(df: pd.DataFrame, parametrizations: Sequence[str] | None
             o = opt[(opt["parametrization"] == p) & (opt["depth"] == d)]
             if len(o) and np.isfinite(o["log2_lr_opt"].iloc[0]):
                 ax.plot(o["log2_lr_opt"], o["loss_opt"], "*", ms=11, color=color, mec="black")
-        ax.set(yscale="log", xlabel="log2 learning rate", title=p)
+        ax.set(yscale="log", xlabel="log2 learning rate", title=LABELS.get(p, p))
     axes[0].set_ylabel("final training MSE")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
@@ -303,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     to `--out`. Returns every table, keyed by model."""
     from ntk.chapters import _cli
 
-    p = _cli.parser("Depth transfer: SP vs muP vs depth-muP vs CompleteP, residual MLP and GPT.")
+    p = _cli.parser(
+        "Depth transfer: per-layer SP vs muP vs depth-muP vs CompleteP, residual MLP and GPT."
+    )
     p.add_argument("--models", nargs="+", choices=("mlp", "gpt"), default=["mlp", "gpt"])
     _cli.add_int_list(p, "--depths", [2, 4, 8, 16], "depths of the MLP transfer sweep")
     _cli.add_int_list(p, "--gpt-depths", [2, 4, 8, 16], "depths of the GPT transfer sweep")
@@ -382,7 +386,7 @@ def plot_joint(joint: pd.DataFrame):
         sub = joint[joint["parametrization"] == p]
         for d, g in sub.groupby("depth"):
             ax.plot(g["width"], g["log2_lr_opt"], marker="o", label=f"L = {d}")
-        ax.set(xscale="log", xlabel="width", title=p)
+        ax.set(xscale="log", xlabel="width", title=LABELS.get(p, p))
         ax.set_xscale("log", base=2)
     axes[0].set_ylabel("optimal log2 lr")
     axes[-1].legend(fontsize=8)

@@ -1,6 +1,8 @@
 """The speedrun options of the GPT: off by default (bitwise), sliding windows (FlexAttention =
 masked SDPA), the window schedule, muP roles of the new weights, bad input."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from ntk.lm.parametrize import gpt_layers, gpt_recipe
 from ntk.lm.speedrun import truncate_rope, value_embed_blocks
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+ROOT = Path(__file__).resolve().parents[2]
 
 SPEEDRUN = dict(
     mlp="relu2",
@@ -168,3 +171,33 @@ def test_flex_refuses_a_cpu_backward_and_set_window_checks():
         model(torch.randint(0, 11, (1, 16)))
     with pytest.raises(ValueError, match="window"):
         model.set_window(17)
+
+
+def test_speedrun_config_trains_with_a_growing_window_and_resumes_bitwise(corpus_file, tmp_path):
+    from ntk.lm.config import load_runs
+    from ntk.lm.train import train
+    from tests.lm.test_checkpoint import same_run
+
+    def config(out: str, *extra: str):
+        overrides = [
+            f"data.path={corpus_file}",
+            "data.eval_tokens=1024",
+            "train.tokens=8192",  # 16 steps of 512 tokens, windows 16 to 64
+            "train.tokens_per_step=512",
+            "train.eval_every=8",
+            "optim.warmup_tokens=1024",
+            "checkpoint.every=4",
+            "ema.enabled=true",
+            "log.progress=false",
+            f"log.out_dir={tmp_path / out}",
+            *extra,
+        ]
+        ((_, cfg),) = load_runs(ROOT / "configs" / "speedrun_small.yaml", overrides)
+        return cfg
+
+    ref = config("ref")
+    assert [ref.window_at(s) for s in (0, 4, 8, 12, 16)] == [16, 32, 48, 64, 64]
+    train(ref)
+    train(config("part", "train.stop_step=7"))
+    train(config("part"))  # resumes from step 7's checkpoint with the window of step 7
+    same_run(tmp_path / "ref", tmp_path / "part")

@@ -68,7 +68,7 @@ from ntk.chapters.speedrun_gpt import (
     transfer_sweep,
 )
 from ntk.lm.attention import causal_attention, window_at
-from ntk.lm.model import GPT, GPTConfig
+from ntk.lm.model import GPTConfig
 from ntk.lm.parametrize import gpt_recipe
 from ntk.scaling.sweep import optima, summarize
 
@@ -170,7 +170,7 @@ cc = coord_claims(fits, checked)
 assert cc["mup_groups"] == 15, cc  # every group: the 10 of notebook 09 and 5 new ones
 assert cc["mup_max_abs"] <= 0.1, cc  # muP: every group (value path, skips, logits) flat
 assert cc["sp_min"] >= 0.5, cc  # global-lr SP: residual stream and logits grow
-for rule, group in BROKEN.items():
+for rule in BROKEN:
     assert cc["broken"][rule] >= 0.2, (rule, cc)  # its own group leaves +-0.1, with margin
 print(
     f"PASS: muP's exponents within +-0.1 in all 15 groups at steps {checked}; "

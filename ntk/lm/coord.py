@@ -11,8 +11,9 @@ The modules recorded, by group (`GROUPS`): the embedding output, each block's q,
 projections, its attention logits s q.k (recorded by `coord_check` from the arguments of the
 `F.scaled_dot_product_attention` call, `ntk.scaling.attention_logits`: the fused attention
 never returns them), the attention output projection, the MLP's up
-and down projections, the residual stream after each block, and the readout's logits; with the speedrun options also the value-embedding tables, the
-value mix g v + e ve, the x0 term mu x0, the U-Net skip terms u x_skip and the capped logits.
+and down projections, the residual stream after each block, and the readout's logits; with
+the speedrun options (`ntk.lm.speedrun`) also the value-embedding tables, the value mix
+g v + e ve, the x0 term mu x0, the U-Net skip terms u x_skip and the capped logits.
 Parametrized layers are recorded through their `ScaledModule` wrapper, whose output is the
 effective one (multiplier included).
 

@@ -233,6 +233,7 @@ def base_sweep(scale: Scale, *, workers: int = 2) -> pd.DataFrame:
         seeds=scale.seeds,
         parametrizations=("mup",),
         workers=workers,
+        progress=False,
     )
 
 

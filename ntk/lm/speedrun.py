@@ -82,6 +82,24 @@ def check_options(prefix: str, options: object, n_layer: int, block_size: int | 
     check_choice(f"{prefix}attn_impl", options.attn_impl, IMPLS)
 
 
+OPTIONS = {
+    "mlp": "gelu",
+    "norm": "layernorm",
+    "qk_norm": False,
+    "rope_truncate": 0.0,
+    "value_embeds": 0,
+    "unet_skips": False,
+    "x0_mix": False,
+    "logit_softcap": None,
+    "attn_window": None,
+}  # field -> its "off" value (attn_impl only picks a kernel)
+
+
+def active_options(config: object) -> list[str]:
+    """The speedrun fields of `config` set away from the plain GPT."""
+    return [key for key, off in OPTIONS.items() if getattr(config, key) != off]
+
+
 def value_embed_blocks(n_layer: int, k: int) -> dict[int, int]:
     """block -> value-embedding table: tables 0..k-1 in the first k blocks, again in the last k."""
     return {**{j: j for j in range(k)}, **{n_layer - k + j: j for j in range(k)}}

@@ -201,3 +201,11 @@ def test_speedrun_config_trains_with_a_growing_window_and_resumes_bitwise(corpus
     train(config("part", "train.stop_step=7"))
     train(config("part"))  # resumes from step 7's checkpoint with the window of step 7
     same_run(tmp_path / "ref", tmp_path / "part")
+
+
+def test_neox_export_refuses_the_speedrun_block():
+    from ntk.lm.hf import neox_config
+
+    pytest.importorskip("transformers")
+    with pytest.raises(ValueError, match="GPT-NeoX has no speedrun block.*qk_norm"):
+        neox_config(tiny(qk_norm=True))

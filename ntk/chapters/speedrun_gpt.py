@@ -7,30 +7,30 @@ CPU cores; `python -m ntk.chapters.speedrun_gpt` runs `FULL` (the issue's grids:
 
 The runs are the project's: `ntk.lm.coord.gpt_coord_check` (coordinate checks, here with one
 muP rule of a new component switched off at a time through `broken_build`),
-`ntk.lm.transfer.train_run` under `ntk.scaling.sweep.lr_sweep` (learning-rate transfer, bf16
-autocast) and `curve_run` (validation loss against tokens and seconds, nanoGPT block against
-speedrun block). The GPT options are `SPEEDRUN` (`ntk.lm.speedrun`).
+`ntk.lm.transfer.train_run` (learning-rate transfer, run and read by chapter 09's
+`transfer_sweep` and `transfer_claims`; bf16 autocast) and `curve_run` (validation loss
+against tokens and seconds, nanoGPT block against speedrun block). The GPT options are
+`SPEEDRUN` (`ntk.lm.speedrun`).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import pandas as pd
 import torch
 
 from ntk.chapters import _cli
+from ntk.chapters.mup_transformer import transfer_claims, transfer_sweep
 from ntk.lm.coord import fit_groups, gpt_coord_check
 from ntk.lm.data import eval_batches, sample_batch
 from ntk.lm.speedrun import Scalar
 from ntk.lm.step import evaluate, train_step
-from ntk.lm.transfer import BITS, LMSetup, build, corpus, schedule, train_run, wider_is_better
-from ntk.scaling.sweep import lr_drift, lr_sweep, optima, summarize
+from ntk.lm.transfer import BITS, LMSetup, build, corpus, schedule, train_run
+from ntk.scaling.sweep import lr_sweep, optima
 
 # every speedrun option on; the window is half the block (sliding, not plain causal)
 SPEEDRUN = dict(
@@ -210,19 +210,6 @@ def coord_claims(fits: pd.DataFrame, steps: Sequence[int]) -> dict:
 
 
 # ---- learning-rate transfer -----------------------------------------------------------------
-def transfer_sweep(scale: Scale, *, workers: int = 2, progress: bool = False) -> pd.DataFrame:
-    """`lr_sweep` of `train_run` (the speedrun GPT) over the scale's grid, SP and muP."""
-    return lr_sweep(
-        functools.partial(train_run, setup=scale.transfer),
-        log2_lrs=scale.log2_lrs,
-        widths=scale.widths,
-        seeds=scale.seeds,
-        parametrizations=("sp", "mup"),
-        workers=workers,
-        progress=progress,
-    )
-
-
 def base_sweep(scale: Scale, *, workers: int = 2) -> pd.DataFrame:
     """muP `lr_sweep` of the nanoGPT block (no speedrun option) at the narrowest width only:
     its transferred learning rate for `compare_blocks`."""
@@ -234,25 +221,6 @@ def base_sweep(scale: Scale, *, workers: int = 2) -> pd.DataFrame:
         parametrizations=("mup",),
         workers=workers,
         progress=False,
-    )
-
-
-def transfer_claims(results: pd.DataFrame) -> dict:
-    """drift_steps per parametrization (range of the optimal log2 lr over widths, in grid
-    steps), the transferred log2 lr (the narrowest muP model's optimum), the muP losses there
-    per width and margin_se = (narrowest - widest) / their combined standard error."""
-    opt = optima(results, n_boot=200, seed=0)
-    step = float(np.diff(sorted(results["log2_lr"].unique())).max())
-    mup_opt = opt[opt["parametrization"] == "mup"].set_index("width")["log2_lr_opt"]
-    transferred = float(mup_opt.loc[mup_opt.index.min()])
-    at = wider_is_better(summarize(results), transferred)
-    first, last = at.iloc[0], at.iloc[-1]
-    return dict(
-        optima=opt,
-        drift_steps=(lr_drift(opt) / step).to_dict(),
-        transferred=transferred,
-        at_transfer=at,
-        margin_se=float((first["mean"] - last["mean"]) / math.hypot(first.stderr, last.stderr)),
     )
 
 

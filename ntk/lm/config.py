@@ -55,18 +55,7 @@ from ntk.lm.tokenizers import KINDS as TOKENIZERS
 from ntk.registry import WIDTH_RULES
 from ntk.scaling.abc_rules import LR_RULES
 
-SPEEDRUN_KEYS = (
-    "mlp",
-    "norm",
-    "qk_norm",
-    "rope_truncate",
-    "value_embeds",
-    "unet_skips",
-    "x0_mix",
-    "logit_softcap",
-    "attn_window",
-    "attn_impl",
-)
+SPEEDRUN_KEYS = (*speedrun.OPTIONS, "attn_impl")  # the GPTConfig fields ModelSection repeats
 TOKENS = {"tokens": True}  # field metadata: a token count, int or "2M"
 
 

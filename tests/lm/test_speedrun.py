@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ntk.chapters.speedrun_gpt import SPEEDRUN as CHAPTER_OPTIONS
 from ntk.lm.attention import causal_attention, window_at, window_mask
 from ntk.lm.model import GPT, GPTConfig, apply_rope, cached_rotation
 from ntk.lm.parametrize import gpt_layers, gpt_recipe
@@ -15,17 +16,7 @@ from ntk.lm.speedrun import truncate_rope, value_embed_blocks
 pytestmark = pytest.mark.usefixtures("single_thread")
 ROOT = Path(__file__).resolve().parents[2]
 
-SPEEDRUN = dict(
-    mlp="relu2",
-    norm="rms",
-    qk_norm=True,
-    rope_truncate=0.5,
-    value_embeds=1,
-    unet_skips=True,
-    x0_mix=True,
-    logit_softcap=15.0,
-    attn_window=8,
-)
+SPEEDRUN = {**CHAPTER_OPTIONS, "attn_window": 8}  # every option on, chapter 13's
 
 
 def tiny(**kw) -> GPTConfig:

@@ -28,10 +28,10 @@
 # turn), learning-rate transfer, bf16 autocast against float32, and whether the speedrun block
 # pays on this corpus at all.
 #
-# It runs in about 60 s on an idle 2-core CPU. **Cut to fit that** (the issue's grids in brackets;
-# `python -m ntk.chapters.speedrun_gpt` runs them): coordinate check widths 64-512 with
-# 2 seeds [3], 6 steps, checked at steps 5-6 [5-8]; transfer widths 16 and 64 [32-256],
-# 5 learning rates [8+], 2 seeds [3], 40 steps; precision and block comparison 40-step runs
+# It runs in about 50 s on an idle 2-core CPU. **Cut to fit that** (the issue's grids in
+# brackets; `python -m ntk.chapters.speedrun_gpt` runs them): coordinate check widths 64-512,
+# 3 seeds, 6 steps, checked at steps 5-6 [5-8]; transfer widths 16 and 64 [32-256], 5
+# learning rates [8+], 2 seeds [3], 40 steps; precision and block comparison 40-step runs
 # [200], 2 seeds [3].
 
 # %%
@@ -150,8 +150,8 @@ print("PASS: value embeddings are embedding layers, scalars stay at the base lr,
 # `ntk.lm.coord.gpt_coord_check`: each width trains a few AdamW steps (constant lr $2^{-5}$)
 # on one fixed batch of the character corpus; per module group we fit mean $|h_t - h_0|$
 # $\propto n^e$ and average $e$ over the blocks. Widths 64 to 512, base 64, 2 blocks of 4
-# heads (heads widen, so the attention scale matters), window 8 of 16. Besides SP (one lr)
-# and muP, three muP variants switch off one rule of a new component each:
+# heads (heads widen, so the attention scale matters), window 8 of 16, 3 seeds. Besides SP
+# (one lr) and muP, three muP variants switch off one rule of a new component each:
 #
 # - value-embedding lr $\propto 1/m$: a hidden matrix's rule for the tables;
 # - scalar-gate lr $\propto 1/m$: the same for the scalars ($\lambda, \mu, g, e, u$);

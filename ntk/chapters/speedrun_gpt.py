@@ -80,7 +80,7 @@ NOTEBOOK = Scale(
     coord_log2_lr=-5.0,
     coord_steps=6,
     coord_checked_steps=(5, 6),
-    coord_seeds=(0, 1),
+    coord_seeds=(0, 1, 2),
     coord_batch_size=4,
     transfer=speedrun_setup(
         8, level="word", n_layer=2, n_head=2, block_size=16, steps=40, warmup=4, base_width=16

@@ -19,7 +19,8 @@ arXiv:2408.00118), untied embedding and readout, sliding-window attention
 
 Left out, and why: Muon (its own issue), the FP8 readout matmul (needs a GPU), document masks
 (the corpus here has no documents), the long/short window alternation across blocks, the
-attention-free block 7, the merged qkv matrix (muP zero-initializes the query alone), the
+attention-free block 7, the scalar on v in blocks without a value embedding, the merged qkv
+matrix (muP zero-initializes the query alone), the
 fixed attention scale 0.12 and the 0.5 init scale (the parametrization sets both), the shift
 of the cap to 30 sigmoid(z / 7.5) (= 15 tanh(z / 15) + 15: the same softmax) and the norm of
 the embedding output.

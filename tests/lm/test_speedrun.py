@@ -200,3 +200,21 @@ def test_neox_export_refuses_the_speedrun_block():
     pytest.importorskip("transformers")
     with pytest.raises(ValueError, match="GPT-NeoX has no speedrun block.*qk_norm"):
         neox_config(tiny(qk_norm=True))
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.attn_window=0", "model.attn_window"),
+        ("model.attn_window=65", "model.attn_window"),
+        ("model.rope_truncate=2", "model.rope_truncate"),
+        ("model.value_embeds=3", "model.value_embeds"),
+        ("model.logit_softcap=0", "model.logit_softcap"),
+        ("model.attn_window_start=128", "model.attn_window_start"),
+    ],
+)
+def test_bad_yaml_options_name_the_key(override, key):
+    from ntk.lm.config import load_runs
+
+    with pytest.raises((ValueError, TypeError), match=key):
+        load_runs(ROOT / "configs" / "speedrun_small.yaml", [override])

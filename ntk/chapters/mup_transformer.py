@@ -24,7 +24,7 @@ import pandas as pd
 
 from ntk.chapters import _cli
 from ntk.lm.coord import HIDDEN, fit_groups, gpt_coord_check
-from ntk.lm.transfer import LMSetup, train_run, wider_is_better
+from ntk.lm.transfer import LMSetup, build, train_run, wider_is_better
 from ntk.scaling.coord_check import plot_coord_check
 from ntk.scaling.sweep import lr_drift, lr_sweep, optima, plot_transfer, summarize
 
@@ -152,8 +152,8 @@ def broken_attention_check(scale: Scale) -> pd.DataFrame:
     scale, which stays 1/sqrt(d) (`attention_scale="keep"`). The heads widen with n (fixed
     n_head), so once q and k align their dot product grows like d ~ n and the logits like
     sqrt(n); only the attention-logit group should leave muP's flat band."""
-    options = dict(attention_scale="keep")
-    return _coord_run(scale, "mup", options=options, label=BROKEN_ATTENTION)
+    broken = functools.partial(build, attention_scale="keep")
+    return _coord_run(scale, "mup", build_fn=broken).assign(parametrization=BROKEN_ATTENTION)
 
 
 def coord_exponents(df: pd.DataFrame) -> pd.DataFrame:

@@ -46,6 +46,8 @@ from ntk._checks import (
     check_positive,
     check_positive_int,
 )
+from ntk.lm import speedrun
+from ntk.lm.attention import check_window, window_at
 from ntk.lm.model import GPTConfig
 from ntk.lm.parametrize import GPTRecipe, gpt_recipe
 from ntk.lm.progressive import ProgressiveSchedule, parse_schedule, parse_tokens
@@ -53,6 +55,7 @@ from ntk.lm.tokenizers import KINDS as TOKENIZERS
 from ntk.registry import WIDTH_RULES
 from ntk.scaling.abc_rules import LR_RULES
 
+SPEEDRUN_KEYS = (*speedrun.OPTIONS, "attn_impl")  # the GPTConfig fields ModelSection repeats
 TOKENS = {"tokens": True}  # field metadata: a token count, int or "2M"
 
 
@@ -68,6 +71,20 @@ class ModelSection:
     tie_embeddings: bool = False
     bias: bool = False
     rope_base: float = 10000.0
+    # speedrun options (GPTConfig's, `ntk.lm.speedrun`), off by default
+    mlp: str = "gelu"
+    norm: str = "layernorm"
+    qk_norm: bool = False
+    rope_truncate: float = 0.0
+    value_embeds: int = 0
+    unet_skips: bool = False
+    x0_mix: bool = False
+    logit_softcap: float | None = None
+    attn_window: int | None = None
+    attn_impl: str = "auto"
+    # the speedrun's growing window: attn_window_start at step 0 up to attn_window at the
+    # end, in multiples of attn_window_start (`ntk.lm.attention.window_at`); None: constant
+    attn_window_start: int | None = None
 
 
 @dataclass
@@ -188,6 +205,14 @@ class RunConfig:
         """ceil(train.tokens / train.tokens_per_step)."""
         return -(-self.train.tokens // self.train.tokens_per_step)
 
+    def window_at(self, step: int) -> int | None:
+        """The attention window at `step` under model.attn_window_start's schedule, else None."""
+        m = self.model
+        if m.attn_window_start is None:
+            return None
+        start = m.attn_window_start
+        return window_at(step, self.total_steps, start, m.attn_window, multiple=start)
+
     @property
     def warmup_steps(self) -> int:
         return self.optim.warmup_tokens // self.train.tokens_per_step
@@ -232,6 +257,11 @@ def _validate_model(m: ModelSection) -> None:
         check_positive_int("model.block_size", m.block_size)
     if check_positive("model.rope_base", m.rope_base) <= 1:
         raise ValueError(f"model.rope_base must be > 1, got {m.rope_base}")
+    speedrun.check_options("model.", m, m.n_layer, m.block_size)
+    if m.attn_window_start is not None:
+        if m.attn_window is None:
+            raise ValueError("model.attn_window_start needs model.attn_window (the final window)")
+        check_window("model.attn_window_start", m.attn_window_start, m.attn_window)
 
 
 def _validate_parametrization(p: ParametrizationSection, m: ModelSection) -> None:
@@ -323,6 +353,7 @@ def build_model(config: RunConfig, vocab_size: int) -> GPTRecipe:
         tie_embeddings=m.tie_embeddings,
         bias=m.bias,
         rope_base=m.rope_base,
+        **{key: getattr(m, key) for key in SPEEDRUN_KEYS},
     )
     return gpt_recipe(
         gpt_config,

@@ -11,7 +11,9 @@ The modules recorded, by group (`GROUPS`): the embedding output, each block's q,
 projections, its attention logits s q.k (recorded by `coord_check` from the arguments of the
 `F.scaled_dot_product_attention` call, `ntk.scaling.attention_logits`: the fused attention
 never returns them), the attention output projection, the MLP's up
-and down projections, the residual stream after each block, and the readout's logits.
+and down projections, the residual stream after each block, and the readout's logits; with
+the speedrun options (`ntk.lm.speedrun`) also the value-embedding tables, the value mix
+g v + e ve, the x0 term mu x0, the U-Net skip terms u x_skip and the capped logits.
 Parametrized layers are recorded through their `ScaledModule` wrapper, whose output is the
 effective one (multiplier included).
 
@@ -22,7 +24,7 @@ step 0 at every width: there is nothing to fit, and `fit_groups` leaves step 0 o
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,7 @@ import torch
 
 from ntk._checks import check_positive_int
 from ntk.lm.data import eval_batches
+from ntk.lm.model import GPT
 from ntk.lm.step import lm_loss
 from ntk.lm.transfer import LMSetup, build, corpus
 from ntk.scaling.coord_check import coord_check, fit_exponents
@@ -47,7 +50,17 @@ GROUPS = {
     r"blocks\.\d+": "residual stream",
     r"lm_head": "readout (logits)",
 }
-HIDDEN = [g for g in GROUPS.values() if g not in ("embedding", "readout (logits)")]
+# the speedrun options' modules (ntk.lm.speedrun), recorded when the model has them
+SPEEDRUN_GROUPS = {
+    r"value_embeds\.\d+": "value embedding",
+    r"blocks\.\d+\.attn\.value_mix": "value mix",
+    r"blocks\.\d+\.x0_mix\.b": "x0 term",
+    r"skips\.\d+": "skip terms",
+    r"softcap": "capped logits",
+}
+GROUPS |= SPEEDRUN_GROUPS
+OUTER = ("embedding", "readout (logits)", "value embedding", "capped logits")
+HIDDEN = [g for g in GROUPS.values() if g not in OUTER]
 
 
 def group_of(module: str) -> str | None:
@@ -64,17 +77,16 @@ def gpt_coord_check(
     steps: int = 3,
     seeds: Sequence[int] = (0, 1, 2),
     batch_size: int = 16,
-    options: dict | None = None,
-    label: str | None = None,
+    build_fn: Callable[..., tuple[GPT, torch.optim.Optimizer]] = build,
 ) -> pd.DataFrame:
     """`coord_check` of the GPT under "sp" (one global lr) or "mup": a tidy table with a
     `group` column added (see `ntk.scaling.coord_check.coord_check` for the others).
 
     Every width trains `steps` AdamW updates at the constant learning rate `lr` (no schedule)
     on one fixed batch of `batch_size` validation windows; `setup` gives the shape (depth,
-    heads, block size, base width, weight decay, betas). `options` go to the parametrization
-    (e.g. attention_scale="keep": muP with 1/sqrt(d) attention, a deliberately broken muP);
-    `label` names the run in the `parametrization` column (default: `parametrization`).
+    heads, block size, base width, weight decay, betas, GPT options). `build_fn` (arguments as
+    `ntk.lm.transfer.build`'s) makes each width's model and optimizer, e.g. with one muP rule
+    switched off.
     """
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
@@ -83,7 +95,7 @@ def gpt_coord_check(
 
     def make(width: int):
         seed = torch.initial_seed()  # coord_check seeds torch right before this call
-        return build(parametrization, width, lr, seed, setup, options)
+        return build_fn(parametrization, width, lr, seed, setup)
 
     df = coord_check(
         make,
@@ -95,7 +107,7 @@ def gpt_coord_check(
         modules=lambda name: group_of(name) is not None,
         attention_logits=True,
     )
-    return df.assign(group=df["module"].map(group_of), parametrization=label or parametrization)
+    return df.assign(group=df["module"].map(group_of), parametrization=parametrization)
 
 
 def fit_groups(df: pd.DataFrame) -> pd.DataFrame:

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from ntk._checks import check_positive, check_positive_int
+from ntk.lm import speedrun
 from ntk.lm.model import GPT, GPTConfig
 from ntk.scaling.config import ParametrizationConfig
 from ntk.scaling.export import export_state_dict, unfold
@@ -109,6 +110,11 @@ def neox_config(config: GPTConfig) -> Any:
     """The `GPTNeoXConfig` of the same architecture (module docstring)."""
     from transformers import GPTNeoXConfig
 
+    if speedrun.active_options(config):
+        raise ValueError(
+            "GPT-NeoX has no speedrun block: export a GPT without the GPTConfig options "
+            f"{speedrun.active_options(config)}"
+        )
     n_head, _ = config.heads
     return GPTNeoXConfig(
         vocab_size=config.vocab_size,

@@ -33,6 +33,11 @@ CPU), never with a device-to-host sync. q, k, v stay three matmuls: one fused (C
 would be a little faster but would give the three matrices one learning rate and one spectral
 row, and change every stored result's float rounding.
 
+Speedrun options (`GPTConfig` fields after norm_eps, all off by default: the plain model is
+unchanged): the modded-nanogpt block of `ntk.lm.speedrun` (ReLU^2, gain-free RMSNorm, QK-norm,
+half-truncated RoPE, value embeddings, U-Net skips, x0 mixing, logit soft-cap) and
+sliding-window attention (`ntk.lm.attention`, FlexAttention or masked SDPA).
+
 Defaults follow the engine's standard parametrization at std_prefactor 1: embedding N(0, 1),
 every other weight N(0, 1/fan_in), biases zero. There is no dropout.
 """
@@ -47,6 +52,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ntk._checks import check_bool, check_nonnegative, check_positive, check_positive_int
+from ntk.lm import speedrun
+from ntk.lm.attention import causal_attention, check_window
 
 
 @dataclass
@@ -66,6 +73,22 @@ class GPTConfig:
         bias: biases in the Linear layers and norms (GPT-2 has them; nanoGPT suggests not).
         rope_base: base of the rotary frequencies theta_i = rope_base^(-2i / head_dim).
         norm_eps: epsilon of the LayerNorms.
+
+    Speedrun options (`ntk.lm.speedrun`; defaults: the plain nanoGPT block):
+        mlp: "gelu" or "relu2" (ReLU^2).
+        norm: "layernorm" or "rms" (RMSNorm without gain, every norm of the model).
+        qk_norm: RMS-normalize queries and keys (no gain) before RoPE.
+        rope_truncate: fraction in [0, 1] of the RoPE frequency pairs (the lowest) held at
+            zero angle (the speedrun: 0.5).
+        value_embeds: k value-embedding tables mixed into v of the first k and last k blocks
+            (2k <= n_layer).
+        unet_skips: add the outputs of the first n_layer // 2 blocks to the inputs of the
+            last ones, in reverse order, with learnable scalar weights.
+        x0_mix: each block's input becomes lam x + mu x0 (x0 the embedding output).
+        logit_softcap: c of the logits' soft-cap c tanh(z / c); None for none.
+        attn_window: sliding attention window (1..block_size); None: full causal attention.
+            `GPT.set_window` changes it during training (`ntk.lm.attention.window_at`).
+        attn_impl: "auto", "flex" (FlexAttention) or "sdpa" (explicit mask).
     """
 
     vocab_size: int = 256
@@ -78,6 +101,17 @@ class GPTConfig:
     bias: bool = False
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
+    # speedrun options (ntk.lm.speedrun), off by default; checked by speedrun.check_options
+    mlp: str = "gelu"
+    norm: str = "layernorm"
+    qk_norm: bool = False
+    rope_truncate: float = 0.0
+    value_embeds: int = 0
+    unet_skips: bool = False
+    x0_mix: bool = False
+    logit_softcap: float | None = None
+    attn_window: int | None = None
+    attn_impl: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_embd"):
@@ -105,6 +139,7 @@ class GPTConfig:
         check_positive("GPTConfig.norm_eps", self.norm_eps)
         if check_positive("GPTConfig.rope_base", self.rope_base) <= 1:
             raise ValueError(f"GPTConfig.rope_base must be > 1, got {self.rope_base}")
+        speedrun.check_options("GPTConfig.", self, self.n_layer, self.block_size)
 
     @property
     def heads(self) -> tuple[int, int]:
@@ -181,7 +216,7 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with rotary positions (Vaswani et al. 2017, sec. 3.2)."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, value_embed: bool = False) -> None:
         super().__init__()
         C = config.n_embd
         self.n_head, self.head_dim = config.heads
@@ -193,15 +228,25 @@ class CausalSelfAttention(nn.Module):
         # muP: a plain float that a parametrization may overwrite (muP: 1/head_dim scaling,
         # anchored to 1/sqrt(head_dim) at the base width); forward reads it at every call
         self.softmax_scale = 1.0 / math.sqrt(self.head_dim)
+        self.qk_norm, self.impl = config.qk_norm, config.attn_impl
+        self.window = config.attn_window  # a plain int, changed by GPT.set_window
+        # muP: g v + e ve, scalars (rest group); only in blocks given a value embedding
+        self.value_mix = speedrun.Mix(0.5, 0.5) if value_embed else None
 
-    def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rotation: Tensor, ve: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
         H, D = self.n_head, self.head_dim
-        q = apply_rope(self.q(x).view(B, T, H, D), rotation).transpose(1, 2)  # (B, H, T, D)
-        k = apply_rope(self.k(x).view(B, T, H, D), rotation).transpose(1, 2)  # (B, H, T, D)
-        v = self.v(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        q, k = self.q(x).view(B, T, H, D), self.k(x).view(B, T, H, D)
+        if self.qk_norm:  # muP: |q| = |k| = sqrt(D): the 1/D scale keeps aligned logits O(1)
+            q, k = F.rms_norm(q, (D,)), F.rms_norm(k, (D,))
+        q = apply_rope(q, rotation).transpose(1, 2)  # (B, H, T, D)
+        k = apply_rope(k, rotation).transpose(1, 2)  # (B, H, T, D)
+        v = self.v(x).view(B, T, H, D)
+        if ve is not None:
+            v = self.value_mix(v, ve.view(B, T, H, D))
+        v = v.transpose(1, 2)  # (B, H, T, D)
         # muP: the logits q.k are scaled by softmax_scale, set from outside
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale)
+        y = causal_attention(q, k, v, scale=self.softmax_scale, window=self.window, impl=self.impl)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): heads side by side
         return self.o(y)
 
@@ -214,24 +259,31 @@ class MLP(nn.Module):
         self.up = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         # muP: fan-in 4C, a hidden layer whose width ratio is that of n_embd
         self.down = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.act = speedrun.relu2 if config.mlp == "relu2" else F.gelu
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(F.gelu(self.up(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        return self.down(self.act(self.up(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
 
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, value_embed: bool = False) -> None:
         super().__init__()
         # muP: norm gains and biases are vector-like: width-independent init and lr
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+        self.ln_1 = speedrun.make_norm(config)
+        self.attn = CausalSelfAttention(config, value_embed)
+        self.ln_2 = speedrun.make_norm(config)
         self.mlp = MLP(config)
+        # muP: lam x + mu x0, scalars (rest group)
+        self.x0_mix = speedrun.Mix(1.0, 0.0) if config.x0_mix else None
 
-    def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x), rotation)  # (B, T, C)
+    def forward(
+        self, x: Tensor, rotation: Tensor, x0: Tensor | None = None, ve: Tensor | None = None
+    ) -> Tensor:
+        if self.x0_mix is not None:
+            x = self.x0_mix(x, x0)  # (B, T, C)
+        x = x + self.attn(self.ln_1(x), rotation, ve)  # (B, T, C)
         return x + self.mlp(self.ln_2(x))  # (B, T, C)
 
 
@@ -245,15 +297,30 @@ class GPT(nn.Module):
         self.config = config
         # muP: the embedding is an "embedding" layer (input of finite size vocab, output width C)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+        self.ve_of = speedrun.value_embed_blocks(config.n_layer, config.value_embeds)
+        self.blocks = nn.ModuleList(Block(config, i in self.ve_of) for i in range(config.n_layer))
+        self.ln_f = speedrun.make_norm(config)
         # muP: the readout (fan-in C): its effective weight must shrink like 1/C, e.g. through
         # an output multiplier base_width / C
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             # muP: one (vocab, C) matrix in both roles, embedding and readout
             self.lm_head.weight = self.wte.weight
+        self._add_speedrun_modules(config)
         self.reset_parameters()
+
+    def _add_speedrun_modules(self, config: GPTConfig) -> None:
+        """Value-embedding tables, U-Net skip weights and the soft-cap, when configured."""
+        if config.value_embeds:
+            # muP: lookups vocab -> width, "embedding" role like wte (ntk.lm.parametrize)
+            self.value_embeds = nn.ModuleList(
+                nn.Embedding(config.vocab_size, config.n_embd) for _ in range(config.value_embeds)
+            )
+        if config.unet_skips:
+            # muP: scalars (rest group); skip i feeds decoder block i from encoder block -1-i
+            self.skips = nn.ModuleList(speedrun.Scalar(1.0) for _ in range(config.n_layer // 2))
+        if config.logit_softcap is not None:
+            self.softcap = speedrun.SoftCap(config.logit_softcap)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -269,10 +336,12 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, std=module.in_features**-0.5)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
+            elif isinstance(module, (nn.LayerNorm, speedrun.Scalar)):
                 module.reset_parameters()
         std = self.config.n_embd**-0.5 if self.config.tie_embeddings else 1.0
         nn.init.normal_(self.wte.weight, std=std)
+        for table in getattr(self, "value_embeds", ()):
+            nn.init.normal_(table.weight, std=1.0)  # as the untied wte
 
     def forward(self, idx: Tensor) -> Tensor:
         """Logits (B, T, vocab_size) of the next token at every position of idx (B, T)."""
@@ -280,9 +349,33 @@ class GPT(nn.Module):
         x = self.wte(idx)  # (B, T, C)
         cfg = self.config
         rotation = cached_rotation(idx.shape[1], cfg.heads[1], cfg.rope_base, idx.device, x.dtype)
+        if cfg.rope_truncate or cfg.value_embeds or cfg.unet_skips or cfg.x0_mix:
+            x = self._speedrun_blocks(idx, x, speedrun.truncate_rope(rotation, cfg.rope_truncate))
+        else:
+            for block in self.blocks:
+                x = block(x, rotation)  # (B, T, C)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        return logits if cfg.logit_softcap is None else self.softcap(logits)
+
+    def _speedrun_blocks(self, idx: Tensor, x: Tensor, rotation: Tensor) -> Tensor:
+        """The blocks with value embeddings, U-Net skips and x0 mixing (the options set)."""
+        x0, ves = x, [table(idx) for table in getattr(self, "value_embeds", ())]
+        skips, half = [], len(self.blocks) // 2
+        first_decoder = len(self.blocks) - half  # an odd middle block gets no skip
+        for i, block in enumerate(self.blocks):
+            if self.config.unet_skips and i >= first_decoder:
+                x = x + self.skips[i - first_decoder](skips.pop())  # (B, T, C)
+            ve = ves[self.ve_of[i]] if i in self.ve_of else None
+            x = block(x, rotation, x0, ve)  # (B, T, C)
+            if i < half:
+                skips.append(x)
+        return x
+
+    def set_window(self, window: int | None) -> None:
+        """Set every attention's sliding window (None: full causal), e.g. from a schedule."""
+        check_window("window", window, self.config.block_size)
         for block in self.blocks:
-            x = block(x, rotation)  # (B, T, C)
-        return self.lm_head(self.ln_f(x))  # (B, T, vocab)
+            block.attn.window = window
 
     def _check_input(self, idx: Tensor) -> None:
         if not isinstance(idx, Tensor):

@@ -18,6 +18,12 @@ muTransfer experiments mean it, is global-lr SP: the standard init with ONE lear
 every parameter, the engine's lr_rule "global" (a, b of the rule, c = 0:
 `parametrize(..., "sp", lr_rule="global")`).
 
+The speedrun options (`ntk.lm.speedrun`, which derives each rule): value-embedding tables are
+"embedding" layers like wte; the scalar gates (value mix, x0 mix, U-Net skips) have no width
+dimension and stay in the rest group at the base learning rate, as norm gains do; QK-norm and
+the gain-free RMSNorm have no weights; muP's attention scale sqrt(d0)/d stays right under
+QK-norm; the logit soft-cap acts on the wrapped readout's output, multiplier included.
+
 Weight decay. AdamW's decoupled decay (Loshchilov & Hutter 2019, arXiv:1711.05101) shrinks
 each weight by the factor 1 - lr_g wd_g per step. Under muP a hidden matrix's lr_g falls like
 1/m (m = n_embd / base_width); with one wd the decay per step, and the timescale
@@ -47,7 +53,7 @@ def gpt_layers(model: GPT) -> dict[str, str]:
     """Glob pattern on module names -> abc role, for `ParametrizationConfig.layers`."""
     if not isinstance(model, GPT):
         raise TypeError(f"model must be an ntk.lm.GPT, got {type(model).__name__}")
-    return {
+    layers = {
         "wte": "embedding",  # muP: vocab -> width
         "blocks.*.attn.q": "hidden",
         "blocks.*.attn.k": "hidden",
@@ -57,6 +63,9 @@ def gpt_layers(model: GPT) -> dict[str, str]:
         "blocks.*.mlp.down": "hidden",  # muP: fan-in 4 n_embd, width ratio that of n_embd
         "lm_head": "readout",  # muP: width -> vocab
     }
+    if model.config.value_embeds:
+        layers["value_embeds.*"] = "embedding"  # muP: vocab -> width, like wte
+    return layers
 
 
 def base_model(model: GPT, base_width: int) -> GPT:

@@ -345,6 +345,8 @@ def one_step(run: Run, ddp_model: nn.Module, phase: int) -> dict[str, Any]:
     share = B // run.procs.world
     rows = slice(run.procs.rank * share, (run.procs.rank + 1) * share)
     lr = run.config.optim.lr * run.scheduler.lr_lambdas[0](run.step)
+    if (window := run.config.window_at(run.step)) is not None:
+        run.model.set_window(window)  # the speedrun's growing attention window (from the step)
     run.timer.start()
     x, y = sample_batch(run.data.train, B, T, run.generator)
     batch = runtime.to_device((x[rows], y[rows]), run.procs.device)

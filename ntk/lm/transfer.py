@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 import torch
@@ -58,6 +58,9 @@ class LMSetup:
         betas: AdamW's betas.
         val_batches, val_batch_size: the fixed validation set (`eval_batches`), evenly spaced
             windows of the validation text.
+        gpt: further `GPTConfig` fields, e.g. the speedrun options (`ntk.lm.speedrun`).
+        autocast: "none" or "bf16" (bfloat16 forward, float32 weights and AdamW state:
+            `ntk.lm.runtime.autocast`), in training and evaluation.
     """
 
     level: str = "char"
@@ -72,6 +75,8 @@ class LMSetup:
     betas: tuple[float, float] = (0.9, 0.95)
     val_batches: int = 4
     val_batch_size: int = 64
+    gpt: dict = field(default_factory=dict)
+    autocast: str = "none"
 
     def __post_init__(self) -> None:
         check_choice("LMSetup.level", self.level, LEVELS)
@@ -85,6 +90,7 @@ class LMSetup:
         check_nonnegative("LMSetup.weight_decay", self.weight_decay)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"LMSetup.betas must be two numbers in [0, 1), got {self.betas}")
+        check_choice("LMSetup.autocast", self.autocast, ("none", "bf16"))
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -101,17 +107,11 @@ def _corpus(level: str, block_size: int) -> TextData:
 
 
 def build(
-    parametrization: str,
-    width: int,
-    lr: float,
-    seed: int,
-    setup: LMSetup,
-    options: dict | None = None,
+    parametrization: str, width: int, lr: float, seed: int, setup: LMSetup, **options
 ) -> tuple[GPT, torch.optim.Optimizer]:
     """A GPT of n_embd = `width`, initialized from `seed` and parametrized, and its AdamW.
 
-    `options` go to the parametrization (`ntk.lm.parametrize.parametrize`), e.g.
-    attention_scale="keep" for muP with its attention rule switched off."""
+    `options` go to `gpt_recipe` (the engine's, e.g. attention_scale="keep")."""
     check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     check_positive_int("width", width)
     check_positive("lr", lr)
@@ -121,6 +121,7 @@ def build(
         n_layer=setup.n_layer,
         n_embd=width,
         n_head=setup.n_head,
+        **setup.gpt,
     )
     rule = "global" if parametrization == "sp" else "abc"  # sp: one learning rate
     model, _, groups = gpt_recipe(
@@ -131,7 +132,7 @@ def build(
         lr_rule=rule,
         weight_decay=setup.weight_decay,
         seed=seed,
-        **(options or {}),
+        **options,
     )
     return model, torch.optim.AdamW(groups, betas=setup.betas)
 
@@ -155,12 +156,12 @@ def train_run(
     try:
         for step in range(setup.steps):
             batch = sample_batch(data.train, setup.batch_size, setup.block_size, generator)
-            train_step(model, optimizer, batch, step=step)
+            train_step(model, optimizer, batch, step=step, autocast=setup.autocast)
             scheduler.step()
     except TrainingDivergedError:
         return math.inf
     val = eval_batches(data.val, setup.val_batch_size, setup.block_size, setup.val_batches)
-    loss = evaluate(model, val) * BITS
+    loss = evaluate(model, val, setup.autocast) * BITS
     return loss if math.isfinite(loss) else math.inf
 
 

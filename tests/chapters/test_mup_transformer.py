@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ntk.chapters import mup_transformer as ch
-from ntk.lm.coord import GROUPS, HIDDEN
+from ntk.lm.coord import GROUPS, HIDDEN, SPEEDRUN_GROUPS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -89,7 +89,7 @@ def test_script_runs_both_experiments_and_writes_the_figures(tmp_path):
     out = ch.main(["--scale", "smoke", "--workers", "1", "--out", str(tmp_path)])
     assert {p.name for p in tmp_path.glob("*.png")} == {"09_coord_check.png", "09_mutransfer.png"}
     assert len(out["results"]) == 2 * 2 * 2 * 2  # parametrizations x widths x lrs x seeds
-    assert set(out["fits"]["group"]) == set(GROUPS.values())
+    assert set(out["fits"]["group"]) == set(GROUPS.values()) - set(SPEEDRUN_GROUPS.values())
 
 
 def test_zero_init_steps_reads_the_first_nonzero_step():

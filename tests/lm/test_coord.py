@@ -2,7 +2,16 @@
 
 import pytest
 
-from ntk.lm.coord import GROUPS, HIDDEN, fit_groups, gpt_coord_check, group_of, worst_exponents
+from ntk.lm.coord import (
+    GROUPS,
+    HIDDEN,
+    OUTER,
+    SPEEDRUN_GROUPS,
+    fit_groups,
+    gpt_coord_check,
+    group_of,
+    worst_exponents,
+)
 from ntk.lm.transfer import LMSetup
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -16,7 +25,9 @@ def test_group_of_names_every_recorded_module():
     assert group_of("blocks.0.mlp.down") == "mlp down"
     assert group_of("blocks.3") == "residual stream"
     assert group_of("blocks.0.ln_1") is None and group_of("ln_f") is None
-    assert len(HIDDEN) == len(GROUPS) - 2
+    assert group_of("value_embeds.0") == "value embedding" and group_of("skips.1") == "skip terms"
+    assert group_of("blocks.0.x0_mix.b") == "x0 term" and group_of("blocks.0.x0_mix.a") is None
+    assert len(HIDDEN) == len(GROUPS) - len(OUTER)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +38,7 @@ def records():
 
 def test_every_group_is_recorded_with_the_attention_logits(records):
     for df in records.values():
-        assert set(df["group"]) == set(GROUPS.values())
+        assert set(df["group"]) == set(GROUPS.values()) - set(SPEEDRUN_GROUPS.values())
         logits = df[df["group"] == "attention logits"]
         assert set(logits["module"]) == {"blocks.0.attn.attn_logits", "blocks.1.attn.attn_logits"}
 

@@ -80,8 +80,8 @@ from ntk.lm.run_log import (
 from ntk.lm.runs import stored_tokenizer
 from ntk.lm.step import evaluate, train_step
 from ntk.lm.tokenizers import Tokenizer, UnknownTokenError
-from ntk.scaling.parametrization import Parametrization
 from ntk.scaling.muon import build_optimizer
+from ntk.scaling.parametrization import Parametrization
 from ntk.scaling.spectral import SpectralMonitor
 from ntk.training import EMA
 

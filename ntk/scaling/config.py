@@ -128,9 +128,7 @@ class ParametrizationConfig:
                 "parametrization", self.parametrization, PARAMETRIZATIONS
             )
         check_choice("optimizer", self.optimizer, ENGINE_OPTIMIZERS)
-        check_choice("muon_rule", self.muon_rule, MUON_RULES)
-        if self.muon_lr is not None:
-            check_positive("muon_lr", self.muon_lr)
+        _check_muon(self.muon_rule, self.muon_lr)
         check_choice("alignment", self.alignment, ALIGNMENTS)
         check_choice("bias_lr", self.bias_lr, BIAS_RULES)
         check_choice("lr_rule", self.lr_rule, LR_RULES)
@@ -175,6 +173,12 @@ class ParametrizationConfig:
             for pattern, role in self.layers.items():
                 check_choice(f"config.layers[{pattern!r}]", role, ROLES)
         return self
+
+
+def _check_muon(rule: str, lr: float | None) -> None:
+    check_choice("muon_rule", rule, MUON_RULES)
+    if lr is not None:
+        check_positive("muon_lr", lr)
 
 
 def _check_depth(depth: object) -> None:

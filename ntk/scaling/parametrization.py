@@ -171,9 +171,7 @@ class Parametrization:
         if config.zero_query:
             self._mark_zero_queries(sites)
         # depth rules (ntk.scaling.depth): branch multipliers, per-group lr / eps factors
-        self.depth = (
-            None if config.depth is None else DepthPlan(model, config.depth, self._family)
-        )
+        self.depth = None if config.depth is None else DepthPlan(model, config.depth, self._family)
         # the model is changed only after every check above has passed
         if config.reinit:
             self._reinitialize()
@@ -185,7 +183,7 @@ class Parametrization:
 
     @property
     def _family(self) -> str:
-        """"adam" or "sgd": the update rule of the roles outside Muon (Muon's own hidden
+        """ "adam" or "sgd": the update rule of the roles outside Muon (Muon's own hidden
         updates are scale-invariant, Adam's case for the abc-symmetry and depth rules)."""
         return "sgd" if self.config.optimizer == "sgd" else "adam"
 

@@ -11,8 +11,8 @@ from ntk.lm.model import GPTConfig
 from ntk.lm.parametrize import gpt_recipe
 from ntk.models import WideMLP
 from ntk.scaling import Parametrization, ParametrizationConfig
-from ntk.scaling.dynamic_lr import DynamicLR
 from ntk.scaling.abc_rules import role_exponents, update_exponents
+from ntk.scaling.dynamic_lr import DynamicLR
 from ntk.scaling.muon import MuonAdamW, build_optimizer, rule_scale
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -126,11 +126,20 @@ def test_gpt_recipe_muon_every_hidden_matrix_and_layout():
 def test_hugging_face_gpt2_transposed_conv1d_gets_the_rules_scale():
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(
-        n_embd=64, n_layer=1, n_head=4, vocab_size=40, n_positions=16, bos_token_id=0,
+        n_embd=64,
+        n_layer=1,
+        n_head=4,
+        vocab_size=40,
+        n_positions=16,
+        bos_token_id=0,
         eos_token_id=0,
     )
     model = transformers.GPT2LMHeadModel(config)
-    layers = {"transformer.wte": "embedding", "transformer.h.*.*.c_*": "hidden", "lm_head": "readout"}
+    layers = {
+        "transformer.wte": "embedding",
+        "transformer.h.*.*.c_*": "hidden",
+        "lm_head": "readout",
+    }
     param = Parametrization(
         model,
         ParametrizationConfig(

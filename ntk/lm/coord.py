@@ -64,13 +64,15 @@ def gpt_coord_check(
     steps: int = 3,
     seeds: Sequence[int] = (0, 1, 2),
     batch_size: int = 16,
+    **options,
 ) -> pd.DataFrame:
     """`coord_check` of the GPT under "sp" (one global lr) or "mup": a tidy table with a
     `group` column added (see `ntk.scaling.coord_check.coord_check` for the others).
 
     Every width trains `steps` AdamW updates at the constant learning rate `lr` (no schedule)
     on one fixed batch of `batch_size` validation windows; `setup` gives the shape (depth,
-    heads, block size, base width, weight decay, betas).
+    heads, block size, base width, weight decay, betas); `options` go to
+    `ntk.lm.transfer.build` (e.g. optimizer="muon", muon_rule, muon_lr).
     """
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
@@ -79,7 +81,7 @@ def gpt_coord_check(
 
     def make(width: int):
         seed = torch.initial_seed()  # coord_check seeds torch right before this call
-        return build(parametrization, width, lr, seed, setup)
+        return build(parametrization, width, lr, seed, setup, **options)
 
     df = coord_check(
         make,

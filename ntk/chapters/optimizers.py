@@ -247,15 +247,22 @@ def transfer_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = _cli.parse(argv, __doc__, SCALES)
+    """Run one scale of the three experiments and print their tables (no figures)."""
+    p = _cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--scale", choices=sorted(SCALES), default="notebook", help="experiment size")
+    p.add_argument("--workers", type=int, default=2, help="processes for the sweep")
+    p.add_argument("--cache", default=None, help="SQLite cache of the sweep (resumable)")
+    args = p.parse_args(argv)
     scale = SCALES[args.scale]
     mlp = mlp_exponents(mlp_coordinate_check(scale, list(VARIANTS)))
     gpt = gpt_exponents(gpt_coordinate_check(scale, ["muon-spectral", "muon-sp-global"]))
-    transfer = transfer_table(transfer_sweep(scale, [v for v in VARIANTS if "moonshot-" not in v]))
+    variants = [v for v in VARIANTS if v != "muon-moonshot-global"]
+    results = transfer_sweep(scale, variants, workers=args.workers, cache=args.cache)
+    transfer = transfer_table(results)
     for table in (mlp, gpt, transfer):
-        print(table.round(2).to_string())
-    return dict(mlp=mlp, gpt=gpt, transfer=transfer)
+        print(table.round(3).to_string(), flush=True)
+    return dict(mlp=mlp, gpt=gpt, transfer=transfer, results=results)
 
 
 if __name__ == "__main__":
-    main()
+    _cli.run(main)

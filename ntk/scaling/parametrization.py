@@ -45,6 +45,11 @@ n^-a, so eps breaks the abc-symmetry slightly. With `adam_eps` set, every group 
 eps = adam_eps (n / n0)^-a: eps is then measured in units of the gradient of the effective
 weight n^-a W and the symmetry holds exactly. Left None, the optimizer's own eps applies.
 
+Muon. With `optimizer="muon"` every hidden weight's group is marked optimizer="muon" with its
+torch `adjust_lr_fn` and lr = muon_lr (n / n0)^-c times a width-independent layout factor
+(`ntk.scaling.muon`: c = -a + the rule's exponent); every other group is marked "adamw" and
+keeps Adam's rules. `ntk.scaling.muon.build_optimizer(param.param_groups)` builds both.
+
 Layer groups carry "name", "role", "n", "a", "b", "c" (and "tied"). Layers are listed by glob
 pattern, e.g. Hugging Face GPT-2: {"transformer.w[tp]e": "embedding", "transformer.h.*.*.c_*":
 "hidden", "lm_head": "readout"}.

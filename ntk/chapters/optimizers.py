@@ -12,7 +12,8 @@ and prints the claims. The variants, named exactly (`VARIANTS`):
     muon-sp-global   SP with ONE learning rate (lr_rule "global"): Muon as its authors run it
                      (keller's s), embedding and readout on Adam at the same lr, no readout
                      multiplier
-    muon-moonshot-global  muP's Adam roles, Muon with moonshot's s and c = 0 (MLP check only)
+    muon-moonshot-global  muP's Adam roles, Muon with moonshot's s and c = 0 (uncorrected)
+    adamw-sp-global  SP with ONE learning rate, AdamW on every weight (chapter 09's SP)
 
 Muon's learning rate is `MUON_LR_RATIO` times AdamW's in every variant (one swept lr).
 The runs are `ntk.scaling.coord_check.coord_check` (MLP), `ntk.lm.coord.gpt_coord_check` (GPT)
@@ -36,7 +37,7 @@ from ntk.lm.transfer import LMSetup, train_run
 from ntk.models import WideMLP
 from ntk.scaling import Parametrization, ParametrizationConfig
 from ntk.scaling.coord_check import coord_check, fit_exponents
-from ntk.scaling.muon import build_optimizer
+from ntk.scaling.muon import build_optimizer, rule_exponent
 from ntk.scaling.sweep import lr_drift, lr_sweep, optima, summarize
 
 MUON_LR_RATIO = 8.0
@@ -48,7 +49,12 @@ VARIANTS = {
     "muon-moonshot": ("mup", "abc", "moonshot"),
     "muon-sp-global": ("sp", "global", "keller"),
     "muon-moonshot-global": ("mup", "moonshot-global", "moonshot"),
+    "adamw-sp-global": ("sp", "global", None),
 }
+# the coordinate checks' variants (MLP), and the transfer sweep's: the three rules under muP,
+# AdamW-muP, and the two rivals whose optimum is predicted to move
+COORD_VARIANTS = tuple(v for v in VARIANTS if v != "adamw-sp-global")
+TRANSFER_VARIANTS = tuple(v for v in VARIANTS if v != "muon-sp-global")
 
 
 @dataclass(frozen=True)
@@ -101,44 +107,27 @@ FULL = Scale(  # the issue's grid: hours on a CPU
 SCALES = {"notebook": NOTEBOOK, "full": FULL}
 
 
-def options(variant: str, lr: float) -> tuple[str, dict]:
-    """(parametrization, gpt_recipe options) of a variant at AdamW learning rate `lr`."""
+def options(variant: str, lr: float, ratio: float = 1.0) -> tuple[str, dict]:
+    """(parametrization, gpt_recipe options) of a variant at AdamW learning rate `lr`, for a
+    model at width ratio n / n0 = `ratio` (it matters only to the uncorrected moonshot)."""
     parametrization, rule, muon = VARIANTS[variant]
     opts: dict = dict(lr_rule=rule) if rule == "global" else {}
     if muon is not None:
-        opts.update(optimizer="muon", muon_rule=muon, muon_lr=MUON_LR_RATIO * lr)
+        muon_lr = MUON_LR_RATIO * lr
+        if rule == "moonshot-global":  # undo the engine's n^-(1/2): as Moonshot runs it
+            muon_lr *= ratio ** rule_exponent(muon)
+        opts.update(optimizer="muon", muon_rule=muon, muon_lr=muon_lr)
     return parametrization, opts
 
 
 # ---- MLP coordinate check ------------------------------------------------------------------
 def mlp_model(variant: str, width: int, lr: float = 2**-6, base_width: int = 64):
     """A 3-layer MLP (embedding, one hidden matrix, readout) parametrized as `variant`."""
-    parametrization, opts = options(variant, lr)
-    rule = opts.pop("lr_rule", "abc")
+    parametrization, opts = options(variant, lr, width / base_width)
     model = WideMLP(16, width=width, out_features=8, depth=2)
-    if VARIANTS[variant][1] == "moonshot-global":
-        return _moonshot_global(model, lr, base_width)
-    cfg = ParametrizationConfig(parametrization, lr=lr, base_width=base_width, lr_rule=rule, **opts)
+    cfg = ParametrizationConfig(parametrization, lr=lr, base_width=base_width, **opts)
     param = Parametrization(model, cfg)
     return model, build_optimizer(param.param_groups)
-
-
-def _moonshot_global(model: torch.nn.Module, lr: float, base_width: int):
-    """muP's Adam roles, the hidden matrix on Muon at moonshot's s with c = 0 (uncorrected)."""
-    cfg = ParametrizationConfig(
-        "mup",
-        lr=lr,
-        base_width=base_width,
-        optimizer="muon",
-        muon_rule="moonshot",
-        muon_lr=MUON_LR_RATIO * lr,
-    )
-    param = Parametrization(model, cfg)
-    groups = param.param_groups
-    for g in groups:
-        if g.get("optimizer") == "muon":  # undo the engine's n^-(1/2): as Moonshot runs it
-            g["lr"] *= (g["n"] / base_width) ** 0.5
-    return model, build_optimizer(groups)
 
 
 def mlp_coordinate_check(scale: Scale, variants: Sequence[str]) -> pd.DataFrame:
@@ -206,8 +195,8 @@ def gpt_exponents(df: pd.DataFrame) -> pd.DataFrame:
 # ---- learning-rate transfer ----------------------------------------------------------------
 def run_variant(parametrization: str, width: int, lr: float, seed: int, setup: LMSetup) -> float:
     """`train_run` of the variant named `parametrization` (lr_sweep passes the label)."""
-    name, opts = options(parametrization, lr)
-    opts.pop("lr_rule", None)
+    name, opts = options(parametrization, lr, width / setup.base_width)
+    opts.pop("lr_rule", None)  # transfer.build sets it from the parametrization
     return train_run(name, width, lr, seed, setup, **opts)
 
 
@@ -254,10 +243,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--cache", default=None, help="SQLite cache of the sweep (resumable)")
     args = p.parse_args(argv)
     scale = SCALES[args.scale]
-    mlp = mlp_exponents(mlp_coordinate_check(scale, list(VARIANTS)))
+    mlp = mlp_exponents(mlp_coordinate_check(scale, COORD_VARIANTS))
     gpt = gpt_exponents(gpt_coordinate_check(scale, ["muon-spectral", "muon-sp-global"]))
-    variants = [v for v in VARIANTS if v != "muon-moonshot-global"]
-    results = transfer_sweep(scale, variants, workers=args.workers, cache=args.cache)
+    results = transfer_sweep(scale, TRANSFER_VARIANTS, workers=args.workers, cache=args.cache)
     transfer = transfer_table(results)
     for table in (mlp, gpt, transfer):
         print(table.round(3).to_string(), flush=True)

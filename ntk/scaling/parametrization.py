@@ -188,8 +188,8 @@ class Parametrization:
 
     @property
     def _family(self) -> str:
-        """ "adam" or "sgd": the update rule of the roles outside Muon (Muon's own hidden
-        updates are scale-invariant, Adam's case for the abc-symmetry and depth rules)."""
+        """The update rule of the roles outside Muon, "adam" or "sgd" (Muon's own hidden
+        updates are scale-invariant: Adam's case for the abc-symmetry and the depth rules)."""
         return "sgd" if self.config.optimizer == "sgd" else "adam"
 
     # ---- resolution -------------------------------------------------------------------------

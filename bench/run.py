@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, skip the memory check")
     parser.add_argument(
         "--only",
-        choices=("analytic", "empirical", "training", "lm", "dynamic_lr", "sweep"),
+        choices=("analytic", "empirical", "training", "lm", "dynamic_lr", "muon", "sweep"),
         help="run one benchmark",
     )
     args = parser.parse_args(argv)
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     import dynamic_lr
     import empirical
     import lm
+    import muon
     import training
 
     suites = {
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
         "lm": lambda: lm.run_table_rows(lm.run(quick=args.quick)),
         "dynamic_lr": lambda: _dynamic_lr_rows(dynamic_lr, rounds=2 if args.quick else 5),
+        "muon": lambda: muon.rows(muon.run(quick=args.quick)),
         "sweep": lambda: [_sweep_row(_sweep_throughput(quick=args.quick))],
     }
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())

@@ -6,7 +6,7 @@ YAML): `python -m ntk.lm.train --config configs/smoke.yaml train.tokens=200K opt
 
     model:            GPT shape (GPTConfig without the vocabulary, read from the corpus)
     parametrization:  sp | ntk | mup | mfp through the abc engine, base width, lr rule
-    optim:            AdamW and its learning-rate schedule (in steps of constant tokens)
+    optim:            AdamW (or Muon + AdamW) and its learning-rate schedule (in constant-token steps)
     data:             corpus file (default: the generated word chain), tokenizer, validation split
     train:            token budget, tokens per step, progressive schedule, seed, device
     ema:              exponential moving average of the weights
@@ -54,6 +54,7 @@ from ntk.lm.progressive import ProgressiveSchedule, parse_schedule, parse_tokens
 from ntk.lm.tokenizers import KINDS as TOKENIZERS
 from ntk.registry import WIDTH_RULES
 from ntk.scaling.abc_rules import LR_RULES
+from ntk.scaling.muon import MUON_RULES
 
 SPEEDRUN_KEYS = (*speedrun.OPTIONS, "attn_impl")  # the GPTConfig fields ModelSection repeats
 TOKENS = {"tokens": True}  # field metadata: a token count, int or "2M"
@@ -103,7 +104,11 @@ class ParametrizationSection:
 
 @dataclass
 class OptimSection:
-    """AdamW at learning rate `lr` (at the base width), warmup then `decay` to min_lr_ratio."""
+    """AdamW at learning rate `lr` (at the base width), warmup then `decay` to min_lr_ratio.
+
+    `name` "muon": the hidden matrices on torch.optim.Muon (update scale `muon_rule`:
+    "spectral", "keller" or "moonshot", `ntk.scaling.muon`; learning rate `muon_lr` at the
+    base width, None = `lr`; `momentum`), AdamW with `lr` on the rest."""
 
     lr: float = 3e-3
     beta1: float = 0.9
@@ -114,6 +119,10 @@ class OptimSection:
     warmup_tokens: int = field(default=0, metadata={"tokens": True, "zero": True})
     decay: str = "cosine"
     min_lr_ratio: float = 0.1
+    name: str = "adamw"
+    muon_rule: str = "spectral"
+    muon_lr: float | None = None
+    momentum: float = 0.95
 
 
 @dataclass
@@ -224,6 +233,11 @@ class RunConfig:
         _validate_optim(self.optim)
         _validate_data(self.data)
         _validate_train(self.train, self.model)
+        if self.optim.name == "muon" and self.train.parallel == "fsdp":
+            raise ValueError(
+                "optim.name=muon does not run under train.parallel=fsdp (FSDP shards the "
+                "matrices Muon orthogonalizes whole): use one process or train.parallel=ddp"
+            )
         check_fraction("ema.beta", self.ema.beta, allow_zero=True)
         check_positive_int("log.diag_every", self.log.diag_every, minimum=0)
         check_positive_int("checkpoint.every", self.checkpoint.every, minimum=0)
@@ -292,6 +306,11 @@ def _validate_optim(o: OptimSection) -> None:
     check_nonnegative("optim.min_lr_ratio", o.min_lr_ratio)
     if o.min_lr_ratio > 1:
         raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
+    check_choice("optim.name", o.name, ("adamw", "muon"))
+    check_choice("optim.muon_rule", o.muon_rule, MUON_RULES)
+    if o.muon_lr is not None:
+        check_positive("optim.muon_lr", o.muon_lr)
+    check_fraction("optim.momentum", o.momentum, allow_zero=True)
 
 
 def _validate_data(d: DataSection) -> None:
@@ -366,7 +385,15 @@ def build_model(config: RunConfig, vocab_size: int) -> GPTRecipe:
         zero_query=p.zero_query,
         zero_readout=p.zero_readout,
         std_prefactor=p.std_prefactor,
+        **_muon_options(config.optim),
     )
+
+
+def _muon_options(o: OptimSection) -> dict[str, Any]:
+    """The engine's Muon options for optim.name=muon (none for AdamW: its config unchanged)."""
+    if o.name != "muon":
+        return {}
+    return dict(optimizer="muon", muon_rule=o.muon_rule, muon_lr=o.muon_lr)
 
 
 # ---- YAML -> dataclasses ---------------------------------------------------------------------

@@ -78,6 +78,7 @@ def gpt_coord_check(
     seeds: Sequence[int] = (0, 1, 2),
     batch_size: int = 16,
     build_fn: Callable[..., tuple[GPT, torch.optim.Optimizer]] = build,
+    **options,
 ) -> pd.DataFrame:
     """`coord_check` of the GPT under "sp" (one global lr) or "mup": a tidy table with a
     `group` column added (see `ntk.scaling.coord_check.coord_check` for the others).
@@ -86,7 +87,7 @@ def gpt_coord_check(
     on one fixed batch of `batch_size` validation windows; `setup` gives the shape (depth,
     heads, block size, base width, weight decay, betas, GPT options). `build_fn` (arguments as
     `ntk.lm.transfer.build`'s) makes each width's model and optimizer, e.g. with one muP rule
-    switched off.
+    switched off; `options` go to it (e.g. optimizer="muon", muon_rule, muon_lr).
     """
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
@@ -95,7 +96,7 @@ def gpt_coord_check(
 
     def make(width: int):
         seed = torch.initial_seed()  # coord_check seeds torch right before this call
-        return build_fn(parametrization, width, lr, seed, setup)
+        return build_fn(parametrization, width, lr, seed, setup, **options)
 
     df = coord_check(
         make,

@@ -168,7 +168,9 @@ def gpt_recipe(
     required; lr_rule, zero_query, depth, ... as there) and `optimizer_groups(param,
     weight_decay)` (muP's weight decay). Build the optimizer from `groups`, e.g.
     `torch.optim.AdamW(recipe.groups, betas=...)`; with weight_decay 0,
-    `torch.optim.Adam(recipe.groups)` is the same update.
+    `torch.optim.Adam(recipe.groups)` is the same update. With optimizer="muon" (options
+    muon_rule, muon_lr) `ntk.scaling.muon.build_optimizer(recipe.groups)` builds Muon for the
+    hidden matrices and AdamW for the rest, as one optimizer.
     """
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be an ntk.lm.GPTConfig, got {type(config).__name__}")

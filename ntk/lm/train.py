@@ -80,6 +80,7 @@ from ntk.lm.run_log import (
 from ntk.lm.runs import stored_tokenizer
 from ntk.lm.step import evaluate, train_step
 from ntk.lm.tokenizers import Tokenizer, UnknownTokenError
+from ntk.scaling.muon import build_optimizer
 from ntk.scaling.parametrization import Parametrization
 from ntk.scaling.spectral import SpectralMonitor
 from ntk.training import EMA
@@ -182,7 +183,8 @@ def setup(config: RunConfig, procs: Processes, tokenizer: Tokenizer | None = Non
     if distributed.is_sharded(model):  # new parameters: the recipe's groups must point at them
         groups = optimizer_groups(param, o.weight_decay)
     runtime.compile_model(model, t.compile)
-    optimizer = torch.optim.AdamW(groups, betas=(o.beta1, o.beta2), eps=o.eps)
+    # AdamW, or Muon + AdamW (optim.name=muon): one optimizer object, one state_dict
+    optimizer = build_optimizer(groups, betas=(o.beta1, o.beta2), eps=o.eps, momentum=o.momentum)
     lr = LRSchedule(config.warmup_steps, config.total_steps, o.decay, o.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr)
     ema = EMA(model, decay=config.ema.beta) if config.ema.enabled else None

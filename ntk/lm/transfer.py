@@ -36,6 +36,7 @@ from ntk.lm.model import GPT, GPTConfig
 from ntk.lm.parametrize import gpt_recipe
 from ntk.lm.step import evaluate, train_step
 from ntk.registry import select
+from ntk.scaling.muon import build_optimizer
 
 PARAMETRIZATIONS = select("sp", "mup")  # sp: one global learning rate (module docstring)
 BITS = 1 / math.log(2)  # nats -> bits
@@ -109,9 +110,9 @@ def _corpus(level: str, block_size: int) -> TextData:
 def build(
     parametrization: str, width: int, lr: float, seed: int, setup: LMSetup, **options
 ) -> tuple[GPT, torch.optim.Optimizer]:
-    """A GPT of n_embd = `width`, initialized from `seed` and parametrized, and its AdamW.
-
-    `options` go to `gpt_recipe` (the engine's, e.g. attention_scale="keep")."""
+    """A GPT of n_embd = `width`, initialized from `seed` and parametrized, and its AdamW
+    (or Muon + AdamW with optimizer="muon", muon_rule, muon_lr). `options` go to `gpt_recipe`
+    (the engine's, e.g. attention_scale="keep")."""
     check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     check_positive_int("width", width)
     check_positive("lr", lr)
@@ -134,7 +135,7 @@ def build(
         seed=seed,
         **options,
     )
-    return model, torch.optim.AdamW(groups, betas=setup.betas)
+    return model, build_optimizer(groups, betas=setup.betas)
 
 
 def schedule(step: int, setup: LMSetup) -> float:
@@ -145,12 +146,18 @@ def schedule(step: int, setup: LMSetup) -> float:
 
 
 def train_run(
-    parametrization: str, width: int, lr: float, seed: int, setup: LMSetup | None = None
+    parametrization: str,
+    width: int,
+    lr: float,
+    seed: int,
+    setup: LMSetup | None = None,
+    **options,
 ) -> float:
-    """Validation loss (bits per token) after training; inf if the loss became NaN/inf."""
+    """Validation loss (bits per token) after training; inf if the loss became NaN/inf.
+    `options` go to `build` (e.g. optimizer="muon")."""
     setup = LMSetup() if setup is None else setup
     data = corpus(setup)
-    model, optimizer = build(parametrization, width, lr, seed, setup)
+    model, optimizer = build(parametrization, width, lr, seed, setup, **options)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, setup))
     generator = torch.Generator().manual_seed(seed)
     try:

@@ -6,7 +6,8 @@
 `geometry` (how each layer type stores its weights: `register_geometry`), `base_shapes` (width
 ratios per weight), `tying` (shared matrices), `attention` (muP's 1/d logit scale), `coord_check`
 (coordinate checks), `spectral` (spectral norms of weights and updates), `sweep` (muTransfer
-learning-rate sweeps). The last three use pandas; import them as modules.
+learning-rate sweeps). The last three use pandas; import them as modules. `muon` holds Muon's
+update-scale rules and the one Muon + AdamW optimizer (`build_optimizer`).
 """
 
 from ntk.scaling.abc_rules import (

@@ -47,6 +47,12 @@ mup + SGD + full is c = 0 everywhere, Tensor Programs IV's muP; shifted to the `
 convention (embedding a = 0, readout a = 1) mup gives c = (0, 1, 0) for Adam (MuAdam: lr / width
 on hidden weights only) and c = (-1, 0, -1) for SGD (MuSGD: lr * width on vector-like weights).
 
+Muon (Jordan et al. 2024; `ntk.scaling.muon`) trains the hidden matrices with an orthogonalized
+update at the spectral scale sqrt(fan_out / fan_in) (Yang, Simon & Bernstein 2023,
+arXiv:2310.17813) times n^-(a + c): an orthogonal map keeps |dW x| = |x| for ANY x, so its
+terms need no alignment exponent: r_l = min(a + c, a + c + r_{l-1}, a + b + r_{l-1} - omega),
+hence c = -a (0 under muP); embeddings, readout and vectors stay on Adam with Adam's terms.
+
 abc-symmetry: (a, b, c) -> (a + t, b - t, c - t) for Adam, (a + t, b - t, c - 2t) for SGD leaves
 the function and its training trajectory unchanged, so ntk is sp and mfp is mup in another guise.
 Adam's epsilon breaks it (it is compared with the gradient of w, whose scale moves with a);
@@ -75,6 +81,8 @@ PARAMETRIZATIONS = WIDTH_RULES  # the width rules of `ntk.registry`
 # The update rules the exponents distinguish: "adam" stands for any Adam-like, scale-invariant
 # optimizer (the names `ntk.training.train` accepts are `ntk.training.OPTIMIZERS`).
 OPTIMIZER_FAMILIES = ("adam", "sgd")
+# ... and "muon": hidden matrices on Muon at the spectral scale, the other roles on Adam
+ENGINE_OPTIMIZERS = (*OPTIMIZER_FAMILIES, "muon")
 ALIGNMENTS = ("full", "no")
 # "abc": each layer's largest stable lr exponent c; "global": c = 0, one lr for every layer
 LR_RULES = ("abc", "global")
@@ -146,7 +154,7 @@ def max_lr_exponents(
     so greedy is optimal). Raises if the (a, b) make a layer unstable for every c.
     """
     roles = _check_roles(roles)
-    check_choice("optimizer", optimizer, OPTIMIZER_FAMILIES)
+    check_choice("optimizer", optimizer, ENGINE_OPTIMIZERS)
     if isinstance(alignment, str):
         alignment = ALIGNMENT_EXPONENTS[check_choice("alignment", alignment, ALIGNMENTS)]
     else:  # a custom (alpha, omega, u)
@@ -165,7 +173,9 @@ def max_lr_exponents(
                     f"a + b + r_prev - omega = {a_l + b_l + r_prev - omega} < 0"
                 )
             e = max(alpha, u - r_prev)
-        if optimizer == "adam":
+            if optimizer == "muon" and role == "hidden":  # orthogonal: no alignment sum
+                e = max(0.0, -r_prev)
+        if optimizer != "sgd":
             c = e - a_l
         else:
             g_l = 0.0 if role == "readout" else g
@@ -203,9 +213,11 @@ def update_terms(
     `update_exponents` and the linear program of `ntk.scaling.lp` all read the rules here.
     """
     alpha, omega, u = alignment
-    e0 = a if optimizer == "adam" else 2 * a + (0.0 if role == "readout" else g)
+    e0 = a if optimizer != "sgd" else 2 * a + (0.0 if role == "readout" else g)
     if role == "embedding":
         return [Term(e0, 1.0, 0.0, "embedding update")]
+    if optimizer == "muon" and role == "hidden":  # |O x| = |x|: alignment-free
+        alpha = u = 0.0
     return [
         Term(e0 - alpha, 1.0, 0.0, "dW x"),
         Term(e0 - u, 1.0, 1.0, "dW dx"),
@@ -247,7 +259,7 @@ def update_exponents(
     `backward` overrides the SGD gradient exponent g (default: from the readout's a + b).
     """
     roles = _check_roles(roles)
-    check_choice("optimizer", optimizer, OPTIMIZER_FAMILIES)
+    check_choice("optimizer", optimizer, ENGINE_OPTIMIZERS)
     if isinstance(alignment, str):
         alignment = ALIGNMENT_EXPONENTS[check_choice("alignment", alignment, ALIGNMENTS)]
     _check_lengths(roles, a=a, b=b, c=c)
@@ -305,13 +317,14 @@ def abc_shift(abc: ABC, t: float, optimizer: str = "adam") -> ABC:
 
     Multiplying the multiplier by n^-t and the weights by n^t leaves the function unchanged;
     the gradient of the weights shrinks by n^-t, so SGD needs n^(2t) more learning rate and
-    Adam (scale-invariant up to eps) n^t more for the same change of the effective weights.
+    Adam (scale-invariant up to eps) n^t more for the same change of the effective weights;
+    Muon (scale-invariant) is Adam's case.
     """
-    check_choice("optimizer", optimizer, OPTIMIZER_FAMILIES)
+    check_choice("optimizer", optimizer, ENGINE_OPTIMIZERS)
     abc = _as_abc(abc, "abc")
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise TypeError(f"t must be a number, got {type(t).__name__}")
-    return ABC(abc.a + t, abc.b - t, abc.c - (t if optimizer == "adam" else 2 * t))
+    return ABC(abc.a + t, abc.b - t, abc.c - (t if optimizer != "sgd" else 2 * t))
 
 
 def _as_abc(abc: object, name: str) -> ABC:

@@ -17,12 +17,13 @@ from ntk._checks import (
 )
 from ntk.scaling.abc_rules import (
     ALIGNMENTS,
+    ENGINE_OPTIMIZERS,
     LR_RULES,
-    OPTIMIZER_FAMILIES,
     PARAMETRIZATIONS,
     ROLES,
 )
 from ntk.scaling.depth import DepthConfig
+from ntk.scaling.muon import MUON_RULES
 
 BIAS_RULES = ("abc", "default")
 ATTENTION_SCALES = ("auto", "mup", "keep")
@@ -42,7 +43,10 @@ class ParametrizationConfig:
             c = 0 for every weight, one learning rate lr at every width; "sp" then
             means *global-lr SP*, SP as it is usually run and as the muTransfer experiments
             mean it (Yang et al. 2022, arXiv:2203.03466). Custom exponents state c themselves.
-        optimizer: "adam" (any Adam-like, scale-invariant optimizer) or "sgd".
+        optimizer: "adam" (any Adam-like, scale-invariant optimizer), "sgd", or "muon":
+            hidden matrices on torch.optim.Muon with the update scale of `muon_rule`, the
+            other roles on Adam with Adam's exponents (`ntk.scaling.muon`; build both with
+            `ntk.scaling.muon.build_optimizer(param.param_groups)`).
         alignment: "full" or "no" (the alignment assumption behind the c exponents).
         a, b, c: custom exponents, one per weight matrix (row of the table) in module order;
             `c` None derives the maximal stable learning rates from `a`, `b`
@@ -73,6 +77,10 @@ class ParametrizationConfig:
         zero_readout: zero-initialize the readout weights (as mup's readout_zero_init).
         depth: a `ntk.scaling.depth.DepthConfig`: residual-branch multipliers L^-alpha and
             the matching lr / Adam eps factors on top of the width rules (None: width only).
+        muon_rule: with optimizer "muon", Muon's update scale s(fan_out, fan_in): "spectral"
+            sqrt(fan_out/fan_in), "keller" sqrt(max(1, fan_out/fan_in)) or "moonshot"
+            0.2 sqrt(max(fan_in, fan_out)) (`ntk.scaling.muon`).
+        muon_lr: Muon's learning rate at n = n0 (None: `lr`).
     """
 
     parametrization: str | None = "mup"
@@ -101,6 +109,8 @@ class ParametrizationConfig:
     lr_rule: str = "abc"  # last: positional callers of the fields above are unaffected
     # The old spelling of `lr`, accepted for one release with a DeprecationWarning.
     lr_prefactor: InitVar[float | None] = None
+    muon_rule: str = "spectral"
+    muon_lr: float | None = None
 
     def __post_init__(self, lr_prefactor: float | None) -> None:
         if lr_prefactor is not None:
@@ -117,7 +127,8 @@ class ParametrizationConfig:
             self.parametrization = check_parametrization(
                 "parametrization", self.parametrization, PARAMETRIZATIONS
             )
-        check_choice("optimizer", self.optimizer, OPTIMIZER_FAMILIES)
+        check_choice("optimizer", self.optimizer, ENGINE_OPTIMIZERS)
+        _check_muon(self.muon_rule, self.muon_lr)
         check_choice("alignment", self.alignment, ALIGNMENTS)
         check_choice("bias_lr", self.bias_lr, BIAS_RULES)
         check_choice("lr_rule", self.lr_rule, LR_RULES)
@@ -162,6 +173,12 @@ class ParametrizationConfig:
             for pattern, role in self.layers.items():
                 check_choice(f"config.layers[{pattern!r}]", role, ROLES)
         return self
+
+
+def _check_muon(rule: str, lr: float | None) -> None:
+    check_choice("muon_rule", rule, MUON_RULES)
+    if lr is not None:
+        check_positive("muon_lr", lr)
 
 
 def _check_depth(depth: object) -> None:

@@ -82,6 +82,12 @@ class DynamicLR:
             raise TypeError(f"param must be an ntk.Parametrization, got {type(param).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
+        if param.config.optimizer == "muon":
+            raise ValueError(
+                "DynamicLR solves Adam's and SGD's alignment recursion; with "
+                "config.optimizer='muon' the hidden updates are orthogonalized (alignment-free, "
+                "ntk.scaling.muon) and their c is fixed: DynamicLR does not compose with Muon"
+            )
         self.param, self.optimizer = param, optimizer
         self.every = check_positive_int("every", every)
         self.on_infeasible = check_choice("on_infeasible", on_infeasible, ON_INFEASIBLE)

@@ -45,6 +45,11 @@ n^-a, so eps breaks the abc-symmetry slightly. With `adam_eps` set, every group 
 eps = adam_eps (n / n0)^-a: eps is then measured in units of the gradient of the effective
 weight n^-a W and the symmetry holds exactly. Left None, the optimizer's own eps applies.
 
+Muon. With `optimizer="muon"` every hidden weight's group is marked optimizer="muon" with its
+torch `adjust_lr_fn` and lr = muon_lr (n / n0)^-c times a width-independent layout factor
+(`ntk.scaling.muon`: c = -a + the rule's exponent); every other group is marked "adamw" and
+keeps Adam's rules. `ntk.scaling.muon.build_optimizer(param.param_groups)` builds both.
+
 Layer groups carry "name", "role", "n", "a", "b", "c" (and "tied"). Layers are listed by glob
 pattern, e.g. Hugging Face GPT-2: {"transformer.w[tp]e": "embedding", "transformer.h.*.*.c_*":
 "hidden", "lm_head": "readout"}.
@@ -86,6 +91,7 @@ from ntk.scaling.base_shapes import (
 from ntk.scaling.config import ParametrizationConfig
 from ntk.scaling.depth import DepthPlan
 from ntk.scaling.geometry import WeightGeometry, geometry_of
+from ntk.scaling.muon import MuonUpdate, muon_update, rule_exponent
 from ntk.scaling.scaled_module import ScaledModule
 from ntk.scaling.tying import check_unlisted_sharing, tie_groups
 
@@ -121,6 +127,7 @@ class LayerSpec:
     geometry: WeightGeometry | None = field(default=None, repr=False)
     tied: tuple[str, ...] = ()  # the other layers sharing this weight
     note: str = ""
+    muon: MuonUpdate | None = None  # trained by torch.optim.Muon (config.optimizer "muon")
 
     @property
     def ratio(self) -> float:
@@ -169,9 +176,7 @@ class Parametrization:
         if config.zero_query:
             self._mark_zero_queries(sites)
         # depth rules (ntk.scaling.depth): branch multipliers, per-group lr / eps factors
-        self.depth = (
-            None if config.depth is None else DepthPlan(model, config.depth, config.optimizer)
-        )
+        self.depth = None if config.depth is None else DepthPlan(model, config.depth, self._family)
         # the model is changed only after every check above has passed
         if config.reinit:
             self._reinitialize()
@@ -180,6 +185,12 @@ class Parametrization:
             self._wrap()
         if self.depth is not None:
             self.depth.apply(model)
+
+    @property
+    def _family(self) -> str:
+        """The update rule of the roles outside Muon, "adam" or "sgd" (Muon's own hidden
+        updates are scale-invariant: Adam's case for the abc-symmetry and the depth rules)."""
+        return "sgd" if self.config.optimizer == "sgd" else "adam"
 
     # ---- resolution -------------------------------------------------------------------------
     def _resolve_layers(self) -> list[tuple[str, nn.Module, str]]:
@@ -285,7 +296,7 @@ class Parametrization:
 
     def _representatives(self, weights: list[Weight], abcs: list[ABC]):
         """Exponents after tying and a = 0 shifts, with the tie partners and notes per weight."""
-        opt = self.config.optimizer
+        opt = self._family
         params = [id(w.module.get_parameter(w.geometry.param)) for w in weights]
         abcs, tied = tie_groups(
             params, [w.label for w in weights], [w.role for w in weights], abcs, opt
@@ -332,9 +343,15 @@ class Parametrization:
             if w.geometry.bias is not None and cfg.bias_lr == "abc":
                 bias_c = (
                     -x.a
-                    if cfg.optimizer == "adam"
+                    if cfg.optimizer != "sgd"
                     else -2 * x.a - (g if w.role != "readout" else 0.0)
                 )
+            lr, muon = cfg.lr * wd.ratio**-x.c, None
+            if cfg.optimizer == "muon" and w.role == "hidden":  # ntk.scaling.muon
+                c = 0.0 if cfg.lr_rule == "global" else x.c + rule_exponent(cfg.muon_rule)
+                muon = muon_update(w.label, w.module, w.geometry, c, cfg.muon_rule)
+                x = ABC(x.a, x.b, c)
+                lr = (cfg.muon_lr or cfg.lr) * wd.ratio**-c * muon.factor
             specs.append(
                 LayerSpec(
                     name=w.label,
@@ -347,7 +364,7 @@ class Parametrization:
                     c=x.c,
                     init_std=std0 * wd.ratio**-x.b,
                     multiplier=wd.ratio**-x.a,
-                    lr=cfg.lr * wd.ratio**-x.c,
+                    lr=lr,
                     bias_c=bias_c,
                     bias_lr=None if bias_c is None else cfg.lr * wd.ratio**-bias_c,
                     module=w.module,
@@ -356,6 +373,7 @@ class Parametrization:
                     geometry=w.geometry,
                     tied=partners,
                     note=note,
+                    muon=muon,
                 )
             )
         return specs
@@ -454,6 +472,9 @@ class Parametrization:
             if cfg.adam_eps is not None:
                 group["eps"] = cfg.adam_eps
             groups.append(group)
+        if cfg.optimizer == "muon":  # which of the two optimizers takes each group
+            for group in groups:
+                group.setdefault("optimizer", "adamw")
         return groups if self.depth is None else self.depth.groups(groups)
 
     def _group(
@@ -461,7 +482,9 @@ class Parametrization:
     ) -> dict[str, Any]:
         """One optimizer param group of `spec`'s weight, with its exponents as extra keys."""
         group = dict(params=params, lr=lr, name=name, role=role, n=spec.n, a=spec.a, b=b, c=c)
-        if self.config.adam_eps is not None:
+        if spec.muon is not None and role != "bias":  # torch.optim.Muon applies the rule's s
+            group.update(optimizer="muon", adjust_lr_fn=spec.muon.adjust_lr_fn)
+        elif self.config.adam_eps is not None:
             group["eps"] = self.config.adam_eps * spec.multiplier
         return group
 
@@ -489,6 +512,9 @@ class Parametrization:
             )
             for s in self.layers
         ]
+        if self.config.optimizer == "muon":  # the column only where there is a choice
+            for row, s in zip(rows, self.layers, strict=True):
+                row["optimizer"] = "adamw" if s.muon is None else f"muon ({s.muon.rule})"
         return pd.DataFrame(rows)
 
     def __str__(self) -> str:

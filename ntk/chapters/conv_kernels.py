@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from ntk._checks import check_positive_int
 from ntk.chapters.neural_tangent_kernel import discrete_gd_kernels
 from ntk.kernels.analytic import Kernels, MLPKernel
 from ntk.kernels.predict import gp_posterior, gradient_descent_mse_ensemble
@@ -88,7 +89,12 @@ def digit_images(n_train: int = 160, n_test: int = 100, seed: int = 0) -> DigitI
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    # stratified: at least one image per class on each side
+    check_positive_int("n_train", n_train, minimum=N_CLASSES)
+    check_positive_int("n_test", n_test, minimum=N_CLASSES)
     x, y = load_digits(return_X_y=True)
+    if n_train + n_test > len(y):
+        raise ValueError(f"n_train + n_test must be at most {len(y)}, got {n_train + n_test}")
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, train_size=n_train, test_size=n_test, random_state=seed, stratify=y
     )
@@ -180,6 +186,7 @@ def kernel_accuracies(data: DigitImages, nets: dict[str, Layer | FlatMLPKernel])
     y = data.targets()
     x_eval = torch.cat([data.x_test, data.x_shifted])
     m = len(data.x_test)
+    pairs = min(PAIRS, m)
     same = data.y_test[:, None] == data.y_train[None, :]
     rows = []
     for name, net in nets.items():
@@ -188,13 +195,13 @@ def kernel_accuracies(data: DigitImages, nets: dict[str, Layer | FlatMLPKernel])
         k_eval = net.kernels(x_eval, data.x_train)
         d_eval, d_train = net.diag(x_eval), net.diag(data.x_train)
         # only the diagonal is used: the first PAIRS test images with their own shifted copies
-        k_pair = net.kernels(data.x_test[:PAIRS], data.x_shifted[:PAIRS])
+        k_pair = net.kernels(data.x_test[:pairs], data.x_shifted[:pairs])
         seconds = time.perf_counter() - start
         for kind in ("nngp", "ntk"):
             kt, ke = getattr(k_train, kind), getattr(k_eval, kind)
             pred = kernel_predictions(kt, ke, y, kind)
             de, dt = getattr(d_eval, kind), getattr(d_train, kind)
-            c_shift = getattr(k_pair, kind).diagonal() / (de[:PAIRS] * de[m : m + PAIRS]).sqrt()
+            c_shift = getattr(k_pair, kind).diagonal() / (de[:pairs] * de[m : m + pairs]).sqrt()
             c_class = ke[:m] / (de[:m, None] * dt[None, :]).sqrt()
             rows.append(
                 {

@@ -251,8 +251,8 @@ print("      at width 512 the gap is < 0.25 and the accuracy within 5 points of 
 # - The CNN-GP and CNTK are the MLP recursions applied per pair of positions, with a tap
 #   average for each convolution; the readout decides what is kept: Flatten keeps the
 #   same-position terms, global average pooling all of them.
-# - On digits moved by one pixel, pooling is what keeps the accuracy: GAP kernels lose a few
-#   points, the MLP and the CNN without pooling lose about half of their accuracy.
+# - On digits moved by one pixel, pooling is what keeps the accuracy: the GAP kernels lose
+#   about 10 points, the MLP and the CNN without pooling about half of their accuracy.
 # - Finite CNNs trained by gradient descent approach their CNTK's predictions as width^-1/2.
 #
 # `ntk.kernels.stax` computes these kernels in tiles of bounded memory (its module docstring);

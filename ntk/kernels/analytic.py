@@ -93,7 +93,7 @@ from ntk.kernels.quadrature import (
     check_gauss_hermite,
     quadrature_block,
     quadrature_diag,
-    snapped_angle,
+    snapped_sin_and_supplement,
 )
 from ntk.registry import select
 
@@ -417,9 +417,9 @@ class MLPKernel:
         kind = self._kind
         if kind == "relu":
             # a = sqrt(q), b = 1/sqrt(q) (0 for q = 0)
-            theta = snapped_angle((s * b1[:, None]).mul_(b2))  # arccos(cos(theta))
-            k = torch.sin(theta).mul_(a1[:, None] * (1 / _TWO_PI)).mul_(a2)
-            kdot = theta.mul_(-1 / _TWO_PI).add_(0.5)  # (pi - theta) / (2 pi)
+            sin, u = snapped_sin_and_supplement((s * b1[:, None]).mul_(b2))  # u = pi - theta
+            k = sin.mul_(a1[:, None] * (1 / _TWO_PI)).mul_(a2)
+            kdot = u.mul_(1 / _TWO_PI)  # (pi - theta) / (2 pi)
             # K = sqrt(q1 q2) sin / (2 pi) + Kdot * Sigma
             return k.addcmul_(kdot, s), kdot
         if kind == "erf":

@@ -1,8 +1,8 @@
 """A layer algebra where one description gives both the finite network and its kernels.
 
 Layers (`Dense`, `Conv`, `AvgPool`, `GlobalAvgPool`, `Flatten`, `LayerNorm`, activations,
-`Identity`) compose with `serial`, `parallel`, `FanOut`, `FanInSum`, like neural-tangents'
-stax (Novak et al. 2020, arXiv:1912.02803), in PyTorch:
+`Identity`, `GlobalSelfAttention`) compose with `serial`, `parallel`, `FanOut`, `FanInSum`,
+like neural-tangents' stax (Novak et al. 2020, arXiv:1912.02803), in PyTorch:
 
     >>> net = serial(Conv(64, 3), Relu(), Conv(64, 3), Relu(), GlobalAvgPool(), Dense(1))
     >>> model = net.module((1, 8, 8), parametrization="ntk")   # a finite nn.Module
@@ -12,6 +12,7 @@ The kernels are float64 Gram matrices computed in tiles with bounded memory
 (`ntk.kernels.stax.network`). `MaxPool` is a finite layer whose kernel is refused by name.
 """
 
+from ntk.kernels.stax.attention import GlobalSelfAttention
 from ntk.kernels.stax.base import Layer
 from ntk.kernels.stax.combinators import FanInSum, FanOut, Identity, parallel, serial
 from ntk.kernels.stax.elementwise import Activation, Erf, Gelu, Relu, Sigmoid, Tanh
@@ -36,6 +37,7 @@ __all__ = [
     "Flatten",
     "Gelu",
     "GlobalAvgPool",
+    "GlobalSelfAttention",
     "Identity",
     "Layer",
     "LayerNorm",

@@ -78,7 +78,8 @@ def require_gaussian(layer: str, state: State) -> None:
 
 
 class VarianceTape:
-    """The per-position variances Sigma(x, x)(p, p) that nonlinearities and layer norm need.
+    """The per-position variances Sigma(x, x)(p, p) that nonlinearities and layer norm need
+    (and any other per-example quantity, such as attention weights: `per_example`).
 
     The self pass (each example with itself) records them, in the order the layers are run;
     a pair pass over a block of rows and columns replays them (sliced to the block), so the
@@ -95,6 +96,17 @@ class VarianceTape:
         tape = VarianceTape()
         tape.replay = (rows, cols, r, c)
         return tape
+
+    def per_example(self, state: State, fn) -> tuple[Tensor, Tensor]:
+        """(rows, columns) of a per-example quantity fn(Sigma(x, x)) of shape (N, ...), e.g.
+        attention weights: computed on the self pass, sliced to the block on a pair pass."""
+        if self.replay is None:
+            self.records.append(fn(state.nngp))
+            return self.records[-1], self.records[-1]
+        rows, cols, r, c = self.replay
+        out = rows[self.position][r], cols[self.position][c]
+        self.position += 1
+        return out
 
     def variances(self, state: State) -> tuple[Tensor, Tensor]:
         """(row variances, column variances), broadcastable against state.nngp."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ntk.kernels.stax.attention import GlobalSelfAttention
 from ntk.kernels.stax.base import Layer
 from ntk.kernels.stax.combinators import FanInSum, FanOut, Identity, Parallel, Serial
 from ntk.kernels.stax.elementwise import Activation
@@ -88,6 +89,18 @@ def _convert(layer: Layer, shape, p: str, stax):
         return stax.GlobalAvgPool(), out_shape
     if isinstance(layer, Flatten):
         return stax.Flatten(), out_shape
+    if isinstance(layer, GlobalSelfAttention):
+        return stax.GlobalSelfAttention(
+            layer.width,
+            layer.key_dim,
+            layer.value_dim,
+            layer.n_heads,
+            linear_scaling=True,
+            W_key_std=layer.qk_std,
+            W_value_std=layer.ov_std,
+            b_std=layer.bias_std,
+            attention_mechanism=layer.attention.upper(),
+        ), out_shape
     if isinstance(layer, LayerNorm):
         return stax.LayerNorm(axis=-1, eps=layer.eps), out_shape
     raise ValueError(f"{layer!r} has no neural-tangents counterpart here")

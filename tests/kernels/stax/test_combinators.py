@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ntk.kernels import stax as S
+from ntk.kernels.stax.attention import MECHANISMS
 from tests.kernels.stax._helpers import assert_matches_nt, needs_nt
 
 ACTIVATIONS = ["relu", "erf", "gelu", "identity", "tanh"]
@@ -28,10 +29,13 @@ def _weight(rng, spatial: bool) -> S.Layer:
     return S.Dense(3, w, b)
 
 
-def random_network(seed: int, spatial: bool) -> S.Layer:
-    """A valid random composition: (weight [LayerNorm] [AvgPool] [residual] activation)*,
-    then GlobalAvgPool or Flatten, then a Dense readout. Every nonlinearity sees a Gaussian."""
+def random_network(seed: int, spatial: bool, attention: bool = False) -> S.Layer:
+    """A valid random composition: (weight [LayerNorm] [AvgPool] [attention] [residual]
+    activation)*, then GlobalAvgPool or Flatten, then a Dense readout. Every nonlinearity sees
+    a Gaussian. Attention (NTK parametrization only) is drawn from its own stream, so the
+    rest of each seed's network is what it was before attention existed."""
     rng = np.random.default_rng(seed)
+    rng_att = np.random.default_rng(seed + 10_000)
     layers = []
     for _ in range(int(rng.integers(1, 4))):
         layers.append(_weight(rng, spatial))
@@ -39,6 +43,10 @@ def random_network(seed: int, spatial: bool) -> S.Layer:
             layers.append(S.LayerNorm())
         if spatial and rng.random() < 0.25:
             layers.append(S.AvgPool(2, strides=1, padding="SAME"))
+        if spatial and attention and rng_att.random() < 0.5:
+            mechanism = MECHANISMS[rng_att.integers(len(MECHANISMS))]
+            qk, b = float(rng_att.uniform(0.3, 1.5)), [None, 0.2][rng_att.integers(2)]
+            layers.append(S.GlobalSelfAttention(3, qk_std=qk, bias_std=b, attention=mechanism))
         if rng.random() < 0.35:  # residual block around (activation, weight layer)
             block = S.serial(_activation(rng), _weight(rng, spatial=False))
             layers += [S.FanOut(2), S.parallel(S.Identity(), block), S.FanInSum()]
@@ -55,9 +63,10 @@ def test_random_compositions_match_neural_tangents(seed):
     rng = np.random.default_rng(1000 + seed)
     spatial = seed % 4 != 0  # a quarter fully connected, the rest 1-D or 2-D
     shape = [(4,), (2, 5), (2, 4, 3)][0 if not spatial else 1 + seed % 2]
-    net = random_network(seed, spatial=len(shape) > 1)
+    parametrization = "sp" if seed % 3 == 0 else "ntk"
+    net = random_network(seed, len(shape) > 1, attention=parametrization == "ntk")
     x1, x2 = rng.standard_normal((2, *shape)), rng.standard_normal((3, *shape))
-    assert_matches_nt(net, x1, x2, "sp" if seed % 3 == 0 else "ntk")
+    assert_matches_nt(net, x1, x2, parametrization)
 
 
 @needs_nt

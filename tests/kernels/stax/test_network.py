@@ -48,6 +48,17 @@ def _nets(width: int) -> dict[str, tuple[S.Layer, tuple[int, ...]]]:
             ),
             (2, 6),
         ),
+        "attention": (
+            S.serial(
+                S.Conv(width, 3),
+                S.Relu(),
+                S.GlobalSelfAttention(width, bias_std=0.1),
+                S.Erf(),
+                S.GlobalAvgPool(),
+                S.Dense(1),
+            ),
+            (2, 6),
+        ),
         "2-d conv valid": (
             S.serial(S.Conv(width, 2, padding="VALID"), S.Relu(), S.GlobalAvgPool(), S.Dense(1)),
             (1, 4, 4),

@@ -27,7 +27,7 @@ import nbformat
 TIMES = Path(".ci/notebook_times.json")
 README = Path("README.md")
 ROW = re.compile(r"^\| `(\d\d_\w+)` \|(.*)\| ([^|]+) \|$")
-TOTAL = re.compile(r"all twelve\s+take about \d+ minutes")
+TOTAL = re.compile(r"all \d+\s+take about \d+ minutes")
 # the header sentence: "Runs in about 20 seconds on an idle 2-core CPU" and its variants
 HEADER = re.compile(
     r"(?P<verb>[Rr]uns in )(?:about |under )?(?:[^;.,]|\d\.\d)*? on an? (?:idle|busy)"
@@ -48,7 +48,7 @@ def readme_text(text: str, seconds: dict[str, int]) -> str:
         lines.append(line)
     minutes = round(sum(seconds.values()) / 60)
     out = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
-    return TOTAL.sub(f"all twelve\ntake about {minutes} minutes", out)
+    return TOTAL.sub(f"all {len(seconds)}\ntake about {minutes} minutes", out)
 
 
 def header_text(text: str, s: int) -> str:

@@ -33,7 +33,7 @@
 # transfers in its fig. 4, the init std σ and the output multiplier α, each swept with the
 # learning rate fixed; and what TP5 says does *not* transfer, with one item measured (depth).
 #
-# The sweeps spread their 1212 training runs over two worker processes; see the README for the
+# The sweeps spread their 1092 training runs over two worker processes; see the README for the
 # time on a 2-core CPU.
 
 # %%
@@ -485,7 +485,7 @@ print("init std:", pd.DataFrame(std_z).rename(columns=LABELS).round(1).T.to_stri
 # **The output multiplier transfers under muP and not under global-lr SP.** Under muP its
 # optimum sits at α = 1 or one octave below it at every width; under global-lr SP it moves
 # left by more than an octave per doubling of the width (from 2⁻¹ at width 32 to 2⁻⁷ at
-# width 512 in this run), the compensation TP5 app. C describes: the mis-scaled learning rate
+# width 512 in this run, a fitted slope of −1.5 octaves per doubling), the compensation TP5 app. C describes: the mis-scaled learning rate
 # is undone by a shrinking readout. Under muP the loss at every α is no worse at a wider
 # width (within two standard errors); under global-lr SP it gets worse with width at α ≥ 2⁻².
 #
@@ -565,8 +565,8 @@ print("      width at every alpha >= 2^-2 and at every sigma (width 512 vs 32, >
 # process of variance Θ(σ²/width), which vanishes at the target width but not at the proxy's;
 # TP5 finds the optima "match more closely" with the readout initialized at zero (then its init
 # std is no hyperparameter at all). We keep the readout random above, so that the base-width
-# runs equal global-lr SP's, and pay for it at the narrowest width: its optima of α and σ sit
-# up to an octave from the wider models'.
+# runs equal global-lr SP's; and the narrowest width's optima of α and σ do sit an octave from
+# the wider models' (that mismatch is one candidate cause; we do not test it).
 #
 # **Measured: depth.** Our MLP has no residual connections, and muP here is a width rule
 # only. We sweep the Adam learning rate of the muP model of width 128 at depths 2 (the runs of

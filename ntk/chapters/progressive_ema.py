@@ -11,6 +11,8 @@ per token), and the figure.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import io
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -71,9 +73,16 @@ def train_runs(
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        lasts = dict(zip(configs, pool.map(train, configs.values()), strict=True))
+        lasts = dict(zip(configs, pool.map(_train_quietly, configs.values()), strict=True))
     metrics = {key: read_metrics(config.log.out_dir) for key, config in configs.items()}
     return metrics, lasts
+
+
+def _train_quietly(config: RunConfig) -> dict[str, Any]:
+    """`train(config)` with its printed run summary dropped: from parallel runs it would
+    interleave (the run's metrics.csv holds everything)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return train(config)
 
 
 def phase_spikes(metrics: pd.DataFrame, window: int = 5, span: int = 20) -> pd.DataFrame:

@@ -81,7 +81,7 @@ def train_mlp(
             base_width=BASE_WIDTH,
             output_mult=output_mult,
         )
-        torch.manual_seed(seed)  # after the base-shape models: the same draws as SP
+        torch.manual_seed(seed)  # after the base-shape models: the same draws as global-lr SP
         model.reset_parameters()
         optimizer = "mu" + optimizer
     try:

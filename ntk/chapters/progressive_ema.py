@@ -1,30 +1,41 @@
 """Chapter 10 experiments: progressive sequence length and an EMA of the weights on the GPT.
 
-The notebook `notebooks/10_progressive_ema.py` trains the muP GPT of `ntk.lm` twice with
-`ntk.lm.train.train` at the same token budget, once with a progressive schedule and once at
-the longest length throughout, both with an EMA of the weights, and reads the runs' CSV files
-with the functions below: the loss jump at each phase switch (`phase_spikes`), the cost of
-each phase (`phase_costs`, measured tokens/s next to the FLOPs per token), and the figure.
+The notebook `notebooks/10_progressive_ema.py` trains the muP GPT of `ntk.lm` with
+`ntk.lm.train.train` at the same token budget, with a progressive schedule and at the longest
+length throughout, both with an EMA of the weights, for three seeds (`train_runs`), and reads
+the runs' CSV files with the functions below: the loss jump at each phase switch
+(`phase_spikes`), the cost of each phase (`phase_costs`, measured tokens/s next to the FLOPs
+per token), and the figure.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
+import io
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from ntk.lm.config import RunConfig, build_config
+from ntk.lm.run_log import read_metrics
+from ntk.lm.train import train
 
 TOKENS_PER_STEP = 4096
-TOKENS = 1_000_000  # 245 steps
+TOKENS = 750_000  # 184 steps
 SCHEDULE = "32:250K,64:500K,128:inf"
+SEEDS = (0, 1, 2)
+RUNS = {"progressive": SCHEDULE, "fixed": None}  # name -> schedule (None: T = 128 throughout)
 
 
 def chapter_config(out_dir: str | Path, schedule: str | None, *, seed: int = 0) -> RunConfig:
-    """The chapter's run: a 2-layer GPT of width 64 (muP at its base width, i.e. SP), AdamW at
-    a constant learning rate 1e-2 after 10 warmup steps, S = 4096 tokens per step, EMA with
-    beta 0.95, validation on 8K tokens every 20 steps, one torch thread. `schedule` None:
-    block size 128 throughout."""
+    """The chapter's run: a 2-layer GPT of width 64 (muP at its base width, where every width
+    ratio is 1: each layer has its base init and all share one learning rate, i.e. global-lr
+    SP at this width), AdamW at a constant learning rate 1e-2 after 10 warmup steps, S = 4096
+    tokens per step, `TOKENS` tokens, EMA with beta 0.95, validation on 8K tokens every 20
+    steps, one torch thread. `schedule` None: block size 128 throughout."""
     data = {
         "model": {"n_layer": 2, "n_embd": 64, "n_head": 4, "block_size": 128},
         "parametrization": {"name": "mup", "base_width": 64},
@@ -47,19 +58,51 @@ def chapter_config(out_dir: str | Path, schedule: str | None, *, seed: int = 0) 
     return build_config(data)
 
 
-def phase_spikes(metrics: pd.DataFrame, window: int = 5) -> pd.DataFrame:
+def train_runs(
+    out_dir: str | Path, seeds: tuple[int, ...] = SEEDS, *, workers: int = 2
+) -> tuple[dict[tuple[str, int], pd.DataFrame], dict[tuple[str, int], dict[str, Any]]]:
+    """Train every run of `RUNS` for every seed into out_dir/NAME-SEED, `workers` processes at
+    a time (each on one torch thread, `chapter_config`). Returns the metrics of each run
+    (`read_metrics`) and its last metrics row, both keyed by (name, seed)."""
+    configs = {
+        (name, seed): chapter_config(Path(out_dir) / f"{name}-{seed}", schedule, seed=seed)
+        for seed in seeds
+        for name, schedule in RUNS.items()
+    }
+    # fork where there is one: the runs need nothing from this process but the configs
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        lasts = dict(zip(configs, pool.map(_train_quietly, configs.values()), strict=True))
+    metrics = {key: read_metrics(config.log.out_dir) for key, config in configs.items()}
+    return metrics, lasts
+
+
+def _train_quietly(config: RunConfig) -> dict[str, Any]:
+    """`train(config)` with its printed run summary dropped: from parallel runs it would
+    interleave (the run's metrics.csv holds everything)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return train(config)
+
+
+def phase_spikes(metrics: pd.DataFrame, window: int = 5, span: int = 20) -> pd.DataFrame:
     """The training loss around each phase switch.
 
     Per switch: `before` (mean loss of the last `window` steps of the old phase), `first` (the
-    loss of the first step at the new length), `spike` = first - before, and `recovered_after`,
-    the number of steps at the new length until the loss is back below `before` (NaN if never).
+    loss of the first step at the new length), `spike` = first - before, `recovered_after`,
+    the number of steps at the new length until the loss is back below `before` (NaN if never),
+    and `noise`: the standard deviation, over the `span` steps before the switch, of each loss
+    minus the mean of the `window` losses before it, the size of a "spike" at a step where
+    nothing switches (NaN with fewer than 2 such steps).
     """
     rows = []
+    trailing = metrics["loss"] - metrics["loss"].rolling(window).mean().shift(1)
     starts = metrics.index[metrics["phase"].diff() > 0]
     for i in starts:
         before = metrics.loc[i - window : i - 1, "loss"].mean()
         after = metrics.loc[i:, "loss"].reset_index(drop=True)
         below = after.index[after < before]
+        quiet = trailing.loc[i - span : i - 1].dropna()
         rows.append(
             dict(
                 step=int(metrics.loc[i, "step"]),
@@ -68,9 +111,18 @@ def phase_spikes(metrics: pd.DataFrame, window: int = 5) -> pd.DataFrame:
                 first=after.iloc[0],
                 spike=after.iloc[0] - before,
                 recovered_after=float(below[0]) if len(below) else float("nan"),
+                noise=float(quiet.std()) if len(quiet) >= 2 else float("nan"),
             )
         )
     return pd.DataFrame(rows)
+
+
+def seed_mean(runs: list[pd.DataFrame]) -> pd.DataFrame:
+    """The step-by-step mean over seeds of runs with the same schedule (numeric columns);
+    NaN cells (no evaluation at that step) stay NaN."""
+    if not runs:
+        raise ValueError("runs must hold at least one metrics table")
+    return pd.concat(runs).groupby("step", as_index=False).mean(numeric_only=True)
 
 
 def flops_per_token(config: RunConfig, block_size: int) -> int:

@@ -25,6 +25,7 @@ The analysis (`summarize`, `optima`, `lr_drift`, `plot_sweep`, `plot_transfer`) 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing
 import os
 import signal
@@ -69,10 +70,13 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_cell(train_fn: TrainFn, parametrization, width, log2_lr, seed) -> tuple[float, float]:
-    """One cell, in a worker: (loss, seconds)."""
+def _run_cell(
+    train_fn: TrainFn, hparam: str, parametrization, width, log2_lr, seed
+) -> tuple[float, float]:
+    """One cell, in a worker: (loss, seconds). The grid value 2**log2_lr goes to `hparam`."""
     start = time.perf_counter()
-    loss = train_fn(parametrization=parametrization, width=width, lr=2.0**log2_lr, seed=seed)
+    value = {hparam: 2.0**log2_lr}
+    loss = train_fn(parametrization=parametrization, width=width, seed=seed, **value)
     if isinstance(loss, (bool, complex, str, bytes)):
         raise TypeError(f"train_fn must return a float loss, got {type(loss).__name__}")
     try:
@@ -107,12 +111,13 @@ def lr_sweep(
     mp_context: str | None = None,
     executor: cf.Executor | None = None,
     max_in_flight: int | None = None,
+    hparam: str = "lr",
 ) -> pd.DataFrame:
     """Run `train_fn` on every (parametrization, width, log2 LR, seed) cell not yet finished.
 
     Args:
-        train_fn: called as `train_fn(parametrization=p, width=n, lr=2**log2_lr, seed=s)`;
-            returns the final loss (a float; NaN or inf for a diverged run). On a process pool
+        train_fn: called as `train_fn(parametrization=p, width=n, lr=2**log2_lr, seed=s)`
+            (`hparam=` renames `lr`); returns the final loss (a float; NaN or inf for a diverged run). On a process pool
             or a remote executor it must be picklable (a module-level function or
             functools.partial of one).
         log2_lrs, widths, seeds, parametrizations: the grid (finite log2 LRs whose 2**x is a
@@ -130,6 +135,12 @@ def lr_sweep(
         max_in_flight: cells claimed and submitted at once; default 2 x workers for the local
             pool (so no worker waits), and every remaining cell for an `executor` (its own
             scheduler queues them). Bound it when several sweeps share one database.
+        hparam: the keyword under which `train_fn` receives 2**x for each grid value x:
+            "lr" by default; another name sweeps that log2-spaced hyperparameter instead (e.g.
+            "output_mult", the learning rate then fixed inside `train_fn`, as Yang et al. 2022
+            sweep one hyperparameter with the others fixed, fig. 4). The table keeps the
+            column names log2_lr and lr for it, so that `summarize`, `optima`, `lr_drift` and
+            `plot_transfer` read it unchanged; give such a sweep a cache of its own.
 
     Returns:
         the grid's rows (earlier ones included), columns parametrization, width, log2_lr,
@@ -140,6 +151,8 @@ def lr_sweep(
         re-raises KeyboardInterrupt with that message).
     """
     check_callable("train_fn", train_fn, "as train_fn(parametrization=, width=, lr=, seed=)")
+    if not isinstance(hparam, str) or not hparam.isidentifier():
+        raise TypeError(f"hparam must be a keyword argument name of train_fn, got {hparam!r}")
     check_positive_int("workers", workers)
     check_bool("progress", progress)
     if executor is not None and not isinstance(executor, cf.Executor):
@@ -167,7 +180,8 @@ def lr_sweep(
                         if isinstance(pool, _InlineExecutor):
                             max_in_flight = 1
                     try:
-                        _run(store, pool, train_fn, todo, max_in_flight, results, bar)
+                        cell_fn = functools.partial(_run_cell, train_fn, hparam)
+                        _run(store, pool, cell_fn, todo, max_in_flight, results, bar)
                     except KeyboardInterrupt:
                         if owned:
                             _end_workers(pool)
@@ -229,13 +243,14 @@ def _executor(
 def _run(
     store: SweepStore,
     pool: cf.Executor,
-    train_fn: TrainFn,
+    cell_fn: Callable[..., tuple[float, float]],
     todo: list[Cell],
     max_in_flight: int,
     results: dict[Cell, float],
     bar,
 ) -> None:
     """Claim, submit, record, until every cell of `todo` is done (here or by another sweep).
+    `cell_fn(*cell)` runs one cell and returns (loss, seconds).
 
     Only this (driver) process touches the database: a result is committed as soon as its
     future completes, one transaction per cell.
@@ -255,7 +270,7 @@ def _run(
                     waiting = [c for c in waiting if c not in found]
                     _advance(bar, len(found))
                 for cell in claimed:
-                    in_flight[pool.submit(_run_cell, train_fn, *cell)] = cell
+                    in_flight[pool.submit(cell_fn, *cell)] = cell
                 store.start_heartbeat()  # after the first submit: a fork pool has forked
             if not in_flight:
                 if waiting:  # the rest is held by other live sweeps: wait for them

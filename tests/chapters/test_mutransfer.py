@@ -8,9 +8,11 @@ import pytest
 
 from ntk.chapters.mutransfer import (
     at_transferred_lr,
+    labelled,
     largest_stable_lr,
     payoff,
     train_mlp,
+    widening_z,
     width_slope,
 )
 
@@ -72,9 +74,9 @@ def test_payoff_compares_transfer_with_the_sp_optimum():
         )
     )
     pay = payoff(summary, opt)
-    assert pay.loc[64, ("mup, lr tuned at the narrowest width", "mean")] == 0.3
-    assert pay.loc[64, ("sp, lr tuned at the narrowest width", "mean")] == 0.9
-    assert pay.loc[64, ("sp, lr tuned at every width", "mean")] == 0.45
+    assert pay.loc[64, ("muP, lr tuned at the narrowest width", "mean")] == 0.3
+    assert pay.loc[64, ("global-lr SP, lr tuned at the narrowest width", "mean")] == 0.9
+    assert pay.loc[64, ("global-lr SP, lr tuned at every width", "mean")] == 0.45
     with pytest.raises(ValueError, match="parametrization 'ntk'"):
         at_transferred_lr(summary, opt, "ntk")
 
@@ -112,3 +114,27 @@ def test_largest_stable_lr_skips_diverged_learning_rates():
     assert width_slope(stable, "log2_lr_stable")["sp"] == pytest.approx(-2.0)
     with pytest.raises(ValueError, match="summarize"):
         largest_stable_lr(summary.drop(columns="mean"))
+
+
+def test_init_std_and_output_multiplier_keep_mup_equal_to_sp_at_the_base_width():
+    for hp in (dict(weight_std=0.5), dict(output_mult=0.25)):
+        sp = train_mlp("sp", 32, 2.0**-4, seed=0, **hp)
+        assert train_mlp("mup", 32, 2.0**-4, seed=0, **hp) == sp
+        assert sp != train_mlp("sp", 32, 2.0**-4, seed=0)  # the hyperparameter acts
+
+
+def test_widening_z_flags_a_loss_that_grows_with_width():
+    summary = pd.DataFrame(
+        dict(
+            parametrization=["mup"] * 4,
+            width=[32, 64, 32, 64],
+            log2_lr=[0.0, 0.0, 1.0, 1.0],
+            mean=[0.5, 0.3, 0.5, 0.7],
+            stderr=[0.03, 0.04, 0.03, 0.04],
+        )
+    )
+    z = widening_z(summary, "mup")
+    assert z[0.0] == pytest.approx(-4.0) and z[1.0] == pytest.approx(4.0)
+    assert labelled(summary)["parametrization"].unique().tolist() == ["muP"]
+    with pytest.raises(ValueError, match="'sp'"):
+        widening_z(summary, "sp")

@@ -253,3 +253,17 @@ def test_interrupt_in_this_process_keeps_finished_cells(tmp_path, capsys):
     assert len(df) == 4 and df["loss"].notna().all()
     with pytest.raises(KeyboardInterrupt, match="none saved .cache=None."):
         lr_sweep(lambda **c: (_ for _ in ()).throw(KeyboardInterrupt), **grid, progress=False)
+
+
+def multiplier_objective(parametrization: str, width: int, seed: int, output_mult: float) -> float:
+    """`objective` with the swept value arriving as `output_mult` (no `lr` argument)."""
+    return objective(parametrization, width, output_mult, seed)
+
+
+def test_hparam_sweeps_another_log2_hyperparameter():
+    """hparam="output_mult": train_fn gets 2**x under that name, the table is the lr table's."""
+    by_lr = lr_sweep(objective, **GRID, progress=False)
+    by_mult = lr_sweep(multiplier_objective, **GRID, progress=False, hparam="output_mult")
+    pd.testing.assert_frame_equal(by_mult, by_lr)
+    with pytest.raises(TypeError, match="hparam must be a keyword argument name"):
+        lr_sweep(objective, **GRID, progress=False, hparam="output mult")

@@ -47,6 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ntk._checks import check_bool, check_nonnegative, check_positive, check_positive_int
+from ntk.lm.mla import LatentAttention
+from ntk.lm.moe import ExpertLinear, MoE
 
 
 @dataclass
@@ -66,6 +68,16 @@ class GPTConfig:
         bias: biases in the Linear layers and norms (GPT-2 has them; nanoGPT suggests not).
         rope_base: base of the rotary frequencies theta_i = rope_base^(-2i / head_dim).
         norm_eps: epsilon of the LayerNorms.
+        moe_experts: E, for a mixture-of-experts MLP in every block (`ntk.lm.moe`); None
+            (default): the dense MLP.
+        moe_top_k: experts per token (k <= E).
+        moe_hidden: each expert's hidden size in units of n_embd (the dense MLP's is 4).
+        moe_capacity: None (dropless) or the capacity factor c (slots per expert
+            ceil(c N k / E), assignments past them dropped).
+        moe_aux_coef: weight of Switch's load-balancing loss added to the training loss.
+        mla_rank: r, for multi-head latent attention with latent rank r (`ntk.lm.mla`),
+            0 < r < n_embd; None (default): the standard attention.
+        mla_rope_dim: d_R, the size of MLA's decoupled RoPE query/key per head (even).
     """
 
     vocab_size: int = 256
@@ -78,6 +90,14 @@ class GPTConfig:
     bias: bool = False
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
+    # mixture of experts and latent attention (ntk.lm.moe, ntk.lm.mla): off by default
+    moe_experts: int | None = None
+    moe_top_k: int = 2
+    moe_hidden: int = 4
+    moe_capacity: float | None = None
+    moe_aux_coef: float = 0.01
+    mla_rank: int | None = None
+    mla_rope_dim: int = 8
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_embd"):
@@ -105,6 +125,23 @@ class GPTConfig:
         check_positive("GPTConfig.norm_eps", self.norm_eps)
         if check_positive("GPTConfig.rope_base", self.rope_base) <= 1:
             raise ValueError(f"GPTConfig.rope_base must be > 1, got {self.rope_base}")
+        self._check_moe_mla()
+
+    def _check_moe_mla(self) -> None:
+        if self.moe_experts is not None:
+            E = check_positive_int("GPTConfig.moe_experts", self.moe_experts)
+            check_positive_int("GPTConfig.moe_top_k", self.moe_top_k, maximum=E)
+            check_positive_int("GPTConfig.moe_hidden", self.moe_hidden)
+            if self.moe_capacity is not None:
+                check_positive("GPTConfig.moe_capacity", self.moe_capacity)
+            check_nonnegative("GPTConfig.moe_aux_coef", self.moe_aux_coef)
+        if self.mla_rank is not None:
+            check_positive_int("GPTConfig.mla_rank", self.mla_rank, maximum=self.n_embd - 1)
+            if check_positive_int("GPTConfig.mla_rope_dim", self.mla_rope_dim) % 2:
+                raise ValueError(
+                    f"GPTConfig.mla_rope_dim must be even (RoPE rotates pairs), got "
+                    f"{self.mla_rope_dim}"
+                )
 
     @property
     def heads(self) -> tuple[int, int]:
@@ -226,9 +263,9 @@ class Block(nn.Module):
         super().__init__()
         # muP: norm gains and biases are vector-like: width-independent init and lr
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = (LatentAttention if config.mla_rank else CausalSelfAttention)(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = MoE(config) if config.moe_experts else MLP(config)
 
     def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x), rotation)  # (B, T, C)
@@ -269,7 +306,7 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, std=module.in_features**-0.5)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
+            elif isinstance(module, nn.LayerNorm | ExpertLinear):
                 module.reset_parameters()
         std = self.config.n_embd**-0.5 if self.config.tie_embeddings else 1.0
         nn.init.normal_(self.wte.weight, std=std)
@@ -279,7 +316,8 @@ class GPT(nn.Module):
         self._check_input(idx)
         x = self.wte(idx)  # (B, T, C)
         cfg = self.config
-        rotation = cached_rotation(idx.shape[1], cfg.heads[1], cfg.rope_base, idx.device, x.dtype)
+        rope_dim = cfg.mla_rope_dim if cfg.mla_rank else cfg.heads[1]  # MLA: the decoupled part
+        rotation = cached_rotation(idx.shape[1], rope_dim, cfg.rope_base, idx.device, x.dtype)
         for block in self.blocks:
             x = block(x, rotation)  # (B, T, C)
         return self.lm_head(self.ln_f(x))  # (B, T, vocab)

@@ -32,25 +32,35 @@ reverse: embedding) and refuses any other listing.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from ntk.lm.model import GPTConfig
+from ntk.lm.rope import apply_rope
 
 
 class LatentAttention(nn.Module):
-    """Causal multi-head latent attention with a decoupled RoPE key (module docstring)."""
+    """Causal multi-head latent attention with a decoupled RoPE key (module docstring).
 
-    def __init__(self, config: GPTConfig) -> None:
+    Arguments as `GPTConfig`'s (which checks them): width n_embd = n_head * head_dim, latent
+    rank, rope_dim d_R, bias (of the Linear layers and norms), norm_eps.
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        head_dim: int,
+        rank: int,
+        rope_dim: int,
+        bias: bool = False,
+        norm_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
-        C, r, R = config.n_embd, config.mla_rank, config.mla_rope_dim
-        self.n_head, self.head_dim = config.heads
-        self.rope_dim = R
-        bias, eps = config.bias, config.norm_eps
+        C, r, R = n_embd, rank, rope_dim
+        self.n_head, self.head_dim, self.rope_dim = n_head, head_dim, R
+        bias, eps = bias, norm_eps
         # muP: down projections width -> r are readouts, up projections r -> width embeddings
         self.q_down = nn.Linear(C, r, bias=bias)
         self.q_norm = nn.LayerNorm(r, eps=eps, bias=bias)
@@ -68,8 +78,6 @@ class LatentAttention(nn.Module):
         self.rope_scale = 1.0 / math.sqrt(R)
 
     def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
-        from ntk.lm.model import apply_rope  # here: model imports this module
-
         B, T, C = x.shape
         H, D, R = self.n_head, self.head_dim, self.rope_dim
         c_q = self.q_norm(self.q_down(x))  # (B, T, r)

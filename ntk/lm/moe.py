@@ -20,8 +20,8 @@ layer at every forward (`aux_loss`); `moe_aux_loss(model)` sums it over the mode
 Dispatch is batched matmuls, never a loop over tokens: the N k (token, expert) assignments
 are sorted by expert, each gets its rank within its expert, and the tokens are scattered into
 an (E, capacity, C) buffer (empty slots zero) that `ExpertLinear` multiplies with one
-`torch.bmm` per matrix; the outputs are gathered back, weighted by their gates, and summed
-per token with `index_add_`. Two capacities (`GPTConfig.moe_capacity`):
+`torch.bmm` per matrix; the outputs are gathered back to (token, choice) order, weighted by their gates
+and summed over the k choices. Two capacities (`GPTConfig.moe_capacity`):
 
 - None, dropless (default): capacity = the busiest expert's load, so no assignment is ever
   dropped; reading that load costs one device-to-host sync per layer.
@@ -41,16 +41,12 @@ token to the same k experts.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ntk.scaling.geometry import expert_geometry, register_geometry
-
-if TYPE_CHECKING:
-    from ntk.lm.model import GPTConfig
 
 
 class ExpertLinear(nn.Module):
@@ -80,18 +76,32 @@ register_geometry(ExpertLinear, lambda m: [expert_geometry("weight", *m.weight.s
 
 
 class MoE(nn.Module):
-    """Top-k routed mixture of E expert MLPs C -> H -> C (module docstring): (B, T, C) -> same."""
+    """Top-k routed mixture of E expert MLPs C -> H -> C (module docstring): (B, T, C) -> same.
 
-    def __init__(self, config: GPTConfig) -> None:
+    Arguments as `GPTConfig`'s (which checks them): n_embd C, experts E, top_k k, hidden H,
+    capacity (None: dropless, or the capacity factor), aux_coef.
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        experts: int,
+        top_k: int,
+        hidden: int,
+        capacity: float | None = None,
+        aux_coef: float = 0.01,
+    ) -> None:
         super().__init__()
-        C, E = config.n_embd, config.moe_experts
-        H = config.moe_hidden * C
-        self.experts, self.top_k = E, config.moe_top_k
-        self.capacity_factor, self.aux_coef = config.moe_capacity, config.moe_aux_coef
+        C, E, H = n_embd, experts, hidden
+        self.experts, self.top_k = E, top_k
+        self.capacity_factor, self.aux_coef = capacity, aux_coef
         # muP: a readout (width C -> E logits, E fixed); not zero-initialized
         self.router = nn.Linear(C, E, bias=False)
-        self.up = ExpertLinear(E, C, H)  # muP: hidden per expert, fan-in C
-        self.down = ExpertLinear(E, H, C)  # muP: hidden per expert, fan-in H (ratio of C)
+        self.expert_up = ExpertLinear(E, C, H)  # muP: hidden per expert, fan-in C
+        self.expert_down = ExpertLinear(E, H, C)  # muP: hidden per expert, fan-in H (ratio C)
+        # the (N, k, C) expert outputs per token and choice, a module so hooks (the coordinate
+        # check) can record them: a fixed token order, unlike the (E, capacity, .) buffers
+        self.expert_out = nn.Identity()
         self.aux_loss: Tensor | None = None  # set by forward: moe_aux_coef * Switch's aux
         self.load: Tensor | None = None  # (E,) assignments per expert in the last forward
         self.probs: Tensor | None = None  # (N, E) router probabilities of the last forward
@@ -116,16 +126,18 @@ class MoE(nn.Module):
         starts = torch.cumsum(counts, 0) - counts
         expert = flat[order]
         slot = torch.arange(N * k, device=x.device) - starts[expert]  # rank within its expert
-        token = order // k
-        gate = gates.reshape(-1)[order].to(x.dtype)
+        assignment, token = order, order // k  # assignment = token * k + choice
         capacity = self.capacity(N, counts)
         if self.capacity_factor is not None:  # drop assignments past the capacity
             keep = slot < capacity
-            expert, slot, token, gate = expert[keep], slot[keep], token[keep], gate[keep]
+            expert, slot, token, assignment = expert[keep], slot[keep], token[keep], order[keep]
         buffer = x.new_zeros(E, capacity, C)
         buffer[expert, slot] = x[token]  # (E, capacity, C), empty slots 0
-        y = self.down(F.gelu(self.up(buffer)))  # (E, capacity, C): batched matmuls
-        out = x.new_zeros(N, C).index_add_(0, token, y[expert, slot] * gate[:, None])
+        y = self.expert_down(F.gelu(self.expert_up(buffer)))  # (E, capacity, C): batched matmuls
+        # back to (token, choice) order; a dropped assignment's output is 0
+        picked = x.new_zeros(N * k, C).index_copy_(0, assignment, y[expert, slot])
+        picked = self.expert_out(picked.view(N, k, C))  # (N, k, C)
+        out = (picked * gates.to(x.dtype)[..., None]).sum(1)  # (N, C)
         share = counts.to(probs.dtype) / (N * k)  # f_e
         self.aux_loss = self.aux_coef * E * (share * probs.mean(0)).sum()
         self.load, self.probs = counts.detach(), probs.detach()

@@ -60,11 +60,16 @@ def gpt_layers(model: GPT) -> dict[str, str]:
         layers |= {f"blocks.*.attn.{x}": "hidden" for x in "qkv"}
     layers |= {
         "blocks.*.attn.o": "hidden",
-        "blocks.*.mlp.up": "hidden",  # an MoE's experts: each one hidden (fan-in n_embd)
+        "blocks.*.mlp.up": "hidden",
         "blocks.*.mlp.down": "hidden",  # muP: fan-in 4 n_embd, width ratio that of n_embd
     }
-    if model.config.moe_experts:
-        layers["blocks.*.mlp.router"] = "readout"  # muP: width -> E logits (ntk.lm.moe)
+    if model.config.moe_experts:  # ntk.lm.moe
+        layers = {k: v for k, v in layers.items() if ".mlp." not in k}
+        layers |= {
+            "blocks.*.mlp.router": "readout",  # muP: width -> E logits, a finite output
+            "blocks.*.mlp.expert_up": "hidden",  # muP: each expert hidden, fan-in n_embd
+            "blocks.*.mlp.expert_down": "hidden",  # fan-in moe_hidden n_embd
+        }
     layers["lm_head"] = "readout"  # muP: width -> vocab
     return layers
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 import torch
@@ -58,6 +58,8 @@ class LMSetup:
         betas: AdamW's betas.
         val_batches, val_batch_size: the fixed validation set (`eval_batches`), evenly spaced
             windows of the validation text.
+        model_options: further `GPTConfig` fields, as (name, value) pairs (e.g.
+            (("moe_experts", 8), ("moe_top_k", 2)) for the mixture-of-experts GPT).
     """
 
     level: str = "char"
@@ -72,6 +74,7 @@ class LMSetup:
     betas: tuple[float, float] = (0.9, 0.95)
     val_batches: int = 4
     val_batch_size: int = 64
+    model_options: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("LMSetup.level", self.level, LEVELS)
@@ -85,6 +88,14 @@ class LMSetup:
         check_nonnegative("LMSetup.weight_decay", self.weight_decay)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"LMSetup.betas must be two numbers in [0, 1), got {self.betas}")
+        own = {"vocab_size", "block_size", "n_layer", "n_embd", "n_head"}
+        free = {f.name for f in fields(GPTConfig)} - own
+        for item in self.model_options:
+            if not (isinstance(item, tuple) and len(item) == 2 and item[0] in free):
+                raise ValueError(
+                    f"LMSetup.model_options: {item!r} is not a (name, value) pair of a "
+                    f"GPTConfig field other than {sorted(own)}"
+                )
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -113,6 +124,7 @@ def build(
         n_layer=setup.n_layer,
         n_embd=width,
         n_head=setup.n_head,
+        **dict(setup.model_options),
     )
     rule = "global" if parametrization == "sp" else "abc"  # sp: one learning rate
     model, _, groups = gpt_recipe(

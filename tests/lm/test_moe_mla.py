@@ -32,7 +32,7 @@ def loop_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:
         for j in range(moe.top_k):
             e = int(chosen[i, j])
             if used[e] < cap:
-                h = F.gelu(x[i] @ moe.up.weight[e]) @ moe.down.weight[e]
+                h = F.gelu(x[i] @ moe.expert_up.weight[e]) @ moe.expert_down.weight[e]
                 out[i] += gates[i, j] * h
             used[e] += 1
     return out
@@ -41,7 +41,7 @@ def loop_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("capacity", [None, 0.5])
 def test_batched_dispatch_equals_a_loop_over_tokens(capacity):
     torch.manual_seed(0)
-    moe = MoE(config(moe_experts=4, moe_top_k=2, moe_hidden=1, moe_capacity=capacity)).double()
+    moe = MoE(32, experts=4, top_k=2, hidden=32, capacity=capacity).double()
     x = torch.randn(2, 8, 32, dtype=torch.float64)
     with torch.no_grad():
         moe.router.weight.mul_(4.0)  # uneven routing, so a capacity of 0.5 drops assignments

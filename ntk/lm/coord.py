@@ -12,8 +12,8 @@ projections, its attention logits s q.k (recorded by `coord_check` from the argu
 `F.scaled_dot_product_attention` call, `ntk.scaling.attention_logits`: the fused attention
 never returns them), the attention output projection, the MLP's up
 and down projections, the residual stream after each block, and the readout's logits. With the GPT's options: an MoE's "expert outputs" (the experts'
-outputs per token and choice, before the gates) and "router logits"; MLA's "latent" (both down projections, before
-their norms), "rope query" and "rope key" (q and k are then the content up projections).
+outputs per token and choice, before the gates) and "router logits"; MLA's "latent" (both down projections'
+outputs), "rope query" and "rope key" (q and k are then the content up projections).
 Parametrized layers are recorded through their `ScaledModule` wrapper, whose output is the
 effective one (multiplier included).
 
@@ -56,7 +56,7 @@ MOE_GROUPS = {
     r"blocks\.\d+\.mlp\.expert_out": "expert outputs",  # (N, k, C) per token and choice
 }
 MLA_GROUPS = {
-    r"blocks\.\d+\.attn\.(q|kv)_down": "latent",  # c_q, c_kv before their norms
+    r"blocks\.\d+\.attn\.(q|kv)_down": "latent",  # c_q, c_kv
     r"blocks\.\d+\.attn\.q_rope": "rope query",
     r"blocks\.\d+\.attn\.k_rope": "rope key",
 }

@@ -3,7 +3,7 @@
 DeepSeek-AI 2024 ("DeepSeek-V2", arXiv:2405.04434, sec. 2.1). With width C, n_h heads of
 size d_h, latent rank r (fixed as C grows) and a decoupled RoPE part of size d_R:
 
-    c_q  = norm(W_DQ x)          (r)         c_kv = norm(W_DKV x)       (r)
+    c_q  = W_DQ x                (r)         c_kv = W_DKV x             (r)
     q_C  = W_UQ c_q              (n_h d_h)   k_C  = W_UK c_kv           (n_h d_h)
     q_R  = rope(W_QR c_q)        (n_h d_R)   v    = W_UV c_kv           (n_h d_h)
     k_R  = rope(W_KR x)          (d_R, one key shared by every head)
@@ -15,8 +15,13 @@ The two logit parts have their own scales: s_C = `softmax_scale` = 1/sqrt(d_h) (
 attention rule turns it into sqrt(d0)/d_h as the heads widen: `ntk.scaling.attention`), and
 s_R = `rope_scale` = 1/sqrt(d_R), which no width rule touches: d_R is fixed, so q_R.k_R is
 a sum of a fixed number of terms. (DeepSeek-V2 uses one 1/sqrt(d_h + d_R) for both; at a
-fixed width the split only reweights the two parts.) The latents pass LayerNorms, as
-DeepSeek-V2's RMSNorms after the compressions.
+fixed width the split only reweights the two parts.)
+
+DeepSeek-V2 normalizes the latents (RMSNorm after each compression); this module does not.
+A norm is scale-invariant, so after a readout-shaped projection it undoes muP's small
+(1/n) init of the latent and multiplies the gradient into the residual stream by |c|^-1 ~
+sqrt(n) at init: measured in the coordinate check (chapter 15: widths 64-512, 8 steps), with
+the norms the residual stream's update grew like n^0.20 under muP, without them like n^0.06.
 
 muP of the low-rank projections n -> r -> n with r fixed (`ntk.lm.parametrize`): the down
 projections W_DQ, W_DKV (and W_KR, width -> d_R) have a growing fan-in and a fixed fan-out,
@@ -44,7 +49,7 @@ class LatentAttention(nn.Module):
     """Causal multi-head latent attention with a decoupled RoPE key (module docstring).
 
     Arguments as `GPTConfig`'s (which checks them): width n_embd = n_head * head_dim, latent
-    rank, rope_dim d_R, bias (of the Linear layers and norms), norm_eps.
+    rank, rope_dim d_R, bias (of the Linear layers).
     """
 
     def __init__(
@@ -55,19 +60,15 @@ class LatentAttention(nn.Module):
         rank: int,
         rope_dim: int,
         bias: bool = False,
-        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         C, r, R = n_embd, rank, rope_dim
         self.n_head, self.head_dim, self.rope_dim = n_head, head_dim, R
-        bias, eps = bias, norm_eps
         # muP: down projections width -> r are readouts, up projections r -> width embeddings
         self.q_down = nn.Linear(C, r, bias=bias)
-        self.q_norm = nn.LayerNorm(r, eps=eps, bias=bias)
         self.q = nn.Linear(r, C, bias=bias)  # muP: the content query, zero-initialized by muP
         self.q_rope = nn.Linear(r, self.n_head * R, bias=bias)
         self.kv_down = nn.Linear(C, r, bias=bias)
-        self.kv_norm = nn.LayerNorm(r, eps=eps, bias=bias)
         self.k = nn.Linear(r, C, bias=bias)
         self.v = nn.Linear(r, C, bias=bias)
         self.k_rope = nn.Linear(C, R, bias=bias)  # muP: a readout (width -> d_R)
@@ -80,8 +81,8 @@ class LatentAttention(nn.Module):
     def forward(self, x: Tensor, rotation: Tensor) -> Tensor:
         B, T, C = x.shape
         H, D, R = self.n_head, self.head_dim, self.rope_dim
-        c_q = self.q_norm(self.q_down(x))  # (B, T, r)
-        c_kv = self.kv_norm(self.kv_down(x))  # (B, T, r)
+        c_q = self.q_down(x)  # (B, T, r)
+        c_kv = self.kv_down(x)  # (B, T, r): with k_rope, all a KV cache needs
         q = self.q(c_q).view(B, T, H, D)
         k = self.k(c_kv).view(B, T, H, D)
         v = self.v(c_kv).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)

@@ -204,8 +204,8 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
         C, (H, D) = config.n_embd, config.heads
         if config.mla_rank:  # ntk.lm.mla
-            eps, r = config.norm_eps, config.mla_rank
-            self.attn = LatentAttention(C, H, D, r, config.mla_rope_dim, config.bias, eps)
+            r, R = config.mla_rank, config.mla_rope_dim
+            self.attn = LatentAttention(C, H, D, r, R, config.bias)
         else:
             self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)

@@ -76,7 +76,7 @@ def test_latent_attention_equals_two_scale_reference():
     x = torch.randn(1, 5, 32, dtype=torch.float64)
     rot = cached_rotation(5, 4, cfg.rope_base, x.device, x.dtype)
     B, T, H, D, R = 1, 5, 2, 16, 4
-    c_q, c_kv = att.q_norm(att.q_down(x)), att.kv_norm(att.kv_down(x))
+    c_q, c_kv = att.q_down(x), att.kv_down(x)
     q, k = att.q(c_q).view(B, T, H, D), att.k(c_kv).view(B, T, H, D)
     v = att.v(c_kv).view(B, T, H, D)
     qr = apply_rope(att.q_rope(c_q).view(B, T, H, R), rot)

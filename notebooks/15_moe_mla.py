@@ -1,0 +1,271 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 15 - muP for mixture-of-experts and low-rank (MLA) attention
+#
+# Chapter 09 ran muP on the project's GPT. Two architectures of current large models add
+# weights that do not fit the three roles at first sight:
+#
+# - a **mixture-of-experts MLP** (Shazeer et al. 2017; Switch, Fedus et al. 2021): E expert
+#   MLPs stored as one 3-D tensor per matrix, (E, d_in, d_out), and a router that maps the
+#   width to E logits;
+# - **multi-head latent attention** (MLA, DeepSeek-V2, arXiv:2405.04434): queries, keys and
+#   values through a latent of rank r that stays fixed as the width grows, n -> r -> n, and a
+#   decoupled RoPE key.
+#
+# Both are `GPTConfig` options (`moe_experts`, `mla_rank`; `ntk.lm.moe`, `ntk.lm.mla`). This
+# chapter derives their muP roles from the abc rules, checks them against per-expert
+# `nn.Linear`s and with coordinate checks, measures the routing per width, and runs a small
+# learning-rate transfer of the MoE GPT. The scale here is sized for about a minute on an
+# idle 2-core CPU; `python -m ntk.chapters.moe_mla` runs the larger transfer.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch)
+    import subprocess
+
+    # set in one place, .ci/colab.py, which writes this cell; brings mup and the rest
+    package = "ntk-lab @ git+https://github.com/ntk-lab/ntk"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
+
+# %%
+import torch
+
+from ntk.chapters.moe_mla import (
+    EXPERTS,
+    LATENT,
+    NOTEBOOK,
+    ROUTER,
+    claims,
+    coordinate_checks,
+    entropy_slopes,
+    routing_by_width,
+    transfer_claims,
+    transfer_sweep,
+)
+from ntk.lm.model import GPT, GPTConfig
+from ntk.lm.moe import ExpertLinear
+from ntk.lm.parametrize import parametrize
+from ntk.scaling import Parametrization, ParametrizationConfig
+from ntk.scaling.sweep import summarize
+
+torch.set_num_threads(1)  # the sweep runs two single-threaded worker processes
+
+# %% [markdown]
+# ## The roles, derived
+#
+# The engine's abc rules (Everett et al. 2024, arXiv:2407.05872) assign each weight matrix a
+# role by which of its dimensions grows with the width $n$: an **embedding** maps a fixed
+# number of inputs to the width, a **hidden** matrix maps width to width, a **readout** maps
+# the width to a fixed number of outputs. With $m = n / n_0$, muP for Adam gives the
+# effective weight $m^{-a} w$ (init std $\sigma_0 m^{-b}$, learning rate $\eta\, m^{-c}$):
+#
+# | role | effective init std | effective Adam step per entry | why |
+# |---|---|---|---|
+# | embedding | $\Theta(1)$ | $\Theta(1)$ | a fixed number of inputs: no sum grows |
+# | hidden | $\Theta(n^{-1/2})$ | $\Theta(n^{-1})$ | $\Delta W x$ sums $n$ aligned terms |
+# | readout | $\Theta(n^{-1})$ | $\Theta(n^{-1})$ | also $W_0 \Delta x$ sums $n$ aligned terms |
+#
+# **Experts.** Expert $e$ computes $y_e = x_e W_e$ with $W_e$ (d_in, d_out) = (C, H) or
+# (H, C): each is a hidden matrix of its own, and the 3-D tensor is E of them side by side.
+# `expert_geometry` reads the tensor as E row blocks $W_e^\top$ of one (E d_out, d_in)
+# matrix: per-expert fan-in d_in (init $1/\sqrt{d_\text{in}}$), width dimension d_in, the
+# spectral monitor sees each expert.
+#
+# **Router.** $\ell = W_r x \in \mathbb{R}^E$ with $E$ fixed: the shape of a readout. After
+# training $W_r$ is aligned with the features $x$, so $\Delta W_r\, x$ and $W_{r,0}\, \Delta x$
+# are sums of $n$ correlated terms; the logits stay $\Theta(1)$ only with the readout's
+# $n^{-1}$ init and step (the answer given in the `mup` package's issue #48: the router is a
+# `MuReadout`). As a hidden matrix (init $n^{-1/2}$) the backward signal $W_r^\top
+# \partial\ell$ into the residual stream would be $\sqrt n$ times too large. Unlike the LM
+# head it is **not zero-initialized**: with all logits equal, top-k would send every token
+# to the same k experts. At init the muP router logits are $\Theta(n^{-1/2})$: the routing
+# is then decided by small but random logits, uniform in the limit.
+#
+# **Low rank, r fixed.** $c = W_D x$ ($n \to r$) has a growing fan-in and a fixed fan-out:
+# a readout (the latent is a finite-dimensional output of the width); $W_U c$ ($r \to n$) a
+# fixed fan-in and a growing fan-out: an embedding (a finite-dimensional input). The engine
+# reads these roles off the base model with no special case: `ntk.scaling.base_shapes`
+# compares each matrix with the same matrix at the base width, and a matrix whose fan-in
+# grows and fan-out does not *is* a readout; listing it otherwise is refused.
+
+# %%
+E, base, n = 4, 32, 128
+model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_embd=n, n_head=2,
+                      moe_experts=E, mla_rank=16))
+param = parametrize(model, "mup", base_width=base, lr=1e-2)
+table = param.table().set_index("name")
+rows = ["blocks.0.attn.q_down", "blocks.0.attn.k", "blocks.0.attn.o", "blocks.0.mlp.router",
+        "blocks.0.mlp.expert_up", "blocks.0.mlp.expert_down", "lm_head"]
+eff = table.loc[rows, ["role", "n", "n0", "init_std", "multiplier", "lr"]].copy()
+eff["eff_std"] = eff["init_std"] * eff["multiplier"]
+eff["eff_lr"] = eff["lr"] * eff["multiplier"]
+print(eff.to_string(float_format=lambda x: f"{x:.4g}"))
+m = n / base
+std0 = base**-0.5  # the SP std at the base width, fan-in 32
+assert eff.loc["blocks.0.mlp.router", "role"] == "readout"
+assert abs(eff.loc["blocks.0.mlp.router", "eff_std"] - std0 / m) < 1e-12
+assert abs(eff.loc["blocks.0.mlp.router", "eff_lr"] - 1e-2 / m) < 1e-12
+assert eff.loc["blocks.0.attn.q_down", "role"] == "readout"
+assert eff.loc["blocks.0.attn.k", "role"] == "embedding"
+assert abs(eff.loc["blocks.0.attn.k", "eff_lr"] - 1e-2) < 1e-12  # O(1) step
+assert eff.loc["lm_head", "init_std"] == 0.0 and eff.loc["blocks.0.mlp.router", "init_std"] > 0
+print("PASS: router and latent down projections are readouts (effective std and step ~ 1/m),"
+      "\n      latent up projections embeddings (O(1) step); muP zeroes the LM head, not the router")
+
+# %% [markdown]
+# A router listed as a hidden layer is refused, with the reason read off the shapes:
+
+# %%
+layers = {p: r for p, r in param.config.layers.items()} | {"blocks.*.mlp.router": "hidden"}
+fresh = GPT(model.config)
+try:
+    Parametrization(fresh, ParametrizationConfig("mup", layers=layers,
+                                                 base_model=param.config.base_model))
+    raise AssertionError("a hidden router was accepted")
+except ValueError as err:
+    print("ValueError:", err)
+    assert "shape of a 'readout'" in str(err)
+
+# %% [markdown]
+# **The 3-D tensor is E per-expert Linears.** The same experts as E `nn.Linear(C, H)`: the
+# engine's rows (init std, multiplier, learning rate) and one Adam step agree to 1e-12 in
+# float64 (the unit test `tests/scaling/test_expert_geometry.py` does this for mup, sp and
+# ntk, with the function and the step).
+
+# %%
+class Experts(torch.nn.Module):
+    def __init__(self, n, batched):
+        super().__init__()
+        self.emb = torch.nn.Linear(5, n, bias=False)
+        self.up = (ExpertLinear(E, n, 2 * n) if batched else
+                   torch.nn.ModuleList(torch.nn.Linear(n, 2 * n, bias=False) for _ in range(E)))
+        self.head = torch.nn.Linear(2 * n, 2, bias=False)
+
+
+def rows_of(batched):
+    layers = {"emb": "embedding", ("up" if batched else "up.*"): "hidden", "head": "readout"}
+    with torch.device("meta"):
+        b = Experts(16, batched)
+    p = Parametrization(Experts(64, batched).double(),
+                        ParametrizationConfig("mup", lr=0.1, layers=layers, base_model=b))
+    return {s.name: (s.init_std, s.multiplier, s.lr) for s in p.layers}
+
+
+stacked, per_expert = rows_of(True), rows_of(False)
+gap = max(abs(a - b) for e in range(E)
+          for a, b in zip(stacked["up"], per_expert[f"up.{e}"], strict=True))
+print(f"3-D expert tensor vs {E} nn.Linear: largest difference of (std, multiplier, lr) = {gap:.1e}")
+assert gap <= 1e-12
+
+# %% [markdown]
+# ## Dispatch and load balancing
+#
+# Top-k routing with the router probabilities $p = \mathrm{softmax}(W_r x)$ as gates
+# (Switch, DeepSeek), and Switch's auxiliary loss, $\mathrm{aux} = E \sum_e f_e P_e$ with
+# $f_e$ the share of the $Nk$ assignments sent to expert $e$ and $P_e$ its mean
+# probability ($\mathrm{aux} \ge 1$ at... equality at uniform routing), weighted by
+# `moe_aux_coef` = 0.01 and added to the loss by `train_step`. Dispatch is **dropless** by
+# default (capacity = the busiest expert's load), as batched matmuls: the assignments are
+# sorted by expert, scattered into an (E, capacity, C) buffer, multiplied by one `bmm` per
+# matrix and gathered back; `moe_capacity` = c drops assignments past $\lceil cNk/E \rceil$
+# slots instead (static shapes). Both are checked against a loop over tokens to 1e-12 in
+# `tests/lm/test_moe_mla.py`.
+#
+# ## Coordinate checks
+#
+# Chapter 09's check (`ntk.lm.coord`): widths 64-512, 2 blocks, 4 heads, 3 seeds, AdamW at
+# lr $2^{-4}$ on one fixed batch; per module, the fitted exponent $e$ of size $\sim n^e$ of
+# its output and of its change since init. The MoE GPT has E = 8 experts, top-2, experts of
+# hidden size n (the active MLP is 2n wide); its new groups are the router logits and the
+# experts' outputs per token and choice. The MLA GPT has rank r = 16 and d_R = 8; its new
+# groups are the latents and the RoPE query and key. The router's logits and the latents
+# start at $\Theta(n^{-1/2})$ (readout init): a transient that the updates overtake, so the
+# claims are read at late steps (MoE 10-12 of 12, MLA 5-8 of 8).
+
+# %%
+coords = coordinate_checks(NOTEBOOK)
+out = {}
+for name, df in coords.items():
+    table, c = claims(df, NOTEBOOK[name])
+    out[name] = (table, c)
+
+# %% NBVAL_IGNORE_OUTPUT
+for name, (table, c) in out.items():
+    print(f"{name}: fitted exponents, mean over the checked steps and blocks")
+    print(table.round(2).to_string(), "\n")
+
+# %%
+moe, mla = out["moe"][1], out["mla"][1]
+for name, c in (("MoE", moe), ("MLA", mla)):
+    print(f"{name}: muP max |e| over {c['mup_groups']} groups = {c['mup_max_abs']:.2f}; "
+          f"global-lr SP min over hidden groups = {c['sp_hidden_min']:.2f}")
+assert {ROUTER, EXPERTS} <= set(out["moe"][0].index)
+assert LATENT in set(out["mla"][0].index)
+assert moe["mup_max_abs"] <= 0.1  # muP: every group, router logits and experts included
+assert moe["sp_hidden_min"] >= 0.5  # global-lr SP: every hidden group grows
+print("PASS: MoE GPT, muP within +-0.1 in every group; global-lr SP >= 0.5 in every hidden group")
+
+# %% [markdown]
+# The MLA GPT: every group but the decoupled RoPE query and key lies within $\pm 0.1$; those
+# two shrink slightly with the width at this scale (exponents about $-0.15$: the RoPE key is a
+# readout of a fixed size $d_R$ whose init, $\Theta(n^{-1/2})$, is still visible after 8
+# steps, and the RoPE query reads the latent, which starts at the same size). They are held
+# to $\pm 0.2$ here, and global-lr SP, at $\ge 0.5$ in every hidden group, is far outside.
+
+# %%
+rope = ["rope query", "rope key"]
+mla_table = out["mla"][0]
+others = mla_table.drop(index=rope)
+print(f"MLA muP: max |e| outside RoPE {others['mup'].abs().max().max():.2f}, "
+      f"RoPE q/k {mla_table.loc[rope, 'mup'].abs().max().max():.2f}")
+assert others["mup"].abs().max().max() <= 0.1
+assert mla_table.loc[rope, "mup"].abs().max().max() <= 0.2
+assert mla["sp_hidden_min"] >= 0.5
+print("PASS: MLA GPT, muP within +-0.1 in every group but RoPE q/k (+-0.2); "
+      "global-lr SP >= 0.5 in every hidden group")
+
+# %% [markdown]
+# ## Routing per width
+#
+# After the coordinate check's 12 steps, the routing on its batch: the entropy of the
+# experts' load shares and the mean entropy of a token's router distribution, both in units
+# of $\log E$ (1 = uniform). Under global-lr SP the router's updates grow with $n$ and its
+# logits with them: the token distributions collapse to one expert and the load concentrates
+# as the width grows. Under muP the router logits are $\Theta(1)$ at every width.
+
+# %%
+routing = {p: routing_by_width(NOTEBOOK["moe"], p) for p in ("mup", "sp")}
+slopes = {p: entropy_slopes(r) for p, r in routing.items()}
+
+# %% NBVAL_IGNORE_OUTPUT
+for p, r in routing.items():
+    print(p, "entropy / log E, mean over seeds:")
+    print(r.groupby("width")[["load", "token"]].mean().round(3).to_string())
+    print("slope per doubling of the width:", {k: round(v, 3) for k, v in slopes[p].items()}, "\n")
+
+# %%
+mup_s, sp_s = slopes["mup"], slopes["sp"]
+wide = routing["sp"]["width"].max()
+sp_token_wide = routing["sp"].query("width == @wide")["token"].mean()
+mup_token_wide = routing["mup"].query("width == @wide")["token"].mean()
+assert abs(mup_s["load"]) <= 0.5 * abs(sp_s["load"])
+assert abs(mup_s["token"]) <= 0.75 * abs(sp_s["token"])
+assert sp_token_wide < 0.05 < 0.15 < mup_token_wide
+print("PASS: routing entropies drift less under muP than under SP; at width", wide,
+      "SP's tokens route to one expert (token entropy < 0.05 log E), muP's do not (> 0.15)")
+
+# %% [markdown]
+# The muP entropies are not constant either at these widths (a slope of about $-0.05$ per
+# doubling for both): the claim checked is the comparison with SP, not width independence.

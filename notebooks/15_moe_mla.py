@@ -49,6 +49,7 @@ from ntk.chapters.moe_mla import (
     ROUTER,
     claims,
     coordinate_checks,
+    TRANSFER_NOTE,
     entropy_slopes,
     routing_by_width,
     transfer_claims,
@@ -269,3 +270,29 @@ print("PASS: routing entropies drift less under muP than under SP; at width", wi
 # %% [markdown]
 # The muP entropies are not constant either at these widths (a slope of about $-0.05$ per
 # doubling for both): the claim checked is the comparison with SP, not width independence.
+
+# %% [markdown]
+# ## Learning-rate transfer of the MoE GPT
+#
+# Chapter 09's sweep (`transfer_sweep`, `transfer_claims`) on the MoE GPT: 1 block, 2 heads,
+# E = 8 experts, top-2, context 16, batches of 32 windows of the word-level corpus, AdamW
+# with linear warmup and decay, the load-balancing loss included; validation loss in bits per
+# token. Cut to fit the notebook: TRANSFER_NOTE below; `python -m ntk.chapters.moe_mla` runs
+# widths 32-256, 2 blocks, 300 steps, 3 seeds.
+
+# %%
+tscale = NOTEBOOK["moe"]
+print(TRANSFER_NOTE)
+results = transfer_sweep(tscale, workers=2)
+tc = transfer_claims(results)
+
+# %% NBVAL_IGNORE_OUTPUT
+summary = summarize(results)
+print(f"{len(results)} runs, {int((~results['loss'].map(float).apply(lambda v: v < float('inf'))).sum())} diverged")
+print(summary.pivot_table(index="log2_lr", columns=["parametrization", "width"], values="mean")
+      .round(3).to_string())
+print(tc["optima"].round(3).to_string(index=False))
+print("drift of the optimal log2 lr (grid steps):", tc["drift_steps"])
+print("near-tie-robust drift:", tc["near_drift_steps"], " slope per doubling:", tc["opt_slope"])
+print(f"muP at the transferred lr 2^{tc['transferred']:g}: narrowest - widest = "
+      f"{tc['margin_se']:.1f} s.e.")

@@ -64,8 +64,8 @@ TRANSFER = LMSetup(
     n_head=2,
     block_size=16,
     batch_size=32,
-    steps=60,
-    warmup=6,
+    steps=100,
+    warmup=10,
     base_width=16,
     model_options=MOE,
 )
@@ -76,8 +76,8 @@ NOTEBOOK = {
         12,
         (10, 11, 12),
         TRANSFER,
-        widths=(16, 32, 64),
-        log2_lrs=(-7.0, -6.0, -5.0, -4.0, -3.0),
+        widths=(32, 128),
+        log2_lrs=(-7.0, -5.0, -3.0),
         seeds=(0, 1),
     ),
     "mla": _scale(MLA, 8, (5, 6, 7, 8), TRANSFER, widths=(16,), log2_lrs=(-4.0,)),
@@ -93,6 +93,10 @@ FULL = {
     "mla": NOTEBOOK["mla"],
 }
 SCALES = {"notebook": NOTEBOOK, "full": FULL}
+TRANSFER_NOTE = (
+    "notebook scale: widths 32 and 128 (4x; the issue asks 32-256), learning rates 2^-7, "
+    "2^-5, 2^-3 (every other grid point), 2 seeds (the issue asks 3), 1 block, 100 steps"
+)
 
 
 def coordinate_checks(scale: dict[str, Scale]) -> dict[str, pd.DataFrame]:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ntk.chapters import _cli
+from ntk.chapters import _cli, mup_transformer
 from ntk.chapters.mup_transformer import (
     Scale,
     coord_claims,
@@ -58,17 +58,9 @@ def _scale(options, steps: int, checked: tuple[int, ...], transfer: LMSetup, **g
     )
 
 
-TRANSFER = LMSetup(
-    level="word",
-    n_layer=1,
-    n_head=2,
-    block_size=16,
-    batch_size=32,
-    steps=100,
-    warmup=10,
-    base_width=16,
-    model_options=MOE,
-)
+# chapter 09's notebook transfer (word tokens, 1 block, 2 heads, context 16, 100 steps, base
+# width 16) on the MoE GPT
+TRANSFER = replace(mup_transformer.NOTEBOOK.transfer, model_options=MOE)
 # the MoE GPT's transients (router logits start at ~n^-1/2) need 12 steps, MLA's 8
 NOTEBOOK = {
     "moe": _scale(
@@ -112,19 +104,23 @@ def claims(coords: pd.DataFrame, scale: Scale) -> tuple[pd.DataFrame, dict[str, 
 
 
 def routing_by_width(
-    scale: Scale, parametrization: str = "mup", steps: int | None = None, batch_size: int = 4
+    scale: Scale,
+    parametrization: str = "mup",
+    steps: int | None = None,
+    batch_size: int = 4,
+    seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Routing entropies (`ntk.lm.moe.routing_entropy`, in units of log E) per width and
     seed, after the coordinate check's `steps` AdamW updates on its fixed batch, measured on
     that batch: "load" (the experts' shares of the assignments) and "token" (a token's router
-    distribution)."""
+    distribution). `seeds` defaults to the coordinate check's."""
     setup = scale.coord
     steps = scale.coord_steps if steps is None else steps
     data = corpus(setup)
     ((x, y),) = eval_batches(data.val, batch_size, setup.block_size, 1)
     rows = []
     for width in scale.coord_widths:
-        for seed in scale.coord_seeds:
+        for seed in scale.coord_seeds if seeds is None else seeds:
             model, opt = build(parametrization, width, 2.0**scale.coord_log2_lr, seed, setup)
             for step in range(steps):
                 train_step(model, opt, (x, y), step=step)

@@ -40,6 +40,7 @@ if "google.colab" in sys.modules:  # install only what Colab lacks (it has torch
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
 
 # %%
+import numpy as np
 import torch
 
 from ntk.chapters.moe_mla import (
@@ -289,22 +290,22 @@ for p, r in routing.items():
     print("slope per doubling of the width:", {k: round(v, 3) for k, v in slopes[p].items()}, "\n")
 
 # %%
-mup_s, sp_s = slopes["mup"], slopes["sp"]
 wide = routing["sp"]["width"].max()
-sp_token_wide = routing["sp"].query("width == @wide")["token"].mean()
-mup_token_wide = routing["mup"].query("width == @wide")["token"].mean()
-assert abs(mup_s["load"]) <= 0.5 * abs(sp_s["load"])
-assert abs(mup_s["token"]) <= 0.75 * abs(sp_s["token"])
-assert sp_token_wide < 0.05 < 0.15 < mup_token_wide
+sp_w, mup_w = (routing[p].query("width == @wide")[["load", "token"]].mean() for p in ("sp", "mup"))
+assert sp_w["token"] < 0.05 < 0.1 < mup_w["token"]
+assert sp_w["load"] + 0.1 < mup_w["load"]
 print(
-    "PASS: routing entropies drift less under muP than under SP; at width",
-    wide,
-    "SP's tokens route to one expert (token entropy < 0.05 log E), muP's do not (> 0.15)",
+    f"PASS: at width {wide} SP's tokens route to one expert (token entropy < 0.05 log E) and its "
+    "load\n      is concentrated (load entropy >= 0.1 log E below muP's); muP's tokens do not "
+    "(> 0.1 log E)"
 )
 
 # %% [markdown]
 # The muP entropies are not constant either at these widths (a slope of about $-0.05$ per
-# doubling for both): the claim checked is the comparison with SP, not width independence.
+# doubling for both, against SP's $-0.16$ and $-0.10$ in the run stored here): the claim
+# checked is the comparison with SP at the widest width, not width independence. (Routing is
+# a discrete choice: which expert wins a near-tie depends on float rounding, so the slopes
+# move with the machine's summation order; the asserted gaps do not.)
 
 # %% [markdown]
 # ## Learning-rate transfer of the MoE GPT
@@ -339,11 +340,13 @@ print(
 )
 
 # %% [markdown]
-# Under global-lr SP the wide model's optimum sits at a smaller learning rate than the narrow
-# one's; under muP the rate tuned on the narrow model stays the best. The check counts every
-# learning rate within two standard errors of a width's best as near-optimal there
-# (`near_drift`, robust to near-ties) and asks for no drift under muP and at least one grid
-# step (a factor 4 here) under SP; and at the transferred rate the wider muP model is better.
+# Under muP the rate tuned on the narrow model stays the best: counting every learning rate
+# within two standard errors of a width's best as near-optimal there (`near_drift`, robust to
+# near-ties), muP's drift is 0, and at that rate the wider muP model is better. Tuned at
+# width 32 and used at width 128, the muP model is far better than the SP one. SP's own
+# optimum at width 128 moves to smaller rates in the run stored here ($2^{-7}$), but its
+# curve there is flat within a few standard errors: replayed on MKL's reference code path it
+# had no near-tie-robust drift, so at this scale SP's drift is printed, not asserted.
 # A larger run of the same sweep (widths 16-128, every integer log2 lr from -8 to -2, 2
 # seeds, measured while writing this chapter) gave: SP's argmin moves by 5 grid steps (near-tie
 # robust: 1), muP's by 2 (near-tie robust: 0: at width 128, $2^{-4}$ and $2^{-3}$ are tied);
@@ -353,12 +356,25 @@ print(
 # %%
 # NBVAL_IGNORE_OUTPUT
 near = tc["near_drift_steps"]
-assert near["mup"] == 0, near
-assert near["sp"] >= 1, near
-assert tc["margin_se"] >= 2, tc["at_transfer"]
+summary = summarize(results)
+opt = tc["optima"].set_index(["parametrization", "width"])["log2_lr_opt"]
+narrow, widest = min(tscale.widths), max(tscale.widths)
+at = {
+    p: summary.query("parametrization == @p and width == @widest and log2_lr == @lr").iloc[0]
+    for p, lr in ((p, opt[(p, narrow)]) for p in ("sp", "mup"))
+}
+gap_se = (at["sp"]["mean"] - at["mup"]["mean"]) / np.hypot(at["sp"]["stderr"], at["mup"]["stderr"])
 print(
-    "PASS: muP's optimum does not move from width 32 to 128 (near-tie robust), SP's moves by",
-    f">= 1 grid step (x4); at muP's transferred lr the wider model is better by {tc['margin_se']:.0f} s.e.",
+    f"width {widest} at the lr tuned at width {narrow}: SP {at['sp']['mean']:.3f}, "
+    f"muP {at['mup']['mean']:.3f} bits ({gap_se:.0f} s.e.)"
+)
+assert near["mup"] == 0, near
+assert tc["margin_se"] >= 2, tc["at_transfer"]
+assert gap_se >= 3, at
+print(
+    "PASS: muP's optimum does not move from width 32 to 128 (near-tie robust); at muP's "
+    f"transferred lr the wider model is better by {tc['margin_se']:.0f} s.e.;\n      tuned at "
+    f"width {narrow} and used at {widest}, muP beats SP by {gap_se:.0f} s.e."
 )
 
 # %% [markdown]
@@ -367,6 +383,8 @@ print(
 # - The MoE step costs 1.5x the dense step of equal active parameters on a CPU
 #   (`python bench/lm.py --moe-only`, n_embd 512: router, sort, scatter and gather, and the
 #   dropless buffer padded to the busiest expert); no GPU timing.
+# - SP's drift of the optimal learning rate at notebook scale (widths 32 and 128) is within
+#   the seeds' noise on some float code paths; it is measured above, not asserted.
 # - The MLA RoPE query and key exponents ($\approx -0.15$) are outside $\pm 0.1$ at these
 #   widths and steps; the routing entropies under muP still fall slowly with width.
 # - DeepSeek-V2's latent norms are left out (`ntk.lm.mla`: with them the residual stream's

@@ -109,17 +109,18 @@ def routing_by_width(
     steps: int | None = None,
     batch_size: int = 4,
     seeds: Sequence[int] | None = None,
+    widths: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Routing entropies (`ntk.lm.moe.routing_entropy`, in units of log E) per width and
     seed, after the coordinate check's `steps` AdamW updates on its fixed batch, measured on
     that batch: "load" (the experts' shares of the assignments) and "token" (a token's router
-    distribution). `seeds` defaults to the coordinate check's."""
+    distribution). `seeds` and `widths` default to the coordinate check's."""
     setup = scale.coord
     steps = scale.coord_steps if steps is None else steps
     data = corpus(setup)
     ((x, y),) = eval_batches(data.val, batch_size, setup.block_size, 1)
     rows = []
-    for width in scale.coord_widths:
+    for width in scale.coord_widths if widths is None else widths:
         for seed in scale.coord_seeds if seeds is None else seeds:
             model, opt = build(parametrization, width, 2.0**scale.coord_log2_lr, seed, setup)
             for step in range(steps):

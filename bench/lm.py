@@ -51,6 +51,8 @@ import torch.nn.functional as F
 FULL = dict(n_layer=4, n_embd=512, n_head=8, vocab_size=256, seq_len=256, batch=8)
 NARROW = dict(n_layer=4, n_embd=256, n_head=4, vocab_size=256, seq_len=256, batch=16)
 QUICK = dict(n_layer=2, n_embd=256, n_head=4, vocab_size=256, seq_len=128, batch=8)
+# E = 8 experts of hidden 2 C, top-2: the active MLP is 4 C wide, the dense MLP's size
+MOE = dict(moe_experts=8, moe_top_k=2, moe_hidden=2)
 MODELS = {
     "ours": "ours (ntk.lm.GPT)",
     "ours-nobias": "ours without biases",
@@ -71,6 +73,7 @@ def build(kind: str, cfg: dict) -> tuple[torch.nn.Module, Callable]:
                 n_embd=cfg["n_embd"],
                 n_head=cfg["n_head"],
                 bias=kind == "ours",  # GPT-2's layout has biases; our default has none
+                **(MOE if kind == "ours-moe" else {}),
             )
         )
         return model, model
@@ -132,7 +135,8 @@ class Trainer:
         self.y = torch.randint(0, cfg["vocab_size"], shape, device=self.device)
 
     def step(self) -> float:
-        """Seconds for forward + loss + backward + AdamW step."""
+        """Seconds for forward + loss (+ an MoE's load-balancing term) + backward + AdamW step."""
+        from ntk.lm.moe import moe_aux_loss
         from ntk.lm.runtime import autocast
 
         cuda = self.device.type == "cuda"
@@ -142,6 +146,9 @@ class Trainer:
         with autocast(self.device, self.autocast):
             logits = self.forward(self.x)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.y.reshape(-1))
+            aux = moe_aux_loss(self.model)
+            if aux is not None:
+                loss = loss + aux
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -275,6 +282,12 @@ def run_variant(
     )
 
 
+def run_moe(cfg: dict, device: str = "cpu", rounds: int = 5) -> dict:
+    """The MoE GPT's step (E = 8, top-2, dropless) against the dense one of equal active
+    parameters (both without biases), interleaved."""
+    return run_variant(cfg, dict(kind="ours-moe"), dict(kind="ours-nobias"), device, rounds)
+
+
 def _parallel_worker(rank: int, world: int, tmp: str, cfg: dict, rounds: int) -> None:
     """Process `rank`: our GPT under DDP and under FSDP2, alternating, on half the batch."""
     import torch.distributed as dist
@@ -329,6 +342,7 @@ def run(quick: bool = False, device: str = "cpu", rounds: int = 5) -> dict:
         cfg, dict(autocast="bf16"), dict(kind="hf", autocast="bf16"), device, rounds
     )
     out["bf16_vs_f32"] = run_variant(cfg, dict(autocast="bf16"), dict(), device, rounds)
+    out["moe"] = run_moe(cfg, device, rounds)
     if device == "cpu":
         out["fsdp"] = run_parallel(cfg, rounds=max(2, rounds // 2))
     return out
@@ -362,6 +376,10 @@ def run_table_rows(result: dict) -> list[dict]:
         "compile": (f"GPT train step {name} torch.compile vs eager (ours)", "compile excluded"),
         "bf16": (f"GPT train step {name} bf16 autocast vs HF bf16 autocast", "fp32 masters"),
         "bf16_vs_f32": (f"GPT train step {name} bf16 autocast vs f32 (ours)", "fp32 masters"),
+        "moe": (
+            f"GPT train step {name} MoE (E=8, top-2, dropless) vs dense of equal active params",
+            "experts of hidden 2C (dense MLP 4C), batched-matmul dispatch, aux loss included",
+        ),
         "fsdp": (
             f"GPT train step {name} FSDP2 vs DDP, 2 CPU processes (gloo)",
             "1 thread per process; muP-free plain GPT",
@@ -388,6 +406,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu or cuda")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per ratio")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: all)")
+    parser.add_argument("--moe-only", action="store_true", help="only the MoE vs dense row")
     parser.add_argument("--memory-of", choices=tuple(MODELS), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
@@ -403,6 +422,12 @@ def main() -> None:
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     where = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, load {load}")
+    if args.moe_only:
+        r = run_moe(QUICK if args.quick else FULL, args.device, args.rounds)
+        print(
+            f"MoE step {r['s_per_step']:.3f} s, dense {r['reference_s']:.3f} s, ratio {r['ratio']:.3f}"
+        )
+        return
     result = run(quick=args.quick, device=args.device, rounds=args.rounds)
     for rows in result["sizes"]:
         r = rows[0]

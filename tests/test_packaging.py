@@ -118,7 +118,7 @@ def test_distribution_name_and_one_place_for_the_colab_repository():
     colab = _colab()
     assert PYPROJECT["project"]["name"] == colab.DISTRIBUTION == "ntk-lab"
     assert colab.stale() == []
-    assert len(colab.notebooks()) == 15
+    assert len(colab.notebooks()) == 16
     for path in colab.notebooks():
         text = path.read_text(encoding="utf-8")
         assert text.count("git+") == 1, path.name  # no second, hand-written address

@@ -71,7 +71,7 @@ class Scale:
 
 def speedrun_setup(window: int, **kw) -> LMSetup:
     """An `LMSetup` of the speedrun GPT with sliding window `window`."""
-    return LMSetup(gpt={**SPEEDRUN, "attn_window": window}, **kw)
+    return LMSetup(model_options=tuple({**SPEEDRUN, "attn_window": window}.items()), **kw)
 
 
 NOTEBOOK = Scale(
@@ -214,7 +214,7 @@ def base_sweep(scale: Scale, *, workers: int = 2) -> pd.DataFrame:
     """muP `lr_sweep` of the nanoGPT block (no speedrun option) at the narrowest width only:
     its transferred learning rate for `compare_blocks`."""
     return lr_sweep(
-        functools.partial(train_run, setup=replace(scale.transfer, gpt={})),
+        functools.partial(train_run, setup=replace(scale.transfer, model_options=())),
         log2_lrs=scale.log2_lrs,
         widths=scale.widths[:1],
         seeds=scale.seeds,
@@ -251,7 +251,7 @@ def curve_run(block: str, width: int, lr: float, seed: int, setup: LMSetup, ever
     "speedrun" block: rows of step, tokens, seconds (training time only), loss."""
     if block not in ("nanogpt", "speedrun"):
         raise ValueError(f"block must be 'nanogpt' or 'speedrun', got {block!r}")
-    setup = setup if block == "speedrun" else replace(setup, gpt={})
+    setup = setup if block == "speedrun" else replace(setup, model_options=())
     data = corpus(setup)
     model, optimizer = build("mup", width, lr, seed, setup)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, setup))

@@ -11,9 +11,12 @@ The modules recorded, by group (`GROUPS`): the embedding output, each block's q,
 projections, its attention logits s q.k (recorded by `coord_check` from the arguments of the
 `F.scaled_dot_product_attention` call, `ntk.scaling.attention_logits`: the fused attention
 never returns them), the attention output projection, the MLP's up
-and down projections, the residual stream after each block, and the readout's logits; with
-the speedrun options (`ntk.lm.speedrun`) also the value-embedding tables, the value mix
-g v + e ve, the x0 term mu x0, the U-Net skip terms u x_skip and the capped logits.
+and down projections, the residual stream after each block, and the readout's logits. With
+the GPT's options also: the speedrun's (`ntk.lm.speedrun`) value-embedding tables, value mix
+g v + e ve, x0 term mu x0, U-Net skip terms u x_skip and capped logits; an MoE's "expert
+outputs" (the experts' outputs per token and choice, before the gates) and "router logits";
+MLA's "latent" (both down projections' outputs), "rope query" and "rope key" (q and k are then
+the content up projections).
 Parametrized layers are recorded through their `ScaledModule` wrapper, whose output is the
 effective one (multiplier included).
 
@@ -61,11 +64,22 @@ SPEEDRUN_GROUPS = {
 GROUPS |= SPEEDRUN_GROUPS
 OUTER = ("embedding", "readout (logits)", "value embedding", "capped logits")
 HIDDEN = [g for g in GROUPS.values() if g not in OUTER]
+# the groups of the GPT's options: an MoE MLP (ntk.lm.moe), latent attention (ntk.lm.mla)
+MOE_GROUPS = {
+    r"blocks\.\d+\.mlp\.router": "router logits",
+    r"blocks\.\d+\.mlp\.expert_out": "expert outputs",  # (N, k, C) per token and choice
+}
+MLA_GROUPS = {
+    r"blocks\.\d+\.attn\.(q|kv)_down": "latent",  # c_q, c_kv
+    r"blocks\.\d+\.attn\.q_rope": "rope query",
+    r"blocks\.\d+\.attn\.k_rope": "rope key",
+}
+_ALL_GROUPS = GROUPS | MOE_GROUPS | MLA_GROUPS
 
 
 def group_of(module: str) -> str | None:
     """The group of a module name, or None for modules the check does not record."""
-    return next((g for p, g in GROUPS.items() if re.fullmatch(p, module)), None)
+    return next((g for p, g in _ALL_GROUPS.items() if re.fullmatch(p, module)), None)
 
 
 def gpt_coord_check(

@@ -54,6 +54,11 @@ from torch import Tensor, nn
 from ntk._checks import check_bool, check_nonnegative, check_positive, check_positive_int
 from ntk.lm import speedrun
 from ntk.lm.attention import causal_attention, check_window
+from ntk.lm.mla import LatentAttention
+from ntk.lm.moe import ExpertLinear, MoE
+from ntk.lm.rope import apply_rope, cached_rotation, rope_rotation
+
+__all__ = ["GPT", "GPTConfig", "apply_rope", "cached_rotation", "rope_rotation"]
 
 
 @dataclass
@@ -89,6 +94,18 @@ class GPTConfig:
         attn_window: sliding attention window (1..block_size); None: full causal attention.
             `GPT.set_window` changes it during training (`ntk.lm.attention.window_at`).
         attn_impl: "auto", "flex" (FlexAttention) or "sdpa" (explicit mask).
+
+    Mixture of experts and latent attention (`ntk.lm.moe`, `ntk.lm.mla`; default: off):
+        moe_experts: E, for a mixture-of-experts MLP in every block (`ntk.lm.moe`); None
+            (default): the dense MLP.
+        moe_top_k: experts per token (k <= E).
+        moe_hidden: each expert's hidden size in units of n_embd (the dense MLP's is 4).
+        moe_capacity: None (dropless) or the capacity factor c (slots per expert
+            ceil(c N k / E), assignments past them dropped).
+        moe_aux_coef: weight of Switch's load-balancing loss added to the training loss.
+        mla_rank: r, for multi-head latent attention with latent rank r (`ntk.lm.mla`),
+            0 < r < n_embd; None (default): the standard attention.
+        mla_rope_dim: d_R, the size of MLA's decoupled RoPE query/key per head (even).
     """
 
     vocab_size: int = 256
@@ -112,6 +129,14 @@ class GPTConfig:
     logit_softcap: float | None = None
     attn_window: int | None = None
     attn_impl: str = "auto"
+    # mixture of experts and latent attention (ntk.lm.moe, ntk.lm.mla): off by default
+    moe_experts: int | None = None
+    moe_top_k: int = 2
+    moe_hidden: int = 4
+    moe_capacity: float | None = None
+    moe_aux_coef: float = 0.01
+    mla_rank: int | None = None
+    mla_rope_dim: int = 8
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_embd"):
@@ -140,6 +165,35 @@ class GPTConfig:
         if check_positive("GPTConfig.rope_base", self.rope_base) <= 1:
             raise ValueError(f"GPTConfig.rope_base must be > 1, got {self.rope_base}")
         speedrun.check_options("GPTConfig.", self, self.n_layer, self.block_size)
+        self._check_moe_mla()
+
+    def _check_moe_mla(self) -> None:
+        if self.moe_experts is not None:
+            E = check_positive_int("GPTConfig.moe_experts", self.moe_experts)
+            check_positive_int("GPTConfig.moe_top_k", self.moe_top_k, maximum=E)
+            check_positive_int("GPTConfig.moe_hidden", self.moe_hidden)
+            if self.moe_capacity is not None:
+                check_positive("GPTConfig.moe_capacity", self.moe_capacity)
+            check_nonnegative("GPTConfig.moe_aux_coef", self.moe_aux_coef)
+        if self.mla_rank is not None:
+            check_positive_int("GPTConfig.mla_rank", self.mla_rank, maximum=self.n_embd - 1)
+            if check_positive_int("GPTConfig.mla_rope_dim", self.mla_rope_dim) % 2:
+                raise ValueError(
+                    f"GPTConfig.mla_rope_dim must be even (RoPE rotates pairs), got "
+                    f"{self.mla_rope_dim}"
+                )
+            # MLA has its own attention: the speedrun's attention options do not apply to it
+            for key in ("qk_norm", "rope_truncate", "value_embeds", "attn_window"):
+                if getattr(self, key):
+                    raise ValueError(
+                        f"GPTConfig.{key} is a speedrun option of the standard attention; "
+                        "it cannot be combined with GPTConfig.mla_rank (latent attention)"
+                    )
+        if self.moe_experts is not None and self.mlp != "gelu":
+            raise ValueError(
+                f"GPTConfig.mlp={self.mlp!r} sets the dense MLP's activation; the experts of "
+                "GPTConfig.moe_experts use GELU"
+            )
 
     @property
     def heads(self) -> tuple[int, int]:
@@ -147,70 +201,6 @@ class GPTConfig:
         if self.n_head is not None:
             return self.n_head, self.n_embd // self.n_head
         return self.n_embd // self.head_dim, self.head_dim
-
-
-def rope_rotation(
-    T: int, head_dim: int, base: float, device: torch.device | str | None = None
-) -> Tensor:
-    """exp(i t theta_k) for positions t < T, pairs k < head_dim / 2: (T, head_dim / 2), complex128.
-
-    Su et al. 2021, eq. (15): coordinate pair k of a query or key at position t is rotated by
-    the angle t * theta_k, theta_k = base^(-2k / head_dim). The product of a rotated query at
-    t and a rotated key at s then depends on t - s only: attention sees relative positions.
-    Computed in float64 (`cached_rotation` keeps the table it casts from this).
-    """
-    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim)
-    angles = torch.outer(torch.arange(T, dtype=torch.float64, device=device), theta)  # (T, D/2)
-    return torch.polar(torch.ones_like(angles), angles)
-
-
-_ROTATIONS: dict[tuple, Tensor] = {}
-
-
-def cached_rotation(
-    T: int, head_dim: int, base: float, device: torch.device, dtype: torch.dtype
-) -> Tensor:
-    """`rope_rotation(T, ...)` cast to complex64 (complex128 for float64 activations) and
-    viewed as real (cos, sin) pairs: (T, head_dim / 2, 2), float32 (float64).
-
-    Built once per (T, head_dim, base, device, dtype) and reused: not a buffer, so it is never
-    stored in a checkpoint, cast by `model.to(dtype)` or broadcast with the parameters. The
-    cached values are those of a fresh computation.
-    """
-    key = (T, head_dim, base, torch.device(device), dtype)
-    rotation = _ROTATIONS.get(key)
-    if rotation is None:
-        # a plain tensor even when first built under inference_mode: autograd saves it later
-        with torch.inference_mode(False), torch.no_grad():
-            complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-            rotation = torch.view_as_real(
-                rope_rotation(T, head_dim, base, device).to(complex_dtype)
-            )
-        _ROTATIONS[key] = rotation
-    return rotation
-
-
-def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
-    """Rotate consecutive coordinate pairs of x (B, T, H, D) by `rotation`: (T, D/2) complex,
-    or its real view (T, D/2, 2) of (cos, sin) pairs.
-
-    The pair (x_2i, x_2i+1), read as the complex number x_2i + i x_2i+1, is rotated by one
-    complex multiplication: the form of Su et al. 2021, section 3.4.2. Compiled, the same
-    product is written out in real numbers, (a cos - b sin, a sin + b cos): torch.compile's
-    inductor generates no code for complex numbers, and fuses these.
-    """
-    B, T, H, D = x.shape
-    real = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    if rotation.is_complex():
-        rotation = torch.view_as_real(rotation)
-    rotation = rotation[:T, None]  # (T, 1, D/2, 2), broadcast over heads
-    if torch.compiler.is_compiling():
-        a, b = real.unflatten(-1, (D // 2, 2)).unbind(-1)  # (B, T, H, D/2) each
-        cos, sin = rotation.unbind(-1)
-        return torch.stack((a * cos - b * sin, a * sin + b * cos), -1).flatten(-2).type_as(x)
-    pairs = torch.view_as_complex(real.reshape(B, T, H, D // 2, 2))  # (B, T, H, D/2)
-    rotated = pairs * torch.view_as_complex(rotation)  # (B, T, H, D/2)
-    return torch.view_as_real(rotated).reshape(B, T, H, D).type_as(x)
 
 
 class CausalSelfAttention(nn.Module):
@@ -272,9 +262,18 @@ class Block(nn.Module):
         super().__init__()
         # muP: norm gains and biases are vector-like: width-independent init and lr
         self.ln_1 = speedrun.make_norm(config)
-        self.attn = CausalSelfAttention(config, value_embed)
+        C, (H, D) = config.n_embd, config.heads
+        if config.mla_rank:  # ntk.lm.mla
+            r, R = config.mla_rank, config.mla_rope_dim
+            self.attn = LatentAttention(C, H, D, r, R, config.bias)
+        else:
+            self.attn = CausalSelfAttention(config, value_embed)
         self.ln_2 = speedrun.make_norm(config)
-        self.mlp = MLP(config)
+        if config.moe_experts:  # ntk.lm.moe
+            E, k, cap = config.moe_experts, config.moe_top_k, config.moe_capacity
+            self.mlp = MoE(C, E, k, config.moe_hidden * C, cap, config.moe_aux_coef)
+        else:
+            self.mlp = MLP(config)
         # muP: lam x + mu x0, scalars (rest group)
         self.x0_mix = speedrun.Mix(1.0, 0.0) if config.x0_mix else None
 
@@ -283,7 +282,8 @@ class Block(nn.Module):
     ) -> Tensor:
         if self.x0_mix is not None:
             x = self.x0_mix(x, x0)  # (B, T, C)
-        x = x + self.attn(self.ln_1(x), rotation, ve)  # (B, T, C)
+        h = self.ln_1(x)
+        x = x + (self.attn(h, rotation) if ve is None else self.attn(h, rotation, ve))  # (B, T, C)
         return x + self.mlp(self.ln_2(x))  # (B, T, C)
 
 
@@ -336,7 +336,7 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, std=module.in_features**-0.5)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.LayerNorm, speedrun.Scalar)):
+            elif isinstance(module, nn.LayerNorm | speedrun.Scalar | ExpertLinear):
                 module.reset_parameters()
         std = self.config.n_embd**-0.5 if self.config.tie_embeddings else 1.0
         nn.init.normal_(self.wte.weight, std=std)
@@ -348,7 +348,8 @@ class GPT(nn.Module):
         self._check_input(idx)
         x = self.wte(idx)  # (B, T, C)
         cfg = self.config
-        rotation = cached_rotation(idx.shape[1], cfg.heads[1], cfg.rope_base, idx.device, x.dtype)
+        rope_dim = cfg.mla_rope_dim if cfg.mla_rank else cfg.heads[1]  # MLA: the decoupled part
+        rotation = cached_rotation(idx.shape[1], rope_dim, cfg.rope_base, idx.device, x.dtype)
         if cfg.rope_truncate or cfg.value_embeds or cfg.unet_skips or cfg.x0_mix:
             x = self._speedrun_blocks(idx, x, speedrun.truncate_rope(rotation, cfg.rope_truncate))
         else:

@@ -53,18 +53,32 @@ def gpt_layers(model: GPT) -> dict[str, str]:
     """Glob pattern on module names -> abc role, for `ParametrizationConfig.layers`."""
     if not isinstance(model, GPT):
         raise TypeError(f"model must be an ntk.lm.GPT, got {type(model).__name__}")
-    layers = {
-        "wte": "embedding",  # muP: vocab -> width
-        "blocks.*.attn.q": "hidden",
-        "blocks.*.attn.k": "hidden",
-        "blocks.*.attn.v": "hidden",
+    layers = {"wte": "embedding"}  # muP: vocab -> width
+    if model.config.mla_rank:  # ntk.lm.mla: n -> r -> n with r fixed
+        layers |= {
+            "blocks.*.attn.q_down": "readout",  # muP: width -> r, a finite output
+            "blocks.*.attn.kv_down": "readout",
+            "blocks.*.attn.k_rope": "readout",  # width -> d_R
+            "blocks.*.attn.[qkv]": "embedding",  # muP: r -> width, a finite input
+            "blocks.*.attn.q_rope": "embedding",  # r -> n_head d_R
+        }
+    else:
+        layers |= {f"blocks.*.attn.{x}": "hidden" for x in "qkv"}
+    layers |= {
         "blocks.*.attn.o": "hidden",
         "blocks.*.mlp.up": "hidden",
         "blocks.*.mlp.down": "hidden",  # muP: fan-in 4 n_embd, width ratio that of n_embd
-        "lm_head": "readout",  # muP: width -> vocab
     }
     if model.config.value_embeds:
         layers["value_embeds.*"] = "embedding"  # muP: vocab -> width, like wte
+    if model.config.moe_experts:  # ntk.lm.moe
+        layers = {k: v for k, v in layers.items() if ".mlp." not in k}
+        layers |= {
+            "blocks.*.mlp.router": "readout",  # muP: width -> E logits, a finite output
+            "blocks.*.mlp.expert_up": "hidden",  # muP: each expert hidden, fan-in n_embd
+            "blocks.*.mlp.expert_down": "hidden",  # fan-in moe_hidden n_embd
+        }
+    layers["lm_head"] = "readout"  # muP: width -> vocab
     return layers
 
 
@@ -112,7 +126,13 @@ def parametrize(
         name = check_parametrization("parametrization", parametrization, WIDTH_RULES)
     if name == "mup":
         options.setdefault("zero_query", True)
-        options.setdefault("zero_readout", not model.config.tie_embeddings)
+        # muP: the LM head alone (an MoE router, also a readout, must not start at 0)
+        options.setdefault("zero_readout", [] if model.config.tie_embeddings else ["lm_head"])
+    if model.config.moe_experts and options.get("zero_readout") is True:
+        raise ValueError(
+            "zero_readout=True would zero the MoE routers too (readouts): all logits equal, "
+            "top-k would send every token to the same experts; pass zero_readout=['lm_head']"
+        )
     config = ParametrizationConfig(
         parametrization=name,
         optimizer=optimizer,

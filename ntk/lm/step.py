@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ntk._checks import check_positive
 from ntk.errors import TrainingDivergedError
 from ntk.lm import runtime
+from ntk.lm.moe import moe_aux_loss
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -57,13 +58,17 @@ def train_step(
     the loss is NaN or Inf; no update is made then. `max_grad_norm` clips the gradients' global
     norm before the update. `autocast` "bf16" runs forward and loss in bfloat16 with float32
     parameters (`ntk.lm.runtime.autocast`). Under DDP or FSDP the loss returned (and checked)
-    is the mean over the processes' batches.
+    is the mean over the processes' batches. A mixture-of-experts model's load-balancing
+    term (`ntk.lm.moe.moe_aux_loss`) is added to the loss optimized and returned.
     """
     if max_grad_norm is not None:
         check_positive("max_grad_norm", max_grad_norm)
     x, y = batch
     with runtime.autocast(x.device, autocast):
         loss = lm_loss(model(x), y)
+        aux = moe_aux_loss(model)  # mixture-of-experts load balancing (ntk.lm.moe)
+        if aux is not None:
+            loss = loss + aux
     value = _mean_over_processes(model, loss)
     if not math.isfinite(value):
         raise TrainingDivergedError(step, value)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 import torch
@@ -59,7 +59,8 @@ class LMSetup:
         betas: AdamW's betas.
         val_batches, val_batch_size: the fixed validation set (`eval_batches`), evenly spaced
             windows of the validation text.
-        gpt: further `GPTConfig` fields, e.g. the speedrun options (`ntk.lm.speedrun`).
+        model_options: further `GPTConfig` fields, as (name, value) pairs (e.g.
+            (("moe_experts", 8), ("moe_top_k", 2)) for the mixture-of-experts GPT).
         autocast: "none" or "bf16" (bfloat16 forward, float32 weights and AdamW state:
             `ntk.lm.runtime.autocast`), in training and evaluation.
     """
@@ -76,7 +77,7 @@ class LMSetup:
     betas: tuple[float, float] = (0.9, 0.95)
     val_batches: int = 4
     val_batch_size: int = 64
-    gpt: dict = field(default_factory=dict)
+    model_options: tuple[tuple[str, object], ...] = ()
     autocast: str = "none"
 
     def __post_init__(self) -> None:
@@ -92,6 +93,14 @@ class LMSetup:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"LMSetup.betas must be two numbers in [0, 1), got {self.betas}")
         check_choice("LMSetup.autocast", self.autocast, ("none", "bf16"))
+        own = {"vocab_size", "block_size", "n_layer", "n_embd", "n_head"}
+        free = {f.name for f in fields(GPTConfig)} - own
+        for item in self.model_options:
+            if not (isinstance(item, tuple) and len(item) == 2 and item[0] in free):
+                raise ValueError(
+                    f"LMSetup.model_options: {item!r} is not a (name, value) pair of a "
+                    f"GPTConfig field other than {sorted(own)}"
+                )
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -122,7 +131,7 @@ def build(
         n_layer=setup.n_layer,
         n_embd=width,
         n_head=setup.n_head,
-        **setup.gpt,
+        **dict(setup.model_options),
     )
     rule = "global" if parametrization == "sp" else "abc"  # sp: one learning rate
     model, _, groups = gpt_recipe(

@@ -25,7 +25,7 @@ from ntk.scaling.abc_rules import (
 )
 from ntk.scaling.attention import AttentionAdapter, register_attention
 from ntk.scaling.depth import DepthConfig, DepthPlan
-from ntk.scaling.geometry import WeightGeometry, register_geometry
+from ntk.scaling.geometry import WeightGeometry, expert_geometry, register_geometry
 from ntk.scaling.parametrization import Parametrization, ParametrizationConfig, ScaledModule
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "abc_table",
     "max_lr_exponents",
     "register_attention",
+    "expert_geometry",
     "register_geometry",
     "role_exponents",
     "stability_violations",

@@ -153,11 +153,21 @@ def base_stds(
     tied: list[tuple[str, ...]],
     std_prefactor: float,
     base_std: dict[str, float],
-    zero_readout: bool,
+    zero_readout: bool | list[str],
 ) -> list[float]:
     """Init std at the base width per weight: std_prefactor / sqrt(fan-in at the base width)
     (std_prefactor for a lookup), or `base_std` where a pattern matches, 0 for a zeroed
-    readout; one value per tied group (module docstring of `ntk.scaling.tying`)."""
+    readout (every readout, or those `zero_readout`'s glob patterns match); one value per tied
+    group (module docstring of `ntk.scaling.tying`)."""
+    if not isinstance(zero_readout, bool):
+        patterns = dict.fromkeys(zero_readout)
+        for p in patterns:
+            hits = [w for w in weights if matching({p: None}, w.label)]
+            if not hits or any(w.role != "readout" for w in hits):
+                raise ValueError(
+                    f"config.zero_readout pattern {p!r} must match readout layers only; it "
+                    f"matches {[(w.label, w.role) for w in hits]}"
+                )
     stds = []
     for w, wd in zip(weights, widths, strict=True):
         hits = matching(base_std, w.label)
@@ -165,7 +175,10 @@ def base_stds(
             raise ValueError(f"{w.label!r} is matched by several config.base_std patterns")
         const = 1.0 if w.geometry.lookup else wd.fan_in0**-0.5
         stds.append(base_std[hits[0]] if hits else std_prefactor * const)
-        if zero_readout and w.role == "readout":
+        zeroed = zero_readout is True or (
+            zero_readout is not False and bool(matching(dict.fromkeys(zero_readout), w.label))
+        )
+        if zeroed and w.role == "readout":
             if tied[len(stds) - 1]:
                 raise ValueError(
                     f"config.zero_readout: the readout {w.label!r} is tied with "

@@ -74,7 +74,9 @@ class ParametrizationConfig:
             width), "keep" (each module's own), or "auto" (mup for mup/mfp, keep for sp/ntk).
         base_head_dim: d0 for the attention scale with base_width, when width != base_width.
         zero_query: zero-initialize the query projections of all attention modules.
-        zero_readout: zero-initialize the readout weights (as mup's readout_zero_init).
+        zero_readout: zero-initialize the readout weights (as mup's readout_zero_init): True
+            for every readout, or a list of glob patterns naming the readouts to zero (an
+            MoE router is a readout that must not start at 0: `ntk.lm.moe`).
         depth: a `ntk.scaling.depth.DepthConfig`: residual-branch multipliers L^-alpha and
             the matching lr / Adam eps factors on top of the width rules (None: width only).
         muon_rule: with optimizer "muon", Muon's update scale s(fan_out, fan_in): "spectral"
@@ -104,7 +106,7 @@ class ParametrizationConfig:
     attention_scale: str = "auto"
     base_head_dim: int | None = None
     zero_query: bool = False
-    zero_readout: bool = False
+    zero_readout: bool | list[str] = False
     depth: DepthConfig | None = None
     lr_rule: str = "abc"  # last: positional callers of the fields above are unaffected
     # The old spelling of `lr`, accepted for one release with a DeprecationWarning.
@@ -162,8 +164,9 @@ class ParametrizationConfig:
                 )
         for pattern, std in self.base_std.items():
             check_positive(f"config.base_std[{pattern!r}]", std)
-        for key in ("apply_multipliers", "reinit", "zero_query", "zero_readout"):
+        for key in ("apply_multipliers", "reinit", "zero_query"):
             check_bool(f"config.{key}", getattr(self, key))
+        _check_zero_readout(self.zero_readout)
         _check_depth(self.depth)
         if self.layers is not None:
             if not isinstance(self.layers, dict) or not self.layers:
@@ -179,6 +182,16 @@ def _check_muon(rule: str, lr: float | None) -> None:
     check_choice("muon_rule", rule, MUON_RULES)
     if lr is not None:
         check_positive("muon_lr", lr)
+
+
+def _check_zero_readout(zero_readout: object) -> None:
+    patterns = isinstance(zero_readout, list | tuple) and all(
+        isinstance(p, str) for p in zero_readout
+    )
+    if not (isinstance(zero_readout, bool) or patterns):
+        raise TypeError(
+            f"config.zero_readout must be a bool or a list of glob patterns, got {zero_readout!r}"
+        )
 
 
 def _check_depth(depth: object) -> None:

@@ -16,6 +16,14 @@ silently wrong for half of them. This registry is the one place that knows each 
     nn.LSTM / GRU / RNN     weight_ih_l{k}       (G H, in)            G gate blocks stacked
                             weight_hh_l{k}       (G H, H)             (LSTM G = 4: i, f, g, o;
                             weight_hr_l{k}       (proj, H)             GRU G = 3: r, z, n)
+    experts (ntk.lm.moe)    weight               (E, in, out)         E blocks W_e^T stacked:
+                                                                       (E out, in)
+
+Mixture-of-experts layers store E independent matrices as one 3-D tensor, y_e = x_e W_e with
+W_e (in, out) (`expert_geometry`): each expert is a matrix of its own (its fan-in sets its
+init, its width dimension its exponents), read as E row blocks of one (E out, in) matrix, so
+the spectral monitor sees each expert separately and the width ratio of every expert is that
+of a per-expert nn.Linear (in -> out).
 
 An embedding is a lookup: y = W^T onehot(x) sums a single term per output, so its init constant
 is 1 (`lookup`), while its matrix (dim, num) has fan-in num for the spectral norm. The weights
@@ -37,10 +45,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from ntk._checks import check_callable
+from ntk._checks import check_callable, check_positive_int
 
 __all__ = [
     "WeightGeometry",
+    "expert_geometry",
     "geometry_of",
     "register_geometry",
     "registered_geometry",
@@ -66,6 +75,8 @@ class WeightGeometry:
         scalable: the module's output is linear in this weight alone (y = W x + b), so a
             multiplier on the output is a multiplier on W.
         bias: path of the bias added to W x, or None.
+        stacked: the blocks are the tensor's leading dimension, one matrix each (3-D expert
+            weights, `expert_geometry`); `transposed` then applies to each block.
     """
 
     param: str
@@ -77,6 +88,7 @@ class WeightGeometry:
     inner: bool = False
     scalable: bool = True
     bias: str | None = None
+    stacked: bool = False
 
     @property
     def init_fan_in(self) -> int:
@@ -90,7 +102,10 @@ class WeightGeometry:
 
     def matrix(self, tensor: Tensor) -> Tensor:
         """The stored tensor as W (fan_out, fan_in) (a view where the layout allows)."""
-        w = tensor.T if self.transposed else tensor
+        if self.stacked:  # (E, out, in) or, transposed, (E, in, out) -> (E out, in)
+            w = tensor.transpose(-2, -1) if self.transposed else tensor
+        else:
+            w = tensor.T if self.transposed else tensor
         return w.reshape(self.fan_out, self.fan_in)
 
     def block_matrices(self, tensor: Tensor) -> list[tuple[str, Tensor]]:
@@ -181,7 +196,10 @@ def _check_against_tensors(module: nn.Module, name: str, g: WeightGeometry) -> N
         raise ValueError(f"layer {name!r}: geometry names parameter {g.param!r}, absent") from err
     if isinstance(w, nn.parameter.UninitializedParameter):
         raise ValueError(f"layer {name!r} has uninitialized (lazy) parameters: run one forward")
-    if g.transposed:
+    if g.stacked:
+        per = (g.fan_in, g.block_size) if g.transposed else (g.block_size, g.fan_in)
+        ok = bool(g.blocks) and tuple(w.shape) == (len(g.blocks), *per)
+    elif g.transposed:
         ok = tuple(w.shape) == (g.fan_in, g.fan_out)
     else:
         ok = w.ndim >= 2 and w.shape[0] == g.fan_out and w.numel() == g.fan_in * g.fan_out
@@ -197,6 +215,28 @@ def _check_against_tensors(module: nn.Module, name: str, g: WeightGeometry) -> N
             module.get_parameter(g.bias)
         except AttributeError as err:
             raise ValueError(f"layer {name!r}: geometry names bias {g.bias!r}, absent") from err
+
+
+def expert_geometry(
+    param: str, experts: int, fan_in: int, fan_out: int, *, transposed: bool = True
+) -> WeightGeometry:
+    """The geometry of E = `experts` matrices stored as one 3-D tensor `param`: (E, fan_in,
+    fan_out) with y_e = x_e W_e (transposed, as batched-matmul MoE code stores them), or
+    (E, fan_out, fan_in) with y_e = W_e x_e.
+
+    Each expert is a (fan_out, fan_in) matrix of its own: init std 1/sqrt(fan_in), width
+    dimension fan_in (hidden, readout) or fan_out (embedding), exactly as E separate
+    nn.Linear(fan_in, fan_out) would be read. Register a container with it, e.g.
+
+        >>> register_geometry(MyExperts, lambda m: [
+        ...     expert_geometry("w1", m.w1.shape[0], m.w1.shape[1], m.w1.shape[2])])
+    """
+    for name, value in (("experts", experts), ("fan_in", fan_in), ("fan_out", fan_out)):
+        check_positive_int(f"expert_geometry {name}", value)
+    blocks = tuple(f"expert{e}" for e in range(experts))
+    return WeightGeometry(
+        param, fan_in, experts * fan_out, transposed=transposed, blocks=blocks, stacked=True
+    )
 
 
 # ---- built-in layers -------------------------------------------------------------------------

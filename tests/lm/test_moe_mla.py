@@ -143,3 +143,17 @@ def test_bad_moe_and_mla_settings_name_the_key():
         parametrize(model, "mup", base_width=32, lr=1e-2, zero_readout=True)
     with pytest.raises(ValueError, match="zero_readout pattern 'blocks.0.mlp.up'"):
         parametrize(model, "mup", base_width=32, lr=1e-2, zero_readout=["blocks.0.mlp.up"])
+
+
+@pytest.mark.parametrize(
+    "options, key",
+    [
+        (dict(mla_rank=8, qk_norm=True), "qk_norm"),
+        (dict(mla_rank=8, attn_window=4), "attn_window"),
+        (dict(mla_rank=8, value_embeds=1), "value_embeds"),
+        (dict(moe_experts=4, mlp="relu2"), "GPTConfig.mlp"),
+    ],
+)
+def test_options_that_cannot_combine_are_refused_by_name(options, key):
+    with pytest.raises(ValueError, match=key):
+        GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_embd=32, n_head=2, **options)

@@ -44,6 +44,17 @@ from torch import Tensor, nn
 
 from ntk.lm.rope import apply_rope
 
+# The latent attention's layers by abc role (they replace the block's q, k, v rows of
+# `ntk.lm.model.LAYERS`): n -> r -> n with r fixed, so the down projections are readouts (a
+# finite output) and the up projections embeddings (a finite input).
+LAYERS: dict[str, str] = {
+    "blocks.*.attn.q_down": "readout",  # muP: width -> r, a finite output
+    "blocks.*.attn.kv_down": "readout",
+    "blocks.*.attn.k_rope": "readout",  # width -> d_R
+    "blocks.*.attn.[qkv]": "embedding",  # muP: r -> width, a finite input
+    "blocks.*.attn.q_rope": "embedding",  # r -> n_head d_R
+}
+
 
 class LatentAttention(nn.Module):
     """Causal multi-head latent attention with a decoupled RoPE key (module docstring).

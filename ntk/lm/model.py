@@ -18,7 +18,7 @@ heads (n_head = C / head_dim), or a fixed number of heads `n_head` with wider he
 
 muP (Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466) is applied from outside by the
 abc engine (`ntk.Parametrization`, through `ntk.lm.parametrize`): it re-initializes and wraps
-the layers that `gpt_layers` lists by role. muP also scales attention logits by 1/head_dim
+the layers that `LAYERS` lists by role (with each option's rows: `gpt_layers`). muP also scales attention logits by 1/head_dim
 instead of 1/sqrt(head_dim) (anchored to agree at the base width), so each attention's
 `softmax_scale` is a plain float attribute that forward reads. The model keeps everything a
 parametrization touches addressable: separate q, k, v, o layers (muP zero-initializes the
@@ -285,6 +285,21 @@ class Block(nn.Module):
         h = self.ln_1(x)
         x = x + (self.attn(h, rotation) if ve is None else self.attn(h, rotation, ve))  # (B, T, C)
         return x + self.mlp(self.ln_2(x))  # (B, T, C)
+
+
+# The layers by abc role, as data beside the model (glob pattern on module names -> role; read
+# by `ntk.lm.parametrize.gpt_layers`, which adds each option's rows from its own module). Norm
+# gains, biases and scalar gates are vector-like: the engine's rest group.
+LAYERS: dict[str, str] = {
+    "wte": "embedding",  # muP: vocab -> width
+    "blocks.*.attn.q": "hidden",
+    "blocks.*.attn.k": "hidden",
+    "blocks.*.attn.v": "hidden",
+    "blocks.*.attn.o": "hidden",
+    "blocks.*.mlp.up": "hidden",
+    "blocks.*.mlp.down": "hidden",  # muP: fan-in 4 n_embd, width ratio that of n_embd
+    "lm_head": "readout",  # muP: width -> vocab
+}
 
 
 class GPT(nn.Module):

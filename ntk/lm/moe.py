@@ -48,6 +48,13 @@ from torch import Tensor, nn
 
 from ntk.scaling.geometry import expert_geometry, register_geometry
 
+# The MoE MLP's layers by abc role (they replace the block's MLP rows of `ntk.lm.model.LAYERS`)
+LAYERS: dict[str, str] = {
+    "blocks.*.mlp.router": "readout",  # muP: width -> E logits, a finite output
+    "blocks.*.mlp.expert_up": "hidden",  # muP: each expert hidden, fan-in n_embd
+    "blocks.*.mlp.expert_down": "hidden",  # fan-in moe_hidden n_embd
+}
+
 
 class ExpertLinear(nn.Module):
     """E independent linear maps in one (E, in, out) weight: (E, N, in) -> (E, N, out).

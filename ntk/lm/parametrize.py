@@ -42,7 +42,8 @@ from typing import NamedTuple
 import torch
 
 from ntk._checks import check_nonnegative, check_parametrization, check_positive_int
-from ntk.lm.model import GPT, GPTConfig
+from ntk.lm import mla, moe, speedrun
+from ntk.lm.model import GPT, LAYERS, GPTConfig
 from ntk.registry import WIDTH_RULES
 from ntk.scaling.abc_rules import ROLES
 from ntk.scaling.config import ParametrizationConfig
@@ -50,35 +51,21 @@ from ntk.scaling.parametrization import Parametrization
 
 
 def gpt_layers(model: GPT) -> dict[str, str]:
-    """Glob pattern on module names -> abc role, for `ParametrizationConfig.layers`."""
+    """Glob pattern on module names -> abc role, for `ParametrizationConfig.layers`: the plain
+    block's map (`ntk.lm.model.LAYERS`) with the rows of each option the model has, each kept
+    as data beside its module (`ntk.lm.mla`, `ntk.lm.moe`, `ntk.lm.speedrun`)."""
     if not isinstance(model, GPT):
         raise TypeError(f"model must be an ntk.lm.GPT, got {type(model).__name__}")
-    layers = {"wte": "embedding"}  # muP: vocab -> width
-    if model.config.mla_rank:  # ntk.lm.mla: n -> r -> n with r fixed
-        layers |= {
-            "blocks.*.attn.q_down": "readout",  # muP: width -> r, a finite output
-            "blocks.*.attn.kv_down": "readout",
-            "blocks.*.attn.k_rope": "readout",  # width -> d_R
-            "blocks.*.attn.[qkv]": "embedding",  # muP: r -> width, a finite input
-            "blocks.*.attn.q_rope": "embedding",  # r -> n_head d_R
-        }
-    else:
-        layers |= {f"blocks.*.attn.{x}": "hidden" for x in "qkv"}
-    layers |= {
-        "blocks.*.attn.o": "hidden",
-        "blocks.*.mlp.up": "hidden",
-        "blocks.*.mlp.down": "hidden",  # muP: fan-in 4 n_embd, width ratio that of n_embd
-    }
-    if model.config.value_embeds:
-        layers["value_embeds.*"] = "embedding"  # muP: vocab -> width, like wte
-    if model.config.moe_experts:  # ntk.lm.moe
+    cfg, layers = model.config, dict(LAYERS)
+    if cfg.mla_rank:  # latent attention replaces q, k, v
+        layers = {k: v for k, v in layers.items() if k[-1] not in "qkv" or ".attn." not in k}
+        layers |= mla.LAYERS
+    if cfg.moe_experts:  # experts and a router replace the dense MLP
         layers = {k: v for k, v in layers.items() if ".mlp." not in k}
-        layers |= {
-            "blocks.*.mlp.router": "readout",  # muP: width -> E logits, a finite output
-            "blocks.*.mlp.expert_up": "hidden",  # muP: each expert hidden, fan-in n_embd
-            "blocks.*.mlp.expert_down": "hidden",  # fan-in moe_hidden n_embd
-        }
-    layers["lm_head"] = "readout"  # muP: width -> vocab
+        layers |= moe.LAYERS
+    if cfg.value_embeds:
+        layers |= speedrun.LAYERS
+    layers["lm_head"] = layers.pop("lm_head")  # listed last, as the model's last layer
     return layers
 
 

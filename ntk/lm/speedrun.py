@@ -96,6 +96,10 @@ OPTIONS = {
 }  # field -> its "off" value (attn_impl only picks a kernel)
 
 
+# The value-embedding tables' abc role (added to `ntk.lm.model.LAYERS`)
+LAYERS: dict[str, str] = {"value_embeds.*": "embedding"}  # muP: vocab -> width, like wte
+
+
 def active_options(config: object) -> list[str]:
     """The speedrun fields of `config` set away from the plain GPT."""
     return [key for key, off in OPTIONS.items() if getattr(config, key) != off]

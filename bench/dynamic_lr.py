@@ -28,7 +28,6 @@ threads): 4.1% (MLP) and 2.6% (GPT) at k = 20, 1.3% and 0.9% at k = 50. Hence th
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -39,6 +38,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import torch
 import torch.nn.functional as F
 
+from ntk._checks import check_positive_int
+from ntk.errors import ArgumentParser, run_cli
 from ntk.lm.model import GPTConfig
 from ntk.lm.parametrize import gpt_recipe
 from ntk.models import WideMLP
@@ -145,14 +146,18 @@ def measure_case(
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(prog="python bench/dynamic_lr.py", description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_positive_int("--rounds", args.rounds)
+    for every in args.every:
+        check_positive_int("--every", every)
     if args.threads is not None:
+        check_positive_int("--threads", args.threads)
         torch.set_num_threads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
@@ -171,4 +176,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, prog="python bench/dynamic_lr.py")

@@ -48,6 +48,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch
 import torch.nn.functional as F
 
+from ntk._checks import check_positive_int
+from ntk.errors import ArgumentParser, InvalidValue, run_cli
+
 FULL = dict(n_layer=4, n_embd=512, n_head=8, vocab_size=256, seq_len=256, batch=8)
 NARROW = dict(n_layer=4, n_embd=256, n_head=4, vocab_size=256, seq_len=256, batch=16)
 QUICK = dict(n_layer=2, n_embd=256, n_head=4, vocab_size=256, seq_len=128, batch=8)
@@ -400,8 +403,8 @@ def run_table_rows(result: dict) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(prog="python bench/lm.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 layers, n_embd 256, seq 128")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cpu or cuda")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per ratio")
@@ -410,13 +413,15 @@ def main() -> None:
     parser.add_argument("--memory-of", choices=tuple(MODELS), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_positive_int("--rounds", args.rounds)
+    if args.threads is not None:
+        check_positive_int("--threads", args.threads)
     if args.memory_of:
         _child_memory(args.memory_of, json.loads(args.config), args.steps)
         return
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench/lm.py: --device cuda, but torch sees no CUDA GPU", file=sys.stderr)
-        sys.exit(2)
+        raise InvalidValue("--device cuda, but torch sees no CUDA GPU")
     if args.threads:
         torch.set_num_threads(args.threads)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -455,4 +460,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, prog="python bench/lm.py")

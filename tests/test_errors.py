@@ -55,6 +55,11 @@ def test_chapter_scripts_and_modules(tmp_path):
 def test_bench_arguments():
     done = run(str(ROOT / "bench" / "run.py"), "--only", "nope")
     user_error(done, "argument --only: invalid choice: 'nope'", "python bench/run.py --help")
+    for script in ("lm.py", "dynamic_lr.py"):
+        user_error(run(str(ROOT / "bench" / script), "--rounds", "0"), "--rounds must be >= 1")
+    for script in ("lm.py", "dynamic_lr.py", "muon.py"):
+        done = run(str(ROOT / "bench" / script), "--nope")
+        user_error(done, "unrecognized arguments: --nope", f"python bench/{script} --help")
 
 
 # ---- the mechanism, in process ---------------------------------------------------------------------
